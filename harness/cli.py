@@ -1,0 +1,185 @@
+"""Command line: ``python -m harness {run,evaluate,...}``.
+
+Exit codes (all commands):
+  0  done (a run that recorded crashes or timeouts still completed)
+  1  evaluate --fail-on / gate: the checked condition was met
+  2  invalid input: a malformed case file, results file or argument
+  3  the torch environment cannot run the worker (torch missing, CUDA unavailable)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_CONDITION, EXIT_INPUT, EXIT_ENV = 0, 1, 2, 3
+EPILOG = __doc__.split("\n\n", 1)[1]
+
+
+def _err(msg):
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _load_cases(paths, filters=()):
+    from .cases import load_cases
+
+    cases = load_cases(paths or None)
+    if filters:
+        cases = [c for c in cases if any(fnmatch.fnmatchcase(c.id, f) or f in c.id for f in filters)]
+    return cases
+
+
+def _detect_devices(python) -> list[str]:
+    code = "import torch; print(int(torch.cuda.is_available()))"
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SystemExit(_env_fail(f"cannot start {python}: {exc}"))
+    if out.returncode != 0:
+        raise SystemExit(_env_fail(f"{python} cannot import torch:\n{out.stderr.strip()[-800:]}"))
+    return ["cpu", "cuda"] if out.stdout.strip() == "1" else ["cpu"]
+
+
+def _env_fail(msg):
+    _err(msg)
+    return EXIT_ENV
+
+
+def cmd_run(args) -> int:
+    from .runner import RunnerError, run
+
+    cases = _load_cases(args.cases, args.filter)
+    if not cases:
+        _err("no cases selected")
+        return EXIT_INPUT
+    python = args.python or sys.executable
+    devices = args.device or ["auto"]
+    if "auto" in devices:
+        devices = _detect_devices(python)
+    progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    total = {"finished": 0, "crashed": 0, "timed_out": 0, "skipped": 0}
+    torch_version = "?"
+    for device in devices:
+        out = Path(str(args.out).replace("{device}", device.replace(":", "")))
+        progress(f"[{device}] {len(cases)} cases -> {out}")
+        try:
+            (summary,) = run(cases, out, devices=[device], python=python, timeout=args.timeout,
+                             resume=args.resume, progress=progress)
+        except RunnerError as exc:
+            _err(str(exc))
+            return EXIT_ENV
+        torch_version = summary.env.get("torch", torch_version)
+        for k in total:
+            total[k] += getattr(summary, k)
+        progress(f"[{device}] done in {summary.seconds:.1f}s: {summary.finished} finished, "
+                 f"{summary.crashed} crashed, {summary.timed_out} timed out, {summary.skipped} already present, "
+                 f"{summary.restarts} worker restarts")
+    print(f"run: torch {torch_version} on {', '.join(devices)}: {total['finished']} finished, "
+          f"{total['crashed']} crash, {total['timed_out']} timeout, {total['skipped']} resumed "
+          f"in {time.perf_counter() - t0:.1f}s -> {args.out}")
+    return EXIT_OK
+
+
+def _read_results(paths):
+    from .results import read, result_files
+
+    files = result_files(paths)
+    if not files:
+        raise FileNotFoundError(f"no results files under {', '.join(map(str, paths))}")
+    return [read(f) for f in files]
+
+
+def verdict_frame(result_paths, case_paths=None):
+    """Cases + results files -> verdict DataFrame (shared by evaluate, report, gate)."""
+    from .evaluate import evaluate
+
+    cases = _load_cases(case_paths)
+    return evaluate({c.id: c for c in cases}, _read_results(result_paths))
+
+
+def cmd_evaluate(args) -> int:
+    from tabulate import tabulate
+
+    frame = verdict_frame(args.results, args.cases)
+    if frame.empty:
+        _err("no results to evaluate")
+        return EXIT_INPUT
+    counts = frame.pivot_table(index=["torch", "device"], columns="verdict", values="id", aggfunc="count",
+                               fill_value=0)
+    counts["pitfalls"] = frame.groupby(["torch", "device"])["pitfall"].sum()
+    counts["total"] = frame.groupby(["torch", "device"]).size()
+    print(tabulate(counts.reset_index(), headers="keys", tablefmt="github", showindex=False))
+    if frame.attrs.get("unknown_ids"):
+        print(f"note: {frame.attrs['unknown_ids']} results name cases not in the case files (skipped)",
+              file=sys.stderr)
+    if args.show:
+        shown = frame[frame["verdict"].isin(args.show)]
+        cols = ["torch", "device", "id", "verdict", "detail"]
+        print(tabulate(shown[cols].values.tolist(), headers=cols, tablefmt="github", maxcolwidths=[None] * 4 + [80]))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        flat = frame.drop(columns=["output"])
+        if out.suffix == ".csv":
+            flat.to_csv(out, index=False)
+        else:
+            flat.to_json(out, orient="records", indent=1)
+    total = frame["verdict"].value_counts()
+    print("evaluate: " + ", ".join(f"{k} {v}" for k, v in sorted(total.items())) +
+          f"; {int(frame['pitfall'].sum())} pitfalls; {len(frame)} results")
+    if args.fail_on and frame["verdict"].isin(args.fail_on).any():
+        return EXIT_CONDITION
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import SEVERITY
+
+    parser = argparse.ArgumentParser(prog="python -m harness", description="KLDivLoss cross-version regression harness",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the case matrix on a torch environment -> JSONL results",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
+    p.add_argument("--filter", action="append", default=[], metavar="PATTERN",
+                   help="only case ids matching this glob or substring (repeatable)")
+    p.add_argument("--device", action="append", metavar="DEV",
+                   help="cpu, cuda, cuda:N or auto (= cpu, plus cuda when available; default)")
+    p.add_argument("--python", metavar="EXE", help="interpreter of the torch environment (default: this one)")
+    p.add_argument("--out", default="results-{device}.jsonl",
+                   help="results file; '{device}' is replaced by the device (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0, help="per-case timeout in seconds (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="keep results already in the file, run the rest")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("evaluate", help="results -> verdicts table and counts",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="*", default=["reports/results"], help="results files or folders")
+    p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
+    p.add_argument("--show", nargs="+", choices=SEVERITY, metavar="VERDICT", help="list the cases with these verdicts")
+    p.add_argument("--out", help="write every verdict row to this .csv or .json file")
+    p.add_argument("--fail-on", nargs="+", choices=SEVERITY, metavar="VERDICT", help="exit 1 if any result has these")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .cases import CaseFileError
+    from .results import ResultsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CaseFileError, ResultsError, FileNotFoundError) as exc:
+        _err(str(exc))
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted; finished results are kept (rerun with --resume)")
+        return 130

@@ -1,0 +1,229 @@
+"""Stage 2: deterministic inputs, made once on the host with NumPy (seeded).
+
+Each family's generator produces float64 arrays; each case rounds them to its dtype
+*here*, so the values handed to torch are exactly representable and every release
+sees identical bits.  The reference is computed from these rounded values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cases import Case, Family
+
+# (explicit mantissa bits, minimum normal exponent, largest finite value)
+DTYPE_FORMATS = {
+    "float16": (10, -14, 65504.0),
+    "bfloat16": (7, -126, float.fromhex("0x1.fep127")),
+    "float32": (23, -126, float.fromhex("0x1.fffffep127")),
+}
+
+
+def round_to_dtype(x, dtype: str) -> np.ndarray:
+    """Round float64 values to ``dtype`` (round-half-even, subnormals, overflow to inf).
+
+    The result is float64 holding values exactly representable in ``dtype``; done in
+    one step from float64, so there is no double rounding (bfloat16 via float32 would).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if dtype == "float64":
+        return x.copy()
+    mant, emin, largest = DTYPE_FORMATS[dtype]
+    out = x.copy()
+    finite = np.isfinite(x) & (x != 0)
+    if finite.any():
+        v = x[finite]
+        _, e = np.frexp(v)  # |v| = m * 2**e, m in [0.5, 1)
+        ulp_exp = np.maximum(e - 1, emin) - mant
+        scaled = np.ldexp(v, -ulp_exp)
+        r = np.ldexp(np.round(scaled), ulp_exp)  # np.round is round-half-to-even
+        r = np.where(np.abs(r) > largest, np.copysign(np.inf, v), r)
+        out[finite] = r
+    return out
+
+
+def _softmax(z, axis=-1):
+    z = z - np.max(z, axis=axis, keepdims=True) if z.size else z
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(z, axis=-1):
+    if z.ndim == 0:
+        return np.zeros_like(z)
+    m = np.max(z, axis=axis, keepdims=True) if z.size else 0.0
+    return z - m - np.log(np.sum(np.exp(z - m), axis=axis, keepdims=True))
+
+
+def _dist(rng, shape, scale):
+    """A probability vector along the last axis (a 0-d 'distribution' is 1)."""
+    logits = rng.normal(0.0, scale, size=shape)
+    return np.ones(shape) if len(shape) == 0 else _softmax(logits)
+
+
+def _log_dist(rng, shape, scale):
+    logits = rng.normal(0.0, scale, size=shape)
+    return np.zeros(shape) if len(shape) == 0 else _log_softmax(logits)
+
+
+def _gen_softmax(fam, rng):
+    scale = fam.params.get("scale", 1.0)
+    p = _dist(rng, fam.target_shape or fam.shape, scale)
+    return _log_dist(rng, fam.shape, scale), p
+
+
+def _gen_identical(fam, rng):
+    p = _dist(rng, fam.shape, fam.params.get("scale", 1.0))
+    with np.errstate(divide="ignore"):
+        return np.log(p), p
+
+
+def _gen_near_one_hot(fam, rng):
+    eps = fam.params.get("eps", 1e-3)
+    shape = fam.shape
+    k = shape[-1] if shape else 1
+    p = np.full(shape, eps / k)
+    if len(shape) and p.size:
+        idx = rng.integers(0, k, size=shape[:-1])
+        np.put_along_axis(p, idx[..., None], 1.0 - eps + eps / k, axis=-1)
+    elif not len(shape):
+        p = np.array(1.0)
+    return _log_dist(rng, shape, fam.params.get("scale", 1.0)), p
+
+
+def _gen_zeros(fam, rng):
+    log_q, p = _gen_softmax(fam, rng)
+    count = fam.params.get("count", 1)
+    if p.ndim and p.size and count:
+        k = p.shape[-1]
+        flat = p.reshape(-1, k)
+        for row in flat:
+            row[rng.choice(k, size=min(count, k - 1), replace=False)] = 0.0
+            row /= row.sum()
+        p = flat.reshape(p.shape)
+    return log_q, p
+
+
+def _gen_negative(fam, rng):
+    log_q, p = _gen_softmax(fam, rng)
+    if p.ndim and p.size:
+        p = p - 0.5 * p.max(axis=-1, keepdims=True)  # some entries < 0, rows no longer sum to 1
+    else:
+        p = p - 1.5
+    return log_q, p
+
+
+def _gen_nonfinite(fam, rng):
+    """Softmax pair with one special value per row: nan, +inf, -inf in input or target."""
+    log_q, p = _gen_softmax(fam, rng)
+    plan = [("input", np.nan), ("target", np.nan), ("input", -np.inf), ("input", np.inf), ("target", np.inf)]
+    k = log_q.shape[-1] if log_q.ndim else 1
+    lq, pp = log_q.reshape(-1, k), p.reshape(-1, p.shape[-1] if p.ndim else 1)
+    for row in range(min(len(plan), lq.shape[0])):
+        which, value = plan[row]
+        (lq if which == "input" else pp)[row, row % k] = value
+    return lq.reshape(log_q.shape), pp.reshape(p.shape)
+
+
+def _gen_large_logits(fam, rng):
+    """Logits of scale ~1e4: probabilities underflow to exact 0, log-probs are huge."""
+    scale = fam.params.get("scale", 1e4)
+    logits_p = rng.normal(0.0, scale, size=fam.shape)
+    p = _softmax(logits_p) if len(fam.shape) else np.ones(fam.shape)
+    return _log_dist(rng, fam.shape, scale), p
+
+
+GENERATORS = {
+    "softmax": _gen_softmax,
+    "identical": _gen_identical,
+    "near_one_hot": _gen_near_one_hot,
+    "zeros": _gen_zeros,
+    "negative": _gen_negative,
+    "nonfinite": _gen_nonfinite,
+    "large_logits": _gen_large_logits,
+}
+
+
+def parse_literal(value) -> np.ndarray:
+    """Nested list literal from a case file ('nan', 'inf', '-inf', '-0.0' allowed)."""
+    special = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "-0.0": -0.0}
+
+    def conv(v):
+        return [conv(x) for x in v] if isinstance(v, list) else special.get(v, v) if isinstance(v, str) else float(v)
+
+    return np.array(conv(value), dtype=np.float64)
+
+
+_FAMILY_CACHE: dict = {}
+
+
+def family_data(fam: Family):
+    """(input, target-as-probability) float64 arrays for a generated family, cached."""
+    key = (fam.source, fam.label)
+    if key not in _FAMILY_CACHE:
+        rng = np.random.default_rng(fam.seed)
+        with np.errstate(all="ignore"):
+            _FAMILY_CACHE[key] = GENERATORS[fam.generator](fam, rng)
+    return _FAMILY_CACHE[key]
+
+
+@dataclass(frozen=True)
+class CallInputs:
+    """The two arguments of one call, rounded to the case dtype, and what they mean.
+
+    ``first``/``second`` are the positional arguments as passed (after a swap).
+    ``meant_input``/``meant_target`` are the intended roles, for the 'math' reference:
+    ``input_meaning``/``target_meaning`` are 'prob' or 'logprob'.
+    """
+
+    first: np.ndarray
+    second: np.ndarray
+    meant_input: np.ndarray
+    meant_target: np.ndarray
+    input_meaning: str
+    target_meaning: str
+
+
+def call_inputs(case: Case) -> CallInputs:
+    fam = case.family
+    if fam.generator == "literal":
+        inp, tgt = parse_literal(fam.literal_input), parse_literal(fam.literal_target)
+        in_mean, tg_mean = fam.meaning["input"], fam.meaning["target"]
+    else:
+        inp, p = family_data(fam)
+        in_mean = "logprob"
+        if case.log_target:
+            with np.errstate(all="ignore"):
+                tgt = np.log(p)
+            tg_mean = "logprob"
+        else:
+            tgt, tg_mean = p, "prob"
+    inp, tgt = round_to_dtype(inp, case.dtype), round_to_dtype(tgt, case.dtype)
+    first, second = (tgt, inp) if case.order == "swapped" else (inp, tgt)
+    return CallInputs(first, second, inp, tgt, in_mean, tg_mean)
+
+
+def encode(array: np.ndarray) -> dict:
+    """Lossless JSON form: shape plus flat float list (JSON NaN/Infinity, -0.0 kept)."""
+    return {"shape": list(array.shape), "values": [float(v) for v in array.reshape(-1)]}
+
+
+def decode(obj: dict) -> np.ndarray:
+    return np.array(obj["values"], dtype=np.float64).reshape(obj["shape"])
+
+
+def plan_entry(case: Case) -> dict:
+    """What the in-environment worker needs for one case (stdlib-only JSON)."""
+    ci = call_inputs(case)
+    return {
+        "id": case.id,
+        "api": case.api,
+        "reduction": case.reduction,
+        "log_target": case.log_target,
+        "dtype": case.dtype,
+        "grad": case.family.grad,
+        "first": encode(ci.first),
+        "second": encode(ci.second),
+    }

@@ -1,0 +1,179 @@
+"""Stage 3b: the in-environment worker.  Standard library and torch only; Python 3.8+.
+
+Run as a script by the supervisor (harness/runner.py), never imported by the host:
+
+    python worker.py PLAN_JSON INDICES_JSON DEVICE
+
+It writes one JSON object per line to the original stdout (anything torch prints goes
+to stderr): {"event": "ready", "env": ...} once, then per case {"event": "start"} and
+{"event": "result", ...}.  The supervisor turns a missing result into crash/timeout.
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+import warnings
+
+PROTOCOL = 1
+
+
+def _emit(stream, obj):
+    stream.write(json.dumps(obj) + "\n")
+    stream.flush()
+
+
+def environment(torch, device):
+    """Once per run: what exactly was tested."""
+    env = {
+        "torch": torch.__version__,
+        "torch_git": getattr(torch.version, "git_version", None),
+        "cuda": getattr(torch.version, "cuda", None),
+        "cudnn": None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "device": device,
+        "device_name": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    try:
+        env["cudnn"] = torch.backends.cudnn.version() if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a broken cuDNN must not stop the run
+        pass
+    if device.startswith("cuda"):
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def _tensor(torch, obj, dtype, device):
+    t = torch.tensor(obj["values"], dtype=torch.float64).reshape(obj["shape"])
+    return t.to(device=device, dtype=dtype)
+
+
+def _values(t):
+    return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
+            "values": t.detach().cpu().double().reshape(-1).tolist()}
+
+
+def _legacy(reduction):
+    return {"none": {"reduce": False}, "sum": {"size_average": False, "reduce": True},
+            "mean": {"size_average": True, "reduce": True}}[reduction]
+
+
+def _call(torch, case, a, b):
+    """One kl_div call in the case's API form; log_target is passed only when True."""
+    kw = {"log_target": True} if case["log_target"] else {}
+    api = case["api"]
+    if api in ("legacy_module", "legacy_functional"):
+        kw.update(_legacy(case["reduction"]))
+    else:
+        kw["reduction"] = case["reduction"]
+    if api in ("module", "legacy_module"):
+        return torch.nn.KLDivLoss(**kw)(a, b)
+    return torch.nn.functional.kl_div(a, b, **kw)
+
+
+def _error(exc, phase):
+    msg = str(exc)
+    return {"phase": phase, "type": type(exc).__name__, "message": msg[:2000]}
+
+
+def _warnings(caught):
+    out, seen = [], set()
+    for w in caught:
+        key = (w.category.__name__, str(w.message))
+        if key not in seen:
+            seen.add(key)
+            out.append({"category": key[0], "message": key[1][:2000]})
+    return out
+
+
+def _test_hook(hook):
+    """Deliberate crash/hang, only when the plan asks and the tests enabled it."""
+    if not hook or os.environ.get("HARNESS_TEST_HOOKS") != "1":
+        return
+    if hook == "crash":
+        os.abort()
+    if hook == "hang":
+        time.sleep(10 ** 6)
+    if hook == "exit":
+        os._exit(3)
+
+
+def run_case(torch, case, device):
+    """Run one case; every failure is data in the returned record."""
+    rec = {"id": case["id"], "device": device, "output": None, "grads": {}, "grad_errors": {},
+           "error": None, "warnings": []}
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _test_hook(case.get("hook"))
+            dtype = getattr(torch, case["dtype"], None)
+            if dtype is None:
+                raise TypeError("torch has no dtype %r" % case["dtype"])
+            a = _tensor(torch, case["first"], dtype, device)
+            b = _tensor(torch, case["second"], dtype, device)
+            if case.get("grad"):
+                a.requires_grad_(True)
+                b.requires_grad_(True)
+            out = _call(torch, case, a, b)
+            rec["output"] = _values(out)
+        except Exception as exc:  # noqa: BLE001 - recorded, classified on the host
+            rec["error"] = _error(exc, "forward")
+        if rec["output"] is not None and case.get("grad"):
+            for name, leaf in (("first", a), ("second", b)):
+                try:
+                    (g,) = torch.autograd.grad(out, [leaf], torch.ones_like(out), retain_graph=True,
+                                               allow_unused=True)
+                    rec["grads"][name] = None if g is None else _values(g)
+                except Exception as exc:  # noqa: BLE001
+                    rec["grad_errors"][name] = _error(exc, "backward")
+        if device.startswith("cuda"):
+            try:
+                torch.cuda.synchronize()
+            except Exception as exc:  # noqa: BLE001 - an async CUDA error belongs to this case
+                rec["error"] = rec["error"] or _error(exc, "synchronize")
+    rec["warnings"] = _warnings(caught)
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def main(argv):
+    plan_path, indices_path, device = argv[1], argv[2], argv[3]
+    proto = os.fdopen(os.dup(1), "w")  # results channel
+    os.dup2(2, 1)  # anything else printed to stdout goes to stderr
+    t0 = time.perf_counter()
+    import torch
+
+    import_seconds = time.perf_counter() - t0
+    with open(plan_path) as f:
+        plan = json.load(f)
+    with open(indices_path) as f:
+        indices = json.load(f)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        _emit(proto, {"event": "fatal", "message": "CUDA requested but torch.cuda.is_available() is False"})
+        return 2
+    env = environment(torch, device)
+    env["import_seconds"] = import_seconds
+    _emit(proto, {"event": "ready", "protocol": PROTOCOL, "env": env})
+    cases = plan["cases"]
+    for i in indices:
+        _emit(proto, {"event": "start", "index": i})
+        try:
+            rec = run_case(torch, cases[i], device)
+        except BaseException as exc:  # noqa: BLE001 - keep the run going
+            rec = {"id": cases[i]["id"], "device": device, "error": _error(exc, "harness"),
+                   "traceback": traceback.format_exc()[-2000:]}
+        rec["event"] = "result"
+        rec["index"] = i
+        _emit(proto, rec)
+    _emit(proto, {"event": "done"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
