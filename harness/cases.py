@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import jsonschema
 import yaml
 
 AXES = ("reduction", "log_target", "order", "dtype", "api")
@@ -128,6 +127,8 @@ def _fmt_path(path: Iterable) -> str:
 
 
 def _schema_validator():
+    import jsonschema  # host-only dependency, loaded when case files are read
+
     schema = json.loads(SCHEMA_PATH.read_text())
     return jsonschema.Draft202012Validator(schema)
 
@@ -316,7 +317,9 @@ def load_file(path) -> list[Family]:
     doc = read_yaml(path)
     if not isinstance(doc, _Mapping):
         raise CaseFileError(path, getattr(doc, "line", 1), "", "top level must be a mapping with 'version' and 'families'")
-    err = jsonschema.exceptions.best_match(_schema_validator().iter_errors(_plain(doc)))
+    from jsonschema.exceptions import best_match
+
+    err = best_match(_schema_validator().iter_errors(_plain(doc)))
     if err is not None:
         where = _fmt_path(err.absolute_path)
         raise CaseFileError(path, _line_of(doc, err.absolute_path), where, _schema_message(err))

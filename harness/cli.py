@@ -24,13 +24,29 @@ def _err(msg):
     print(f"error: {msg}", file=sys.stderr)
 
 
+def _selected(case_id, filters) -> bool:
+    return any(fnmatch.fnmatchcase(case_id, f) or f in case_id for f in filters)
+
+
 def _load_cases(paths, filters=()):
     from .cases import load_cases
 
     cases = load_cases(paths or None)
-    if filters:
-        cases = [c for c in cases if any(fnmatch.fnmatchcase(c.id, f) or f in c.id for f in filters)]
-    return cases
+    return [c for c in cases if _selected(c.id, filters)] if filters else cases
+
+
+def cmd_plan(args) -> int:
+    """Expand the case files and generate every input once, for runs elsewhere."""
+    import json
+
+    from .runner import build_plan
+
+    plan = build_plan(_load_cases(args.cases, args.filter))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(plan))
+    print(f"plan: {len(plan['cases'])} cases -> {out}")
+    return EXIT_OK
 
 
 def _detect_devices(python) -> list[str]:
@@ -52,7 +68,18 @@ def _env_fail(msg):
 def cmd_run(args) -> int:
     from .runner import RunnerError, run
 
-    cases = _load_cases(args.cases, args.filter)
+    import json
+
+    if args.plan:  # prebuilt plan: no case files, NumPy or YAML needed here
+        plan = json.loads(Path(args.plan).read_text())
+        if args.filter:
+            plan["cases"] = [e for e in plan["cases"] if _selected(e["id"], args.filter)]
+        cases = plan["cases"]
+    else:
+        from .runner import build_plan
+
+        cases = _load_cases(args.cases, args.filter)
+        plan = build_plan(cases)
     if not cases:
         _err("no cases selected")
         return EXIT_INPUT
@@ -68,8 +95,8 @@ def cmd_run(args) -> int:
         out = Path(str(args.out).replace("{device}", device.replace(":", "")))
         progress(f"[{device}] {len(cases)} cases -> {out}")
         try:
-            (summary,) = run(cases, out, devices=[device], python=python, timeout=args.timeout,
-                             resume=args.resume, progress=progress)
+            (summary,) = run(None, out, devices=[device], python=python, timeout=args.timeout,
+                             resume=args.resume, progress=progress, plan=plan)
         except RunnerError as exc:
             _err(str(exc))
             return EXIT_ENV
@@ -149,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--filter", action="append", default=[], metavar="PATTERN",
                    help="only case ids matching this glob or substring (repeatable)")
+    p.add_argument("--plan", metavar="JSON", help="run a plan made by 'python -m harness plan' instead of --cases")
     p.add_argument("--device", action="append", metavar="DEV",
                    help="cpu, cuda, cuda:N or auto (= cpu, plus cuda when available; default)")
     p.add_argument("--python", metavar="EXE", help="interpreter of the torch environment (default: this one)")
@@ -158,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep results already in the file, run the rest")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="expand the case files and generate all inputs into one JSON plan")
+    p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
+    p.add_argument("--filter", action="append", default=[], metavar="PATTERN", help="only matching case ids")
+    p.add_argument("--out", default="build/plan.json", help="plan file (default: %(default)s)")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("evaluate", help="results -> verdicts table and counts",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

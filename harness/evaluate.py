@@ -13,9 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from . import reference
-from .cases import Case
 from .inputs import call_inputs
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .cases import Case
 
 SEVERITY = ["crash", "timeout", "error", "nan", "mismatch", "unsupported", "undefined", "expected-error",
             "stale", "pass"]
@@ -208,7 +214,7 @@ def evaluate_record(case: Case, rec: dict, digest: str | None = None) -> dict:
     return row
 
 
-def evaluate(cases_by_id: dict, result_files) -> "pd.DataFrame":  # noqa: F821
+def evaluate(cases_by_id: dict, result_files) -> pd.DataFrame:
     """Verdict rows for every result in the given ResultFile objects, as a DataFrame."""
     import pandas as pd
 
@@ -225,7 +231,7 @@ def evaluate(cases_by_id: dict, result_files) -> "pd.DataFrame":  # noqa: F821
                 unknown += 1
                 continue
             if case.id not in digests:
-                digests[case.id] = input_digest(plan_entry(case))
+                digests[case.id] = input_digest(plan_entry(case, {}))
             row = evaluate_record(case, rec, digests[case.id])
             run = rf.runs[rec["run"]]
             env = run.get("env", {})

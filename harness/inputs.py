@@ -7,11 +7,15 @@ sees identical bits.  The reference is computed from these rounded values.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cases import Case, Family
+if TYPE_CHECKING:
+    from .cases import Case, Family
 
 # (explicit mantissa bits, minimum normal exponent, largest finite value)
 DTYPE_FORMATS = {
@@ -214,16 +218,26 @@ def decode(obj: dict) -> np.ndarray:
     return np.array(obj["values"], dtype=np.float64).reshape(obj["shape"])
 
 
-def plan_entry(case: Case) -> dict:
-    """What the in-environment worker needs for one case (stdlib-only JSON)."""
+def array_key(encoded: dict) -> str:
+    """Content address of an encoded array (plans store each distinct array once)."""
+    return hashlib.sha256(json.dumps(encoded, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def plan_entry(case: Case, arrays: dict) -> dict:
+    """What the in-environment worker needs for one case (stdlib-only JSON); the two
+    arguments are stored in ``arrays`` by content key."""
     ci = call_inputs(case)
-    return {
+    entry = {
         "id": case.id,
         "api": case.api,
         "reduction": case.reduction,
         "log_target": case.log_target,
         "dtype": case.dtype,
         "grad": case.family.grad,
-        "first": encode(ci.first),
-        "second": encode(ci.second),
     }
+    for name, arr in (("first", ci.first), ("second", ci.second)):
+        enc = encode(arr)
+        key = array_key(enc)
+        arrays[key] = enc
+        entry[name] = key
+    return entry

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .inputs import plan_entry
 from .results import SCHEMA_VERSION, Writer, read
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
@@ -50,18 +49,21 @@ class RunSummary:
 
 def build_plan(cases, hooks: dict | None = None) -> dict:
     """The worker's input: one entry per case, with a digest of its inputs."""
-    entries = []
+    from .inputs import plan_entry  # NumPy lives on the host only
+
+    entries, arrays = [], {}
     for case in cases:
-        entry = plan_entry(case)
+        entry = plan_entry(case, arrays)
         entry["digest"] = input_digest(entry)
         if hooks and case.id in hooks:
             entry["hook"] = hooks[case.id]
         entries.append(entry)
-    return {"protocol": 1, "cases": entries}
+    return {"protocol": 2, "arrays": arrays, "cases": entries}
 
 
 def input_digest(entry: dict) -> str:
-    """Stable digest of what a case feeds torch; detects stale results after edits."""
+    """Stable digest of what a case feeds torch (array keys are content hashes);
+    detects stale results after edits."""
     keys = ("api", "reduction", "log_target", "dtype", "grad", "first", "second")
     blob = json.dumps({k: entry[k] for k in keys}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -224,16 +226,16 @@ class Supervisor:
 
 
 def run(cases, out_path, devices=("cpu",), python=None, timeout=60.0, resume=False,
-        progress=None, hooks=None, env=None) -> list[RunSummary]:
-    """Run every case on every device into ``out_path`` (JSONL).  With ``resume``,
-    cases already in the file for a device are kept and skipped."""
+        progress=None, hooks=None, env=None, plan=None) -> list[RunSummary]:
+    """Run every case (or a prebuilt ``plan``) on every device into ``out_path`` (JSONL).
+    With ``resume``, cases already in the file for a device are kept and skipped."""
     python = python or sys.executable
     out_path = Path(out_path)
     done: set = set()
     if resume and out_path.exists():
         existing = read(out_path, repair=True)
         done = {(r["id"], r["device"]) for r in existing.results}
-    plan = build_plan(cases, hooks)
+    plan = plan if plan is not None else build_plan(cases, hooks)
     summaries = []
     with tempfile.TemporaryDirectory(prefix="kldiv-plan-") as tmp:
         plan_path = Path(tmp) / "plan.json"

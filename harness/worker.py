@@ -17,7 +17,7 @@ import time
 import traceback
 import warnings
 
-PROTOCOL = 1
+PROTOCOL = 2
 
 
 def _emit(stream, obj):
@@ -103,7 +103,7 @@ def _test_hook(hook):
         os._exit(3)
 
 
-def run_case(torch, case, device):
+def run_case(torch, case, arrays, device):
     """Run one case; every failure is data in the returned record."""
     rec = {"id": case["id"], "device": device, "output": None, "grads": {}, "grad_errors": {},
            "error": None, "warnings": []}
@@ -115,8 +115,8 @@ def run_case(torch, case, device):
             dtype = getattr(torch, case["dtype"], None)
             if dtype is None:
                 raise TypeError("torch has no dtype %r" % case["dtype"])
-            a = _tensor(torch, case["first"], dtype, device)
-            b = _tensor(torch, case["second"], dtype, device)
+            a = _tensor(torch, arrays[case["first"]], dtype, device)
+            b = _tensor(torch, arrays[case["second"]], dtype, device)
             if case.get("grad"):
                 a.requires_grad_(True)
                 b.requires_grad_(True)
@@ -164,7 +164,7 @@ def main(argv):
     for i in indices:
         _emit(proto, {"event": "start", "index": i})
         try:
-            rec = run_case(torch, cases[i], device)
+            rec = run_case(torch, cases[i], plan["arrays"], device)
         except BaseException as exc:  # noqa: BLE001 - keep the run going
             rec = {"id": cases[i]["id"], "device": device, "error": _error(exc, "harness"),
                    "traceback": traceback.format_exc()[-2000:]}
