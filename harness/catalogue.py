@@ -1,0 +1,127 @@
+"""The release catalogue (harness/releases.toml) and interpreter discovery.
+
+Standard library only, so noxfile.py can import it before anything is installed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the host runs 3.11+
+    tomllib = None
+
+CATALOGUE = Path(__file__).resolve().parent / "releases.toml"
+PYPI = "https://pypi.org/simple"
+INDEX_ENV = "HARNESS_TORCH_INDEX"
+
+
+@dataclass(frozen=True)
+class Release:
+    torch: str  # exact version, or "nightly"
+    python: str  # "3.8"
+    extra: tuple = ()
+    tags: tuple = ()
+    index: str | None = None
+    pre: bool = False
+    note: str = ""
+    all_tags: tuple = field(default=(), compare=False)
+
+    @property
+    def key(self) -> str:
+        """Minor release label used in session ids and result paths ('2.5', 'nightly')."""
+        return self.torch if self.torch == "nightly" else ".".join(self.torch.split(".")[:2])
+
+    @property
+    def version_tuple(self) -> tuple:
+        if self.torch == "nightly":
+            return (99, 99, 99)
+        return tuple(int(x) for x in re.findall(r"\d+", self.torch)[:3])
+
+    def requirements(self) -> list[str]:
+        torch_req = "torch" if self.torch == "nightly" else f"torch=={self.torch}"
+        return [torch_req, *self.extra]
+
+
+def load(path: Path = CATALOGUE) -> list[Release]:
+    """Parse the catalogue; raise ValueError naming the entry on any problem."""
+    data = tomllib.loads(Path(path).read_text())
+    allowed = {"torch", "python", "extra", "tags", "index", "pre", "note"}
+    out = []
+    for i, raw in enumerate(data.get("releases", [])):
+        unknown = set(raw) - allowed
+        if unknown or "torch" not in raw or "python" not in raw:
+            raise ValueError(f"{path}: releases[{i}]: needs torch and python; unknown keys {sorted(unknown)}")
+        if not re.fullmatch(r"\d+\.\d+", raw["python"]):
+            raise ValueError(f"{path}: releases[{i}]: python must be 'X.Y', got {raw['python']!r}")
+        rel = Release(torch=raw["torch"], python=raw["python"], extra=tuple(raw.get("extra", ())),
+                      tags=tuple(raw.get("tags", ())), index=raw.get("index"), pre=bool(raw.get("pre", False)),
+                      note=raw.get("note", ""))
+        tags = {"all", *rel.tags}
+        if rel.torch != "nightly" and rel.version_tuple < (1, 13):
+            tags.add("legacy")
+        if rel.torch == "nightly":
+            tags.discard("all")  # nightly runs only when asked for
+        out.append(Release(**{**rel.__dict__, "all_tags": tuple(sorted(tags))}))
+    return out
+
+
+def torch_index(release: Release) -> str:
+    """Where torch comes from: the entry's own index, else $HARNESS_TORCH_INDEX, else PyPI."""
+    return release.index or os.environ.get(INDEX_ENV) or PYPI
+
+
+def _version_of(exe: str) -> str | None:
+    try:
+        out = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def pyenv_root() -> Path | None:
+    env = os.environ.get("PYENV_ROOT")
+    if env:
+        return Path(env)
+    default = Path.home() / ".pyenv"
+    return default if default.is_dir() else None
+
+
+def find_interpreter(version: str) -> str | None:
+    """An interpreter for 'X.Y': on PATH, among pyenv's versions, or managed by uv."""
+    candidates = []
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        candidates.append(on_path)
+    root = pyenv_root()
+    if root:
+        pattern = str(root / "versions" / f"{version}.*" / "bin" / f"python{version}")
+        candidates.extend(sorted(glob.glob(pattern), reverse=True))
+    for exe in candidates:
+        if "shims" not in exe and _version_of(exe) == version:
+            return exe
+    uv = shutil.which("uv")
+    if uv:
+        try:
+            out = subprocess.run([uv, "python", "find", "--no-project", version], capture_output=True,
+                                 text=True, timeout=60)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return None
+
+
+def missing_interpreter_message(version: str) -> str:
+    return (f"no Python {version} found (looked on PATH for python{version}, in pyenv's versions, "
+            f"and for uv-managed Pythons): install one with `uv python install {version}` "
+            f"or `pyenv install {version}`")

@@ -1,0 +1,169 @@
+"""One nox session per PyTorch release, generated from harness/releases.toml.
+
+    nox                      the default set (an old, a mid and the newest release) + report
+    nox -t all               every release 1.6 -> newest, then the report
+    nox -t legacy            releases before 1.13
+    nox -s "run(torch='2.5')"  one release
+    nox -t cuda              CUDA builds on the CUDA device (skipped without a GPU)
+    nox -s report            rebuild reports/ from the committed raw results (no torch)
+
+Environment variables:
+    HARNESS_TORCH_INDEX   package index for torch (e.g. https://download.pytorch.org/whl/cpu)
+    HARNESS_DEVICES       devices for run sessions, comma separated (default: auto = cpu [+ cuda])
+    HARNESS_RESULTS       results folder (default: reports/results)
+    HARNESS_PRUNE=1       remove each environment and its large wheels from the uv cache once
+                          its results are written (keeps disk at about one environment)
+Each session's results go to RESULTS/<release>/<device>.jsonl, replacing only its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from harness import catalogue  # noqa: E402  (standard library only)
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.tags = ["default"]
+
+RELEASES = catalogue.load()
+RESULTS = Path(os.environ.get("HARNESS_RESULTS", ROOT / "reports" / "results"))
+PLAN = ROOT / "build" / "plan.json"
+_PLAN_BUILT = False
+
+
+def _host(session, *args):
+    """Run a harness command with the host interpreter (the one running nox)."""
+    session.run(sys.executable, "-m", "harness", *args, external=True)
+
+
+def _plan(session) -> Path:
+    """Generate every input once per nox invocation; every release runs the same plan."""
+    global _PLAN_BUILT
+    if not _PLAN_BUILT:
+        _host(session, "plan", "--out", str(PLAN))
+        _PLAN_BUILT = True
+    return PLAN
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10):
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "not here"
+        return False
+
+
+def _du_mb(path) -> float:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            total += st.st_blocks * 512 if st.st_nlink == 1 else 0  # hard links counted in the cache
+    return round(total / 2**20, 1)
+
+
+def _uv_cache_dir() -> str | None:
+    try:
+        return subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _prune(session, venv_python: str) -> None:
+    """Drop the environment and its big wheels (torch, triton, nvidia-*) from uv's cache."""
+    listed = subprocess.run(["uv", "pip", "list", "--python", venv_python, "--format", "json"],
+                            capture_output=True, text=True)
+    names = [p["name"] for p in json.loads(listed.stdout or "[]")]
+    big = [n for n in names if n in ("torch", "triton") or n.startswith("nvidia-")]
+    if big:
+        session.run("uv", "cache", "clean", *big, external=True, silent=True)
+    shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+
+
+def _release_session(session, release: catalogue.Release, devices: list[str]) -> None:
+    t0 = time.perf_counter()
+    index = catalogue.torch_index(release)
+    if release.torch == "nightly" and not _reachable(index.rstrip("/") + "/torch/"):
+        session.skip(f"nightly index {index} is not reachable from here")
+    index_args = ["--index-url", index] + ([] if index == catalogue.PYPI else ["--extra-index-url", catalogue.PYPI])
+    if release.pre:
+        index_args.append("--prerelease=allow")
+    session.install(*release.requirements(), *index_args)
+    install_s = time.perf_counter() - t0
+    venv_python = str(Path(session.virtualenv.location) / "bin" / "python")
+    plan = _plan(session)
+    out_dir = RESULTS / release.key
+    timing = {"release": release.key, "torch": release.torch, "python": release.python,
+              "install_seconds": round(install_s, 1), "devices": {}}
+    cache = _uv_cache_dir()
+    timing["disk_mb"] = {"env": _du_mb(session.virtualenv.location), "uv_cache": _du_mb(cache) if cache else None}
+    for device in devices:
+        t1 = time.perf_counter()
+        _host(session, "run", "--plan", str(plan), "--python", venv_python, "--device", device,
+              "--out", str(out_dir / "{device}.jsonl"), *session.posargs)
+        timing["devices"][device] = {"seconds": round(time.perf_counter() - t1, 1)}
+    timing["total_seconds"] = round(time.perf_counter() - t0, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "timing.json").write_text(json.dumps(timing, indent=1, sort_keys=True) + "\n")
+    if os.environ.get("HARNESS_PRUNE") == "1":
+        _prune(session, venv_python)
+
+
+_INTERPRETERS = {r.key: catalogue.find_interpreter(r.python) for r in RELEASES}
+
+
+def _params(tags_for, releases=RELEASES):
+    """(python, torch) per release; python is the interpreter found for the catalogue's
+    rule, or False when none is (the session then says what to install)."""
+    return [nox.param(_INTERPRETERS[r.key] or False, r.key, id=f"torch='{r.key}'", tags=tags_for(r))
+            for r in releases]
+
+
+def _release(session, key) -> catalogue.Release:
+    rel = next(r for r in RELEASES if r.key == key)
+    if _INTERPRETERS[key] is None:
+        session.error(catalogue.missing_interpreter_message(rel.python))
+    return rel
+
+
+def _devices() -> list[str]:
+    return [d.strip() for d in os.environ.get("HARNESS_DEVICES", "auto").split(",") if d.strip()]
+
+
+@nox.session
+@nox.parametrize("python,torch", _params(lambda r: list(r.all_tags)))
+def run(session, torch):
+    """Install one torch release (Python from the catalogue) and run the case matrix on it."""
+    _release_session(session, _release(session, torch), _devices())
+
+
+@nox.session
+@nox.parametrize("python,torch", _params(lambda r: ["cuda"], [r for r in RELEASES if r.torch != "nightly"]))
+def cuda(session, torch):
+    """Run one release's CUDA build (PyPI's Linux wheels) on the GPU; skipped without one."""
+    rel = _release(session, torch)
+    if shutil.which("nvidia-smi") is None:
+        session.skip("no NVIDIA GPU on this machine (nvidia-smi not found)")
+    os.environ.pop(catalogue.INDEX_ENV, None)  # CUDA wheels come from PyPI
+    _release_session(session, rel, ["cuda"])
+
+
+@nox.session(python=False, tags=["default", "all"])
+def report(session):
+    """Evaluate every results file and write reports/ (Markdown, HTML, JSON); needs no torch."""
+    _host(session, "report", "--results", str(RESULTS), "--out", str(ROOT / "reports"))
