@@ -65,16 +65,10 @@ def _reachable(url: str) -> bool:
         return False
 
 
-def _du_mb(path) -> float:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, f))
-            except OSError:
-                continue
-            total += st.st_blocks * 512 if st.st_nlink == 1 else 0  # hard links counted in the cache
-    return round(total / 2**20, 1)
+def _du_mb(*paths) -> float:
+    """Disk used by these folders together (hard links between them counted once)."""
+    out = subprocess.run(["du", "-smc", *map(str, paths)], capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1].split()[0]) if out.returncode == 0 else float("nan")
 
 
 def _uv_cache_dir() -> str | None:
@@ -111,7 +105,12 @@ def _release_session(session, release: catalogue.Release, devices: list[str]) ->
     timing = {"release": release.key, "torch": release.torch, "python": release.python,
               "install_seconds": round(install_s, 1), "devices": {}}
     cache = _uv_cache_dir()
-    timing["disk_mb"] = {"env": _du_mb(session.virtualenv.location), "uv_cache": _du_mb(cache) if cache else None}
+    env_dir = session.virtualenv.location
+    timing["disk_mb"] = {"env": _du_mb(env_dir), "uv_cache": _du_mb(cache), "env_and_cache": _du_mb(env_dir, cache)}
+    if devices == ["auto"]:
+        has_cuda = session.run(venv_python, "-c", "import torch; print(int(torch.cuda.is_available()))",
+                               silent=True, external=True).strip().endswith("1")
+        devices = ["cpu", "cuda"] if has_cuda else ["cpu"]
     for device in devices:
         t1 = time.perf_counter()
         _host(session, "run", "--plan", str(plan), "--python", venv_python, "--device", device,

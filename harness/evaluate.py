@@ -105,7 +105,8 @@ def _undefined_note(ref):
 
 
 def classify_error(err: dict, expected: bool) -> tuple[str, str]:
-    text = f"{err.get('type')}: {err.get('message')}"
+    message = str(err.get("message")).split("\nException raised from")[0]
+    text = f"{err.get('type')}: {message}"
     if expected:
         return "expected-error", text
     for pattern, reason in UNSUPPORTED:

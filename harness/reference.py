@@ -67,7 +67,7 @@ def _pointwise(x, t, log_target):
             und = (t < 0) | ((t == 0) & np.isinf(x))
             mag = np.abs(_xlogx(t)) + np.abs(tx)
             gx = -t
-            gx_und = np.zeros_like(und)
+            gx_und = und.copy()  # no gradient where the value itself is undefined
             gx_mag = np.abs(t)
             logt = np.log(np.where(t > 0, t, 1.0))
             gt = np.where(t > 0, logt + 1.0 - x, np.nan)
@@ -79,7 +79,7 @@ def _pointwise(x, t, log_target):
             val = np.where(lim & np.isfinite(x), 0.0, et * (t - x))
             und = lim & np.isinf(x)
             mag = et * (np.abs(np.where(lim, 0.0, t)) + np.abs(np.where(lim, 0.0, x)))
-            gx, gx_und, gx_mag = -et, np.zeros_like(und), et
+            gx, gx_und, gx_mag = -et, und.copy(), et
             gt = np.where(lim & np.isfinite(x), 0.0, et * (t - x + 1.0))
             gt_und = und.copy()
             gt_mag = et * (np.abs(np.where(lim, 0.0, t)) + np.abs(np.where(lim, 0.0, x)) + 1.0)

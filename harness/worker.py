@@ -77,7 +77,7 @@ def _call(torch, case, a, b):
 
 
 def _error(exc, phase):
-    msg = str(exc)
+    msg = str(exc).split("\nException raised from")[0]  # drop C++ stack traces
     return {"phase": phase, "type": type(exc).__name__, "message": msg[:2000]}
 
 
