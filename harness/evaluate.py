@@ -236,9 +236,25 @@ def evaluate(cases_by_id: dict, result_files) -> pd.DataFrame:
             row = evaluate_record(case, rec, digests[case.id])
             run = rf.runs[rec["run"]]
             env = run.get("env", {})
-            row.update(torch=env.get("torch"), python=env.get("python"), source=str(rf.path),
-                       cuda=env.get("cuda"), device_name=env.get("device_name"))
+            row.update(torch=env.get("torch"), release=release_of(env.get("torch")), python=env.get("python"),
+                       source=str(rf.path), cuda=env.get("cuda"), device_name=env.get("device_name"))
             rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["unknown_ids"] = unknown
+    frame.attrs["runs"] = [{**run, "source": str(rf.path)} for rf in result_files for run in rf.runs]
     return frame
+
+
+def release_of(torch_version) -> str:
+    """'2.5.1+cu124' -> '2.5'; dev builds keep their full version."""
+    if not torch_version:
+        return "?"
+    base = str(torch_version).split("+")[0]
+    if "dev" in base or "a" in base.split(".")[-1]:
+        return base
+    return ".".join(base.split(".")[:2])
+
+
+def release_sort_key(release: str) -> tuple:
+    nums = [int(x) for x in re.findall(r"\d+", release)[:3]]
+    return tuple(nums) + (release,)
