@@ -321,8 +321,11 @@ def load_file(path) -> list[Family]:
 
     err = best_match(_schema_validator().iter_errors(_plain(doc)))
     if err is not None:
-        where = _fmt_path(err.absolute_path)
-        raise CaseFileError(path, _line_of(doc, err.absolute_path), where, _schema_message(err))
+        at = list(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})), key=str)
+            at += extra[:1]  # point at the unknown key's own line
+        raise CaseFileError(path, _line_of(doc, at), _fmt_path(err.absolute_path), _schema_message(err))
     _check_semantics(doc, path)
     return _build_families(doc, path)
 

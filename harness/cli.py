@@ -66,9 +66,9 @@ def _env_fail(msg):
 
 
 def cmd_run(args) -> int:
-    from .runner import RunnerError, run
-
     import json
+
+    from .runner import RunnerError, run
 
     if args.plan:  # prebuilt plan: no case files, NumPy or YAML needed here
         plan = json.loads(Path(args.plan).read_text())

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-
-from typing import TYPE_CHECKING
 
 from . import reference
 from .inputs import call_inputs
@@ -150,7 +149,8 @@ def pitfall_reason(case: Case) -> str:
     if fam.generator == "literal" and meaning["input"] == "prob":
         return "input holds probabilities: pass log-probabilities (log_softmax) as input"
     if fam.generator == "literal" and (meaning["target"] == "logprob") != case.log_target:
-        return f"target holds {'log-' if meaning['target'] == 'logprob' else ''}probabilities: set log_target={meaning['target'] == 'logprob'}"
+        is_log = meaning["target"] == "logprob"
+        return f"target holds {'log-' if is_log else ''}probabilities: set log_target={is_log}"
     ndim = len(fam.shape) if fam.generator != "literal" else None
     if case.reduction == "mean":
         return "'mean' divides by every element, not per distribution: use reduction='batchmean'"
@@ -219,8 +219,8 @@ def evaluate(cases_by_id: dict, result_files) -> pd.DataFrame:
     """Verdict rows for every result in the given ResultFile objects, as a DataFrame."""
     import pandas as pd
 
-    from .runner import input_digest
     from .inputs import plan_entry
+    from .runner import input_digest
 
     digests: dict = {}
     rows = []

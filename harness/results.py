@@ -80,7 +80,8 @@ class Writer:
     def __init__(self, path, append: bool):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        needs_newline = append and self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
+        needs_newline = (append and self.path.exists() and self.path.stat().st_size > 0
+                         and not _ends_with_newline(self.path))
         self._f = open(self.path, "a" if append else "w", encoding="utf-8")
         if needs_newline:
             self._f.write("\n")

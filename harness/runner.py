@@ -143,7 +143,7 @@ class Supervisor:
             )
             q: queue.Queue = queue.Queue()
             threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
-            current, started_at, ready = None, None, False
+            current, ready = None, False
             done_indices = set()
             try:
                 while True:
@@ -190,7 +190,7 @@ class Supervisor:
                                           "env": ev["env"], **header_extra})
                             header_written = True
                     elif kind == "start":
-                        current, started_at = ev["index"], time.perf_counter()
+                        current = ev["index"]
                     elif kind == "result":
                         i = ev.pop("index")
                         ev.pop("event")

@@ -114,7 +114,7 @@ def run_case(torch, case, arrays, device):
             _test_hook(case.get("hook"))
             dtype = getattr(torch, case["dtype"], None)
             if dtype is None:
-                raise TypeError("torch has no dtype %r" % case["dtype"])
+                raise TypeError("torch has no dtype {!r}".format(case["dtype"]))
             a = _tensor(torch, arrays[case["first"]], dtype, device)
             b = _tensor(torch, arrays[case["second"]], dtype, device)
             if case.get("grad"):
