@@ -126,11 +126,27 @@ def _fmt_path(path: Iterable) -> str:
     return out
 
 
-def _schema_validator():
+def _schema_validator(schema_path: Path = SCHEMA_PATH):
     import jsonschema  # host-only dependency, loaded when case files are read
 
-    schema = json.loads(SCHEMA_PATH.read_text())
+    schema = json.loads(Path(schema_path).read_text())
     return jsonschema.Draft202012Validator(schema)
+
+
+def check_schema(doc, path, schema_path: Path = SCHEMA_PATH) -> None:
+    """Validate a line-aware YAML document against a JSON Schema; raise CaseFileError
+    at the line of the most relevant problem."""
+    from jsonschema.exceptions import best_match
+
+    if not isinstance(doc, _Mapping):
+        raise CaseFileError(path, getattr(doc, "line", 1), "", "top level must be a mapping")
+    err = best_match(_schema_validator(schema_path).iter_errors(_plain(doc)))
+    if err is not None:
+        at = list(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})), key=str)
+            at += extra[:1]  # point at the unknown key's own line
+        raise CaseFileError(path, _line_of(doc, at), _fmt_path(err.absolute_path), _schema_message(err))
 
 
 def read_yaml(path: Path):
@@ -317,15 +333,7 @@ def load_file(path) -> list[Family]:
     doc = read_yaml(path)
     if not isinstance(doc, _Mapping):
         raise CaseFileError(path, getattr(doc, "line", 1), "", "top level must be a mapping with 'version' and 'families'")
-    from jsonschema.exceptions import best_match
-
-    err = best_match(_schema_validator().iter_errors(_plain(doc)))
-    if err is not None:
-        at = list(err.absolute_path)
-        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})), key=str)
-            at += extra[:1]  # point at the unknown key's own line
-        raise CaseFileError(path, _line_of(doc, at), _fmt_path(err.absolute_path), _schema_message(err))
+    check_schema(doc, path)
     _check_semantics(doc, path)
     return _build_families(doc, path)
 

@@ -35,13 +35,21 @@ def _load_cases(paths, filters=()):
     return [c for c in cases if _selected(c.id, filters)] if filters else cases
 
 
+def _build_plan(args) -> dict:
+    """Plan for the selected cases; the published claims' snippets ride along unless
+    case files or filters narrow the run."""
+    from . import claims
+    from .runner import build_plan
+
+    extra = [] if (args.cases or args.filter) else claims.plan_entries(claims.load()[0])
+    return build_plan(_load_cases(args.cases, args.filter), extra_entries=extra)
+
+
 def cmd_plan(args) -> int:
     """Expand the case files and generate every input once, for runs elsewhere."""
     import json
 
-    from .runner import build_plan
-
-    plan = build_plan(_load_cases(args.cases, args.filter))
+    plan = _build_plan(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(plan))
@@ -76,10 +84,8 @@ def cmd_run(args) -> int:
             plan["cases"] = [e for e in plan["cases"] if _selected(e["id"], args.filter)]
         cases = plan["cases"]
     else:
-        from .runner import build_plan
-
-        cases = _load_cases(args.cases, args.filter)
-        plan = build_plan(cases)
+        plan = _build_plan(args)
+        cases = plan["cases"]
     if not cases:
         _err("no cases selected")
         return EXIT_INPUT
@@ -201,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write every verdict row to this .csv or .json file")
     p.add_argument("--fail-on", nargs="+", choices=SEVERITY, metavar="VERDICT", help="exit 1 if any result has these")
     p.set_defaults(func=cmd_evaluate)
+
+    from .gate import cmd_gate  # standard library only at import
+
+    p = sub.add_parser("gate", help="compare results with a committed baseline; exit 1 listing changed cases",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--baseline", default="reports/baseline.json", help="baseline JSON (default: %(default)s)")
+    p.add_argument("--results", nargs="+", default=["reports/results"], metavar="PATH",
+                   help="results files or folders (default: %(default)s)")
+    p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
+    p.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from the current results")
+    p.add_argument("--markdown", metavar="FILE", help="also write the summary as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
+    p.set_defaults(func=cmd_gate)
     return parser
 
 

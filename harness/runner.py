@@ -47,11 +47,14 @@ class RunSummary:
     env: dict = field(default_factory=dict)
 
 
-def build_plan(cases, hooks: dict | None = None) -> dict:
-    """The worker's input: one entry per case, with a digest of its inputs."""
+def build_plan(cases, hooks: dict | None = None, extra_entries=()) -> dict:
+    """The worker's input: one entry per case (plus ready-made entries such as the
+    claims' snippets), each with a digest of its inputs."""
     from .inputs import plan_entry  # NumPy lives on the host only
 
     entries, arrays = [], {}
+    for extra in extra_entries:
+        entries.append({**extra, "digest": input_digest(extra)})
     for case in cases:
         entry = plan_entry(case, arrays)
         entry["digest"] = input_digest(entry)
@@ -64,8 +67,8 @@ def build_plan(cases, hooks: dict | None = None) -> dict:
 def input_digest(entry: dict) -> str:
     """Stable digest of what a case feeds torch (array keys are content hashes);
     detects stale results after edits."""
-    keys = ("api", "reduction", "log_target", "dtype", "grad", "first", "second")
-    blob = json.dumps({k: entry[k] for k in keys}, sort_keys=True)
+    keys = ("api", "reduction", "log_target", "dtype", "grad", "first", "second", "snippet", "values")
+    blob = json.dumps({k: entry[k] for k in keys if k in entry}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

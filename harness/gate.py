@@ -1,0 +1,369 @@
+"""Regression gate: the current results against a committed baseline.
+
+``python -m harness gate --baseline reports/baseline.json`` exits 1, listing each case, when
+
+* for a release/device already in the baseline, a case's verdict or output value changed
+  (values exactly, NaN equal to NaN; timings are ignored), or a case in the baseline has
+  no current result;
+* a release/device not in the baseline behaves differently from the release before it on
+  the same device (the nearest older release among the baseline and the current results).
+
+``--update-baseline`` rewrites the baseline from the current results.
+
+Baseline format (JSON, keys sorted, one block per release and device, ordered by release)::
+
+    {"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "torch": "2.5.1",
+                              "cases": {"<case id>": "<verdict> <value hash>", ...}}, ...]}
+
+The value hash is the first 12 hex digits of a SHA-256 over the output's shape, dtype and
+values (``-`` where the call returned no output).  Values are compared exactly: -0.0
+equals 0.0 and every NaN equals every other NaN, as ``==`` would have it apart from NaN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = 1
+HASH_LEN = 12
+_ENTRY = re.compile(rf"^([a-z][a-z-]*) ([0-9a-f]{{{HASH_LEN}}}|-)$")
+MARKDOWN_BUDGET = 900_000  # $GITHUB_STEP_SUMMARY takes at most 1 MiB per step
+
+
+class BaselineError(Exception):
+    """The baseline file is missing or malformed (one line, naming the file)."""
+
+
+# --- values ------------------------------------------------------------------------------
+
+def _canon(v) -> str:
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if v == 0.0:
+        return "0"  # -0.0 == 0.0
+    return repr(v)  # shortest repr that round-trips: exact
+
+
+def value_hash(output) -> str:
+    """Stable hash of a recorded output {shape, dtype, values}; '-' when there is none."""
+    if not isinstance(output, dict):
+        return "-"
+    blob = json.dumps([list(output.get("shape") or []), output.get("dtype"),
+                       [_canon(v) for v in output.get("values") or []]], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
+
+
+def release_key(release: str) -> tuple:
+    """Order releases: '1.10' after '1.9'; a dev build before its final release."""
+    nums = [int(x) for x in re.findall(r"\d+", str(release))[:3]]
+    final = 0 if re.search(r"(dev|a|b|rc)\d*", str(release).split("+")[0]) else 1
+    return tuple(nums + [0] * (3 - len(nums))), final, str(release)
+
+
+# --- snapshots -----------------------------------------------------------------------------
+
+@dataclass
+class Block:
+    """One release on one device: case id -> '<verdict> <hash>'."""
+
+    release: str
+    device: str
+    torch: str | None = None
+    cases: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)  # current results only, for the listing
+
+    @property
+    def label(self) -> str:
+        return f"{self.release}/{self.device}"
+
+    def to_json(self) -> dict:
+        return {"release": self.release, "device": self.device, "torch": self.torch, "cases": dict(self.cases)}
+
+
+def _sort_key(key):
+    release, device = key
+    return release_key(release), device
+
+
+def snapshot(frame) -> dict:
+    """Verdict frame -> {(release, device): Block}.  A case recorded twice keeps its last row."""
+    blocks: dict = {}
+    for row in frame[["id", "device", "release", "torch", "verdict", "output"]].itertuples(index=False):
+        key = (str(row.release), str(row.device))
+        block = blocks.get(key)
+        if block is None:
+            block = blocks[key] = Block(*key, torch=row.torch if isinstance(row.torch, str) else None)
+        output = row.output if isinstance(row.output, dict) else None
+        block.cases[row.id] = f"{row.verdict} {value_hash(output)}"
+        block.outputs[row.id] = output
+    return blocks
+
+
+def dumps(blocks: dict) -> str:
+    data = {"schema": SCHEMA, "blocks": [blocks[k].to_json() for k in sorted(blocks, key=_sort_key)]}
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def write_baseline(path, blocks: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(blocks))
+
+
+def load_baseline(path) -> dict:
+    """Read and validate a baseline; BaselineError (one line, naming the file) on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise BaselineError(f"baseline {path} not found; create it with "
+                            f"'python -m harness gate --update-baseline --baseline {path}'")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"baseline {path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise BaselineError(f"baseline {path}: cannot read ({exc})") from None
+
+    def bad(msg):
+        return BaselineError(f"baseline {path}: {msg}")
+
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise bad(f"expected a JSON object with schema {SCHEMA}, got {got!r}")
+    if not isinstance(data.get("blocks"), list):
+        raise bad("'blocks' must be a list")
+    blocks = {}
+    for i, raw in enumerate(data["blocks"]):
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("release", "device")):
+            raise bad(f"blocks[{i}] needs string 'release' and 'device'")
+        if raw.get("torch") is not None and not isinstance(raw["torch"], str):
+            raise bad(f"blocks[{i}] ({raw['release']}/{raw['device']}): 'torch' must be a string")
+        cases = raw.get("cases")
+        if not isinstance(cases, dict):
+            raise bad(f"blocks[{i}] ({raw['release']}/{raw['device']}): 'cases' must be an object")
+        for case_id, entry in cases.items():
+            if not isinstance(entry, str) or not _ENTRY.match(entry):
+                raise bad(f"blocks[{i}] ({raw['release']}/{raw['device']}): case {case_id!r}: "
+                          f"expected '<verdict> <{HASH_LEN} hex digits or ->', got {entry!r}")
+        key = (raw["release"], raw["device"])
+        if key in blocks:
+            raise bad(f"blocks[{i}]: {key[0]}/{key[1]} appears twice")
+        blocks[key] = Block(*key, torch=raw.get("torch"), cases=dict(cases))
+    return blocks
+
+
+# --- comparison ----------------------------------------------------------------------------
+
+@dataclass
+class Change:
+    case_id: str
+    kind: str  # "verdict", "value" or "missing"
+    old: str
+    new: str | None = None
+    old_output: dict | None = None
+    new_output: dict | None = None
+
+    def describe(self) -> str:
+        old_v, old_h = self.old.split(" ")
+        if self.kind == "missing":
+            return f"{self.case_id}: {old_v} in the baseline, no current result"
+        new_v, new_h = self.new.split(" ")
+        if self.kind == "verdict":
+            return f"{self.case_id}: {old_v} -> {new_v}"
+        text = f"{self.case_id}: value changed ({new_v})"
+        if self.old_output is not None:
+            text += f", was {_short(self.old_output)}"
+        if self.new_output is not None:
+            text += f", now {_short(self.new_output)}"
+        return text
+
+
+def _short(output: dict, n: int = 4) -> str:
+    values = output.get("values") or []
+    shown = ", ".join(f"{float(v):.9g}" for v in values[:n]) + (f", ... ({len(values)} values)" if len(values) > n
+                                                                 else "")
+    return shown if output.get("shape") == [] else f"[{shown}]"
+
+
+@dataclass
+class BlockResult:
+    block: Block
+    status: str  # "baseline": compared with its baseline; "new": with the release before it;
+    #              "first": new, nothing older to compare with; "not-run": baseline only
+    against: Block | None = None
+    against_source: str = ""  # "baseline" or "current"
+    compared: int = 0
+    added: int = 0  # current cases the reference lacks
+    unmatched: int = 0  # reference cases without a current result (new releases: not a failure)
+    changes: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.changes)
+
+    def against_text(self) -> str:
+        if self.status == "baseline":
+            torch = self.against.torch
+            return "baseline" + (f" (torch {torch})" if torch and torch != self.block.torch else "")
+        if self.status == "new":
+            return f"{self.against.label} (torch {self.against.torch}, {self.against_source}); new release"
+        if self.status == "first":
+            return "nothing older on this device; new release"
+        return "not in the current results"
+
+
+def _compare_cases(result: BlockResult, ref: Block, cur: Block, missing_fails: bool, ref_outputs: dict) -> None:
+    for case_id in sorted(set(ref.cases) | set(cur.cases)):
+        old, new = ref.cases.get(case_id), cur.cases.get(case_id)
+        if new is None:
+            result.unmatched += 1
+            if missing_fails:
+                result.changes.append(Change(case_id, "missing", old))
+            continue
+        if old is None:
+            result.added += 1
+            continue
+        result.compared += 1
+        (old_v, old_h), (new_v, new_h) = old.split(" "), new.split(" ")
+        if old_v != new_v:
+            result.changes.append(Change(case_id, "verdict", old, new))
+        elif old_h != new_h:
+            result.changes.append(Change(case_id, "value", old, new, ref_outputs.get(case_id),
+                                         cur.outputs.get(case_id)))
+
+
+def compare(baseline: dict, current: dict) -> list:
+    """Every current block checked, then the baseline blocks with no current results."""
+    results = []
+    for key in sorted(current, key=_sort_key):
+        cur = current[key]
+        if key in baseline:
+            res = BlockResult(cur, "baseline", baseline[key], "baseline")
+            _compare_cases(res, baseline[key], cur, True, {})
+        else:
+            older = [k for k in set(baseline) | set(current)
+                     if k[1] == key[1] and release_key(k[0]) < release_key(key[0])]
+            if not older:
+                res = BlockResult(cur, "first")
+                res.added = len(cur.cases)
+            else:
+                prev = max(older, key=_sort_key)
+                ref, source = (current[prev], "current") if prev in current else (baseline[prev], "baseline")
+                res = BlockResult(cur, "new", ref, source)
+                _compare_cases(res, ref, cur, False, ref.outputs)
+        results.append(res)
+    for key in sorted(set(baseline) - set(current), key=_sort_key):
+        results.append(BlockResult(baseline[key], "not-run"))
+    return results
+
+
+# --- output --------------------------------------------------------------------------------
+
+def _counts(res: BlockResult) -> str:
+    if res.status == "not-run":
+        return f"{len(res.block.cases)} cases not checked"
+    if res.status == "first":
+        return f"{len(res.block.cases)} cases"
+    parts = [f"{res.compared} compared"]
+    kinds = {k: sum(c.kind == k for c in res.changes) for k in ("verdict", "value", "missing")}
+    parts += [f"{n} {k} changed" if k != "missing" else f"{n} missing" for k, n in kinds.items() if n]
+    if res.added:
+        parts.append(f"{res.added} not in the reference")
+    if res.unmatched and res.status == "new":
+        parts.append(f"{res.unmatched} of the reference's not run")
+    return ", ".join(parts)
+
+
+def headline(results: list) -> str:
+    failed = [r for r in results if r.failed]
+    n = sum(len(r.changes) for r in failed)
+    if failed:
+        blocks = f"{len(failed)} release/device block{'s' * (len(failed) != 1)}"
+        return f"FAILED: {n} case{'s' * (n != 1)} changed in {blocks}"
+    checked = sum(r.status != "not-run" for r in results)
+    return f"passed: no changes in {checked} release/device block{'s' * (checked != 1)}"
+
+
+def format_text(results: list, baseline_path) -> str:
+    lines = [f"gate: current results against {baseline_path}"]
+    width = max((len(r.block.label) for r in results), default=0)
+    for res in results:
+        torch = f"torch {res.block.torch}" if res.block.torch else ""
+        mark = "CHANGED" if res.failed else ("ok" if res.status in ("baseline", "new") else "-")
+        lines.append(f"  {res.block.label:<{width}}  {torch:<14} vs {res.against_text()}: {_counts(res)}  [{mark}]")
+        lines.extend(f"      {c.describe()}" for c in res.changes)
+    lines.append(f"gate: {headline(results)}")
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def format_markdown(results: list, baseline_path, budget: int = MARKDOWN_BUDGET) -> str:
+    failed = any(r.failed for r in results)
+    out = [f"## Regression gate: {'❌' if failed else '✅'} {headline(results)}", "",
+           f"Baseline `{baseline_path}`: each case's verdict and output value, compared exactly.", "",
+           "| Release | Device | torch | Compared with | Cases | Changed |", "|---|---|---|---|---|---:|"]
+    for res in results:
+        out.append(f"| {res.block.release} | {res.block.device} | {res.block.torch or ''} | "
+                   f"{_md_escape(res.against_text())} | {_md_escape(_counts(res))} | "
+                   f"{len(res.changes) if res.status != 'not-run' else ''} |")
+    used = sum(len(line) + 1 for line in out)
+    for res in (r for r in results if r.failed):
+        out += ["", f"### {res.block.label}: {len(res.changes)} changed, vs {_md_escape(res.against_text())}", "",
+                "<details open><summary>cases</summary>", ""]
+        for i, change in enumerate(res.changes):
+            line = f"- `{change.case_id}`: " + change.describe().split(": ", 1)[1]
+            if used + len(line) > budget:
+                out.append(f"- ... and {len(res.changes) - i} more (the job log lists every case)")
+                break
+            out.append(line)
+            used += len(line) + 1
+        out += ["", "</details>"]
+    return "\n".join(out) + "\n"
+
+
+# --- command -------------------------------------------------------------------------------
+
+def cmd_gate(args) -> int:
+    from .cli import EXIT_CONDITION, EXIT_INPUT, EXIT_OK, _err, verdict_frame
+
+    frame = verdict_frame(args.results, args.cases)
+    if frame.empty:
+        _err(f"no results to gate under {', '.join(map(str, args.results))}")
+        return EXIT_INPUT
+    current = snapshot(frame)
+    baseline_path = Path(args.baseline)
+    if args.update_baseline:
+        try:
+            previous = load_baseline(baseline_path) if baseline_path.exists() else {}
+        except BaselineError:
+            previous = {}  # a malformed baseline is what --update-baseline repairs
+        write_baseline(baseline_path, current)
+        dropped = sorted(set(previous) - set(current), key=_sort_key)
+        changed = sum(len(r.changes) for r in compare(previous, current) if r.status == "baseline")
+        text = (f"gate: baseline written: {len(current)} release/device blocks, "
+                f"{sum(len(b.cases) for b in current.values())} cases -> {baseline_path}")
+        if previous:
+            text += f" (replaced {changed} changed case entries"
+            text += f"; dropped {', '.join(f'{r}/{d}' for r, d in dropped)})" if dropped else ")"
+        print(text)
+        if args.markdown:
+            Path(args.markdown).write_text(f"## Regression gate: baseline updated\n\n{text[len('gate: '):]}\n")
+        return EXIT_OK
+    try:
+        baseline = load_baseline(baseline_path)
+    except BaselineError as exc:
+        _err(str(exc))
+        return EXIT_INPUT
+    results = compare(baseline, current)
+    print(format_text(results, baseline_path), end="")
+    if args.markdown:
+        Path(args.markdown).write_text(format_markdown(results, baseline_path))
+    return EXIT_CONDITION if any(r.failed for r in results) else EXIT_OK
