@@ -27,18 +27,39 @@ DEFAULT_AXES: dict[str, list] = {
 BUILTIN_EXCLUDES = [{"api": ["legacy_module", "legacy_functional"], "reduction": ["batchmean"]}]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "cases" / "schema.json"
-MAX_FILE_BYTES = 1_000_000
-MAX_ELEMENTS = 1_000_000  # per tensor; refused before anything is allocated
-MAX_NESTING = 64
+# Limits that keep loading a hostile file bounded in time and memory (a real case file
+# is a few kB with a few hundred YAML nodes).  Each is checked before anything is built.
+MAX_FILE_BYTES = 256 * 1024
+MAX_NODES = 20_000  # YAML nodes per file (scalars, lists, mappings)
+MAX_NESTING = 64  # YAML nesting depth
+MAX_FAMILIES = 500  # families per file
+MAX_EXCLUDE = 64  # rules per exclude list
+MAX_CASES = 50_000  # expanded cases per load
+MAX_ELEMENTS = 1_000_000  # per tensor, and per broadcast result; refused before anything is allocated
+MAX_LITERAL_ITEMS = 4096  # items per list of a literal tensor (as the schema says)
+MAX_LITERAL_RANK = 8
+LITERAL_SPECIALS = ("nan", "inf", "-inf", "-0.0")
+_MAX_MESSAGE = 400
+
+
+def _one_line(text, limit: int) -> str:
+    """``text`` with every non-printable character escaped (no newlines, no terminal
+    escapes), cut to ``limit`` characters."""
+    text = str(text)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CaseFileError(Exception):
-    """A case file is malformed; ``str()`` is one line: file:line: where: what."""
+    """A case file is malformed; ``str()`` is one line: ``file:line: where: what``."""
 
     def __init__(self, path, line, where, message):
-        self.path, self.line, self.where, self.message = str(path), line, where, message
-        loc = f"{self.path}:{line}" if line else self.path
-        super().__init__(f"{loc}: {where + ': ' if where else ''}{message}")
+        self.path = _one_line(path, 1000)
+        self.line = line if isinstance(line, int) and line > 0 else 1
+        self.where = _one_line(where, 200)
+        self.message = _one_line(message, _MAX_MESSAGE)
+        super().__init__(f"{self.path}:{self.line}: {self.where + ': ' if self.where else ''}{self.message}")
 
 
 # ---------------------------------------------------------------- YAML with line numbers
@@ -56,44 +77,100 @@ class _Sequence(list):
     item_lines: list
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records line numbers, refuses duplicate keys and aliases."""
+try:  # libyaml's parser: the same events as PyYAML's, scanned in C (several times faster)
+    from yaml.cyaml import CParser as _CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None
+
+if _CParser is not None:
+
+    class _Base(_CParser, yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """libyaml events, composed and constructed in Python (so the hooks below apply)."""
+
+        get_single_node = yaml.composer.Composer.get_single_node
+        check_node = yaml.composer.Composer.check_node
+        get_node = yaml.composer.Composer.get_node
+
+        def __init__(self, stream):
+            _CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+else:  # pragma: no cover
+    _Base = yaml.SafeLoader
+
+
+class _LineLoader(_Base):
+    """Safe loader that records line numbers and refuses duplicate keys, aliases, deep
+    nesting and too many nodes; whatever goes wrong is a CaseFileError with a line."""
 
     def __init__(self, stream, path):
         super().__init__(stream)
         self._path = path
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise CaseFileError(self._path, event.start_mark.line + 1, "", "YAML aliases (*name) are not allowed")
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise CaseFileError(self._path, line, "", "YAML aliases (*name) are not allowed")
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise CaseFileError(self._path, line, "", f"more than {MAX_NODES} YAML nodes")
         self._depth += 1
         if self._depth > MAX_NESTING:
-            event = self.peek_event()
-            raise CaseFileError(self._path, event.start_mark.line + 1, "", f"nesting deeper than {MAX_NESTING} levels")
+            raise CaseFileError(self._path, line, "", f"nesting deeper than {MAX_NESTING} levels")
         try:
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
+    def construct_document(self, node):
+        # deep: every nested constructor (also the generator-based ones such as !!set)
+        # runs inside construct_object below, where its errors get a line
+        data = self.construct_object(node, deep=True)
+        self.constructed_objects, self.recursive_objects = {}, {}
+        return data
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except (CaseFileError, yaml.YAMLError):
+            raise
+        except Exception as exc:  # e.g. !!int 999...(5000 digits), !!bool maybe, !!timestamp 2001-02-30
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            value = f" {node.value[:40]!r}" if isinstance(node.value, str) else ""
+            detail = str(exc).split("\n")[0][:120]
+            raise CaseFileError(self._path, node.start_mark.line + 1, "",
+                                f"cannot read {tag} value{value} ({type(exc).__name__}: {detail})") from None
+
     def construct_mapping(self, node, deep=False):
+        if not isinstance(node, yaml.MappingNode):
+            raise CaseFileError(self._path, node.start_mark.line + 1, "", f"{node.tag} needs a mapping")
         result = _Mapping()
         result.line = node.start_mark.line + 1
         result.key_lines = {}
         for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise CaseFileError(self._path, line, "", "YAML merge keys (<<) are not allowed")
             key = self.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
-                raise CaseFileError(self._path, key_node.start_mark.line + 1, "", "mapping key is not a scalar")
+                raise CaseFileError(self._path, line, "", "mapping key is not a scalar") from None
             if key in result:
-                raise CaseFileError(self._path, key_node.start_mark.line + 1, str(key), "duplicate key")
+                raise CaseFileError(self._path, line, repr(key) if not isinstance(key, str) else key,
+                                    f"duplicate key (first at line {result.key_lines[key]})")
             result[key] = self.construct_object(value_node, deep=True)
-            result.key_lines[key] = key_node.start_mark.line + 1
+            result.key_lines[key] = line
         return result
 
     def construct_sequence(self, node, deep=False):
+        if not isinstance(node, yaml.SequenceNode):
+            raise CaseFileError(self._path, node.start_mark.line + 1, "", f"{node.tag} needs a sequence")
         result = _Sequence(self.construct_object(child, deep=True) for child in node.value)
         result.line = node.start_mark.line + 1
         result.item_lines = [child.start_mark.line + 1 for child in node.value]
@@ -126,25 +203,64 @@ def _fmt_path(path: Iterable) -> str:
     return out
 
 
+def _canonical(value):
+    """Hashable stand-in with JSON Schema's notion of equality (1 == 1.0, True != 1)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, list):
+        return ("array", tuple(_canonical(v) for v in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((_canonical(k), _canonical(v)) for k, v in value.items()))
+    if value is None:
+        return ("null",)
+    return ("other", repr(value))
+
+
+def _unique_items(validator, unique, instance, schema):
+    """uniqueItems in linear time (jsonschema's fallback for mixed types is quadratic)."""
+    from jsonschema.exceptions import ValidationError
+
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen = set()
+    for item in instance:
+        key = _canonical(item)
+        if key in seen:
+            yield ValidationError(f"{item!r} is listed twice"[:300])
+            return
+        seen.add(key)
+
+
+_VALIDATORS: dict = {}
+
+
 def _schema_validator(schema_path: Path = SCHEMA_PATH):
-    import jsonschema  # host-only dependency, loaded when case files are read
+    schema_path = Path(schema_path)
+    if schema_path not in _VALIDATORS:
+        import jsonschema  # host-only dependency, loaded when case files are read
 
-    schema = json.loads(Path(schema_path).read_text())
-    return jsonschema.Draft202012Validator(schema)
+        cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"uniqueItems": _unique_items})
+        _VALIDATORS[schema_path] = cls(json.loads(schema_path.read_text()))
+    return _VALIDATORS[schema_path]
 
 
-def check_schema(doc, path, schema_path: Path = SCHEMA_PATH) -> None:
+def check_schema(doc, path, schema_path: Path = SCHEMA_PATH, instance=None) -> None:
     """Validate a line-aware YAML document against a JSON Schema; raise CaseFileError
-    at the line of the most relevant problem."""
+    at the line of the most relevant problem.  ``instance``: the plain form of ``doc``
+    to validate, when the caller has already made (and trimmed) it."""
     from jsonschema.exceptions import best_match
 
     if not isinstance(doc, _Mapping):
         raise CaseFileError(path, getattr(doc, "line", 1), "", "top level must be a mapping")
-    err = best_match(_schema_validator(schema_path).iter_errors(_plain(doc)))
+    err = best_match(_schema_validator(schema_path).iter_errors(_plain(doc) if instance is None else instance))
     if err is not None:
         at = list(err.absolute_path)
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})), key=str)
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})), key=repr)
             at += extra[:1]  # point at the unknown key's own line
         raise CaseFileError(path, _line_of(doc, at), _fmt_path(err.absolute_path), _schema_message(err))
 
@@ -153,31 +269,42 @@ def read_yaml(path: Path):
     """Parse one YAML file into line-aware objects, or raise CaseFileError."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise CaseFileError(path, 0, "", f"cannot read: {exc.strerror or exc}")
+        raise CaseFileError(path, 1, "", f"cannot read: {exc.strerror or exc}") from None
     if len(raw) > MAX_FILE_BYTES:
-        raise CaseFileError(path, 0, "", f"file is larger than {MAX_FILE_BYTES} bytes")
+        line = raw[:MAX_FILE_BYTES].count(b"\n") + 1
+        raise CaseFileError(path, line, "", f"file is larger than {MAX_FILE_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise CaseFileError(path, line, "", f"not valid UTF-8 (byte {exc.start})")
-    loader = _LineLoader(text, path)
+        raise CaseFileError(path, line, "", f"not valid UTF-8 (byte {exc.start})") from None
+    loader = None
     try:
+        loader = _LineLoader(text, path)
         return loader.get_single_data()
     except CaseFileError:
         raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
-        raise CaseFileError(path, line, "", f"YAML syntax: {exc.problem or exc.context}")
+        line = mark.line + 1 if mark else 1
+        raise CaseFileError(path, line, "", f"YAML syntax: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
+        before = raw[: exc.position] if _CParser is not None else text[: exc.position]
+        line = before.count(b"\n" if isinstance(before, bytes) else "\n") + 1
+        raise CaseFileError(path, line, "", f"character #x{exc.character:04x} is not allowed in YAML") from None
     except yaml.YAMLError as exc:
-        raise CaseFileError(path, 0, "", f"YAML: {str(exc).splitlines()[0]}")
-    except (RecursionError, ValueError, OverflowError) as exc:
-        raise CaseFileError(path, 0, "", f"cannot load: {type(exc).__name__}")
+        raise CaseFileError(path, 1, "", f"YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
+            from None
+    except RecursionError:
+        raise CaseFileError(path, 1, "", "nesting too deep") from None
+    except Exception as exc:  # the YAML library failed in a way not foreseen above
+        raise CaseFileError(path, 1, "", f"cannot load ({type(exc).__name__}: {exc})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # ---------------------------------------------------------------- the model
@@ -256,44 +383,131 @@ def _numel(shape) -> int:
     return n
 
 
-def _literal_shape(value, path, line, where):
-    """Shape of a nested list literal; raises if ragged."""
-    if not isinstance(value, list):
+def _broadcast(a: tuple, b: tuple) -> tuple | None:
+    """NumPy/torch broadcast of two shapes, or None when they cannot broadcast."""
+    out = []
+    for x, y in itertools.zip_longest(reversed(a), reversed(b), fillvalue=1):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            return None
+    return tuple(reversed(out))
+
+
+def _literal_shape(value, path, line, where, depth=0) -> tuple:
+    """Shape of a literal tensor (a number, 'nan'/'inf'/'-inf'/'-0.0', or nested lists of
+    them); raise CaseFileError at the offending item's line on anything else."""
+    if isinstance(value, list):
+        if depth >= MAX_LITERAL_RANK:
+            raise CaseFileError(path, line, where, f"more than {MAX_LITERAL_RANK} nested lists")
+        lines = getattr(value, "item_lines", None) or [line] * len(value)
+        if len(value) > MAX_LITERAL_ITEMS:
+            raise CaseFileError(path, lines[MAX_LITERAL_ITEMS], where, f"more than {MAX_LITERAL_ITEMS} items")
+        shape = None
+        for i, (item, item_line) in enumerate(zip(value, lines)):
+            s = _literal_shape(item, path, item_line, f"{where}[{i}]", depth + 1)
+            if shape is None:
+                shape = s
+            elif s != shape:
+                raise CaseFileError(path, item_line, f"{where}[{i}]",
+                                    f"ragged nested list: shape {list(s)} differs from {list(shape)} before it")
+        return (len(value),) + (shape or ())
+    if isinstance(value, str) and value in LITERAL_SPECIALS:
         return ()
-    if not value:
-        return (0,)
-    shapes = {_literal_shape(v, path, line, where) for v in value}
-    if len(shapes) != 1:
-        raise CaseFileError(path, line, where, "ragged nested list: rows differ in length")
-    return (len(value),) + shapes.pop()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            raise CaseFileError(path, line, where, f"{str(value)[:20]}... does not fit a float64") from None
+        return ()
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise CaseFileError(path, line, where,
+                        f"{shown} is not a number or one of {', '.join(repr(s) for s in LITERAL_SPECIALS)}")
 
 
-def _check_semantics(doc, path) -> None:
+def _precheck(doc, path) -> dict:
+    """Size limits and literal tensors, before the schema (whose recursive literal rule
+    is slow on big lists): returns {(family index, 'input'|'target'): shape}."""
+    shapes = {}
+    for key, limit in (("families", MAX_FAMILIES), ("exclude", MAX_EXCLUDE)):
+        value = doc.get(key)
+        if isinstance(value, _Sequence) and len(value) > limit:
+            raise CaseFileError(path, value.item_lines[limit], key, f"more than {limit} items")
+    families = doc.get("families")
+    if not isinstance(families, _Sequence):
+        return shapes
+    for i, fam in enumerate(families):
+        if not isinstance(fam, _Mapping):
+            continue
+        excl = fam.get("exclude")
+        if isinstance(excl, _Sequence) and len(excl) > MAX_EXCLUDE:
+            raise CaseFileError(path, excl.item_lines[MAX_EXCLUDE], f"families[{i}].exclude",
+                                f"more than {MAX_EXCLUDE} items")
+        for key in ("input", "target"):
+            if key in fam:
+                where = f"families[{i}].{key}"
+                shape = _literal_shape(fam[key], path, fam.key_lines[key], where)
+                if _numel(shape) > MAX_ELEMENTS:
+                    raise CaseFileError(path, fam.key_lines[key], where,
+                                        f"{_numel(shape)} elements exceed {MAX_ELEMENTS}")
+                shapes[(i, key)] = shape
+    return shapes
+
+
+def _check_semantics(doc, path, literal_shapes: dict) -> None:
     """Checks JSON Schema cannot express; raise CaseFileError on the first."""
     for i, fam in enumerate(doc["families"]):
         where = f"families[{i}]"
         line = fam.line
         gen = fam["generator"]
+        # JSON Schema's "integer" admits 4.0; a shape, seed or count must be a true int
+        for key in ("shape", "target_shape"):
+            for j, item in enumerate(fam.get(key, ())):
+                if not isinstance(item, int):
+                    raise CaseFileError(path, fam[key].item_lines[j], f"{where}.{key}[{j}]",
+                                        f"{item!r} is not an integer")
+        checks = [("seed", fam.get("seed", 0), fam.key_lines.get("seed", line))]
+        for holder in ("params", "tolerance"):
+            for k, v in fam.get(holder, {}).items():
+                for k2, v2 in (v.items() if isinstance(v, dict) else [(None, v)]):
+                    at = f"{holder}.{k}" + (f".{k2}" if k2 else "")
+                    at_line = (v.key_lines[k2] if k2 else fam[holder].key_lines[k])
+                    checks.append((at, v2, at_line))
+        for at, value, at_line in checks:
+            if at in ("seed", "params.count") and not isinstance(value, int):
+                raise CaseFileError(path, at_line, f"{where}.{at}", f"{value!r} is not an integer")
+            if isinstance(value, float) and value != value:
+                raise CaseFileError(path, at_line, f"{where}.{at}", "must be a number, not NaN")
         if gen == "literal":
             for key in ("input", "target", "meaning"):
                 if key not in fam:
                     raise CaseFileError(path, line, where, f"literal generator needs '{key}'")
-            for key in ("input", "target"):
-                _literal_shape(fam[key], path, fam.key_lines[key], f"{where}.{key}")
             for key in ("shape", "target_shape", "seed", "params"):
                 if key in fam:
                     raise CaseFileError(path, fam.key_lines[key], f"{where}.{key}", "not used by the literal generator")
+            first, second = literal_shapes[(i, "input")], literal_shapes[(i, "target")]
+            at_key = "target"
         else:
             if "shape" not in fam:
                 raise CaseFileError(path, line, where, f"generator '{gen}' needs 'shape'")
             for key in ("input", "target", "meaning"):
                 if key in fam:
-                    raise CaseFileError(path, fam.key_lines[key], f"{where}.{key}", "only the literal generator takes it")
+                    raise CaseFileError(path, fam.key_lines[key], f"{where}.{key}",
+                                        "only the literal generator takes it")
             for key in ("shape", "target_shape"):
                 if key in fam and _numel(fam[key]) > MAX_ELEMENTS:
                     raise CaseFileError(
                         path, fam.key_lines[key], f"{where}.{key}", f"{_numel(fam[key])} elements exceed {MAX_ELEMENTS}"
                     )
+            first, second = tuple(fam["shape"]), tuple(fam.get("target_shape", fam["shape"]))
+            at_key = "target_shape" if "target_shape" in fam else "shape"
+        both = _broadcast(first, second)  # shapes that cannot broadcast are an expected error, not a size
+        if both is not None and _numel(both) > MAX_ELEMENTS:
+            raise CaseFileError(path, fam.key_lines[at_key], f"{where}.{at_key}",
+                                f"{list(first)} and {list(second)} broadcast to {_numel(both)} elements, "
+                                f"more than {MAX_ELEMENTS}")
 
 
 def _build_families(doc, path) -> list[Family]:
@@ -332,10 +546,24 @@ def load_file(path) -> list[Family]:
     path = Path(path)
     doc = read_yaml(path)
     if not isinstance(doc, _Mapping):
-        raise CaseFileError(path, getattr(doc, "line", 1), "", "top level must be a mapping with 'version' and 'families'")
-    check_schema(doc, path)
-    _check_semantics(doc, path)
-    return _build_families(doc, path)
+        raise CaseFileError(path, getattr(doc, "line", 1), "",
+                            "top level must be a mapping with 'version' and 'families'")
+    literal_shapes = _precheck(doc, path)
+    instance = _plain(doc)
+    for i, key in literal_shapes:  # already checked: keep the schema off big literals
+        instance["families"][i][key] = 0
+    check_schema(doc, path, instance=instance)
+    _check_semantics(doc, path, literal_shapes)
+    families = _build_families(doc, path)
+    total = 0
+    for fam in families:
+        n = len(_combos(fam))
+        if n == 0:
+            raise CaseFileError(path, fam.line, fam.name, "its axes and exclusions leave no case to run")
+        total += n
+        if total > MAX_CASES:
+            raise CaseFileError(path, fam.line, fam.name, f"the file expands to more than {MAX_CASES} cases")
+    return families
 
 
 def _plain(obj):
@@ -349,11 +577,13 @@ def _plain(obj):
 
 def _schema_message(err) -> str:
     if err.validator == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})), key=repr)
         allowed = ", ".join(sorted(err.schema.get("properties", {})))
-        return f"unknown key {', '.join(repr(e) for e in extra)} (allowed: {allowed})"
+        shown = ", ".join(repr(e) if len(repr(e)) <= 60 else repr(e)[:57] + "..." for e in extra[:5])
+        return f"unknown key {shown}{', ...' if len(extra) > 5 else ''} (allowed: {allowed})"
     if err.validator == "enum":
-        return f"{err.instance!r} is not one of {', '.join(repr(v) for v in err.validator_value)}"
+        shown = repr(err.instance) if len(repr(err.instance)) <= 80 else repr(err.instance)[:77] + "..."
+        return f"{shown} is not one of {', '.join(repr(v) for v in err.validator_value)}"
     if err.validator == "minItems" and err.validator_value == 1:
         return "must not be empty"
     msg = err.message
@@ -369,21 +599,37 @@ def load_families(paths) -> list[Family]:
     for fam in families:
         if fam.label in seen:
             other = seen[fam.label]
-            raise CaseFileError(
-                fam.source, fam.line, fam.name, f"duplicate family id '{fam.label}' (also at {other.source}:{other.line})"
-            )
+            raise CaseFileError(fam.source, fam.line, fam.name,
+                                f"duplicate family id '{fam.label}' (also at {other.source}:{other.line})")
         seen[fam.label] = fam
     return families
 
 
+def _combos(family: Family) -> list[tuple]:
+    """The family's axis combinations (in AXES order) left after its exclusions, in
+    itertools.product order.  Exclusions are applied as bit masks over the combinations,
+    so the cost is linear in the number of rules, not rules x combinations."""
+    combos = list(itertools.product(*(family.axes[a] for a in AXES)))
+    masks: dict = {a: {} for a in AXES}  # axis -> value -> combinations having it
+    for bit, values in enumerate(combos):
+        for axis, value in zip(AXES, values):
+            masks[axis][value] = masks[axis].get(value, 0) | (1 << bit)
+    everything = (1 << len(combos)) - 1
+    excluded = 0
+    for rule in family.exclude:
+        hit = everything
+        for axis, wanted in rule.items():
+            any_of = 0
+            for value in _as_list(wanted):
+                any_of |= masks[axis].get(value, 0)
+            hit &= any_of
+        excluded |= hit
+    return [values for bit, values in enumerate(combos) if not excluded >> bit & 1]
+
+
 def expand(family: Family) -> list[Case]:
     """All cases of one family: the product of its axes minus exclusions, in a fixed order."""
-    cases = []
-    for values in itertools.product(*(family.axes[a] for a in AXES)):
-        combo = dict(zip(AXES, values))
-        if not _excluded(combo, family.exclude):
-            cases.append(Case(family, **combo))
-    return cases
+    return [Case(family, **dict(zip(AXES, values))) for values in _combos(family)]
 
 
 def default_case_files(root: Path | None = None) -> list[Path]:
@@ -394,7 +640,13 @@ def default_case_files(root: Path | None = None) -> list[Path]:
 def load_cases(paths=None) -> list[Case]:
     """Load case files (default: every cases/*.yaml) and expand them."""
     paths = list(paths) if paths else default_case_files()
-    cases = [c for fam in load_families(paths) for c in expand(fam)]
+    families = load_families(paths)
+    total = 0
+    for fam in families:
+        total += len(_combos(fam))
+        if total > MAX_CASES:
+            raise CaseFileError(fam.source, fam.line, fam.name, f"the case files expand to more than {MAX_CASES} cases")
+    cases = [c for fam in families for c in expand(fam)]
     ids = set()
     for c in cases:
         if c.id in ids:  # cannot happen when family ids are unique, kept as a guard

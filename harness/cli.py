@@ -170,6 +170,21 @@ def cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
+def cmd_report(args) -> int:
+    """Evaluate every results file and write README.md, index.html and summary.json."""
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    out = write_report(args.results, args.out, args.cases)
+    d = out["data"]
+    sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items())
+    print(f"report: {len(d.frame)} results, {len(d.data_releases)} releases with results, "
+          f"{len(d.findings)} change findings -> {args.out} ({sizes}) in {time.perf_counter() - t0:.1f}s")
+    for note in d.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate import SEVERITY
 
@@ -207,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write every verdict row to this .csv or .json file")
     p.add_argument("--fail-on", nargs="+", choices=SEVERITY, metavar="VERDICT", help="exit 1 if any result has these")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="results -> reports/README.md, index.html and summary.json",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", nargs="+", default=["reports/results"], metavar="PATH",
+                   help="results files or folders (default: %(default)s)")
+    p.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
+    p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
+    p.set_defaults(func=cmd_report)
 
     from .gate import cmd_gate  # standard library only at import
 

@@ -185,7 +185,7 @@ class Change:
 
 def _short(output: dict, n: int = 4) -> str:
     values = output.get("values") or []
-    shown = ", ".join(f"{float(v):.9g}" for v in values[:n]) + (f", ... ({len(values)} values)" if len(values) > n
+    shown = ", ".join(repr(float(v)) for v in values[:n]) + (f", ... ({len(values)} values)" if len(values) > n
                                                                  else "")
     return shown if output.get("shape") == [] else f"[{shown}]"
 

@@ -1,0 +1,62 @@
+"""A second oracle: CUDA results against CPU results of the same release and inputs.
+
+The analytic reference judges each device alone; this compares the devices with each
+other, which also catches differences where the reference is undefined (both return
+*something*: do they return the same thing?).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .evaluate import TOLERANCES
+
+
+def _values(output):
+    if not output:
+        return None
+    return np.array(output["values"], dtype=np.float64).reshape(output["shape"])
+
+
+def compare_outputs(a, b, dtype: str) -> tuple[str, float]:
+    """'same' / 'close' / 'differ' for two recorded outputs of one case, and the max
+    absolute difference.  NaN matches NaN; infinities must match exactly."""
+    va, vb = _values(a), _values(b)
+    if va is None or vb is None:
+        return ("same", 0.0) if va is None and vb is None else ("differ", float("nan"))
+    if va.shape != vb.shape:
+        return "differ", float("nan")
+    if np.array_equal(va, vb, equal_nan=True):
+        return "same", 0.0
+    nan_a, nan_b = np.isnan(va), np.isnan(vb)
+    if (nan_a != nan_b).any() or (np.isinf(va) | np.isinf(vb))[~nan_a].any() and \
+            not np.array_equal(va[np.isinf(va)], vb[np.isinf(va)]):
+        return "differ", float("nan")
+    fin = np.isfinite(va) & np.isfinite(vb)
+    diff = np.abs(va[fin] - vb[fin])
+    tol = TOLERANCES[dtype]
+    bound = tol["atol"] + tol["rtol"] * np.maximum(np.abs(va[fin]), np.abs(vb[fin]))
+    worst = float(diff.max()) if diff.size else 0.0
+    return ("close" if (diff <= bound).all() else "differ"), worst
+
+
+def cuda_vs_cpu(frame) -> "pd.DataFrame":  # noqa: F821
+    """One row per case run on both devices of a release: outcome and value agreement."""
+    import pandas as pd
+
+    if frame.empty or not {"cpu", "cuda"} <= set(frame["device"]):
+        return pd.DataFrame(columns=["release", "id", "family", "dtype", "cpu_verdict", "cuda_verdict",
+                                     "agreement", "max_abs_diff"])
+    cols = ["release", "id", "family", "dtype", "verdict", "output"]
+    cpu = frame[frame["device"] == "cpu"][cols]
+    cuda = frame[frame["device"] == "cuda"][cols]
+    both = cpu.merge(cuda, on=["release", "id", "family", "dtype"], suffixes=("_cpu", "_cuda"))
+    rows = []
+    for r in both.itertuples(index=False):
+        kind, diff = compare_outputs(r.output_cpu, r.output_cuda, r.dtype)
+        if r.verdict_cpu != r.verdict_cuda:
+            kind = "outcome differs"
+        rows.append({"release": r.release, "id": r.id, "family": r.family, "dtype": r.dtype,
+                     "cpu_verdict": r.verdict_cpu, "cuda_verdict": r.verdict_cuda, "agreement": kind,
+                     "max_abs_diff": diff})
+    return pd.DataFrame(rows)

@@ -1,0 +1,1404 @@
+"""Stage 6: the compatibility report.
+
+``python -m harness report --results DIR --out DIR`` reads every results file, evaluates
+it (:mod:`harness.evaluate`) and writes three files:
+
+* ``README.md``    GitHub-flavoured Markdown (tabulate): the summary sections;
+* ``index.html``   one self-contained page (inline CSS and one small inline script for the
+  filters; everything stays readable with scripts off), with per-case detail;
+* ``summary.json`` the same findings for machines.
+
+The report is a list of sections.  A section is a function ``(ReportData) -> Section``
+(or ``None`` to leave it out) listed in :data:`SECTIONS`; the page, the Markdown and the
+JSON are those sections assembled in order, so adding a section is adding a function.
+
+Deterministic: everything is sorted and formatted the same way every time, the only
+times shown are those recorded in the results, and paths are shown relative to the
+results folder, so the same results give byte-identical files.  Nothing is invented:
+a release or device without results says so.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import RANK, SEVERITY, release_of, release_sort_key, tolerance
+
+TITLE = "KLDivLoss / F.kl_div compatibility report"
+AXES = ("family", "reduction", "log_target", "order", "dtype", "api")  # grouping axes, in display order
+PROBLEMS = ("crash", "timeout", "error", "nan", "mismatch", "stale")  # verdicts that are a defect or a doubt
+STANDARD_DEVICES = ("cpu", "cuda")  # always shown, as 'not run' where no results exist
+INLINE_LIMIT = 64  # reproduction snippets inline tensors up to this many elements
+VALUES_SHOWN = 8  # values shown per output in tables
+VALUES_SHOWN_DETAIL = 24  # ... and in per-case detail
+MAX_PARTS = 6  # a change explained by more axis patterns than this is reported as scattered
+NOT_RUN = "not run"
+
+# verdict -> (symbol, Markdown colour square, meaning)
+VERDICT_STYLE = {
+    "crash": ("✖", "🟥", "the worker process died"),
+    "timeout": ("⌛", "🟥", "no result within the time limit"),
+    "error": ("✗", "🟥", "raised an exception it should not"),
+    "nan": ("N", "🟧", "nan/inf where the reference is finite"),
+    "mismatch": ("≠", "🟧", "differs from the documented formula beyond tolerance"),
+    "unsupported": ("–", "🟨", "argument or dtype absent in this release"),
+    "undefined": ("?", "🟦", "reference undefined for these inputs; value not judged"),
+    "expected-error": ("⊘", "🟩", "raised, as it should"),
+    "stale": ("↺", "🟪", "inputs changed since the result was recorded"),
+    "pass": ("✓", "🟩", "matches the documented formula"),
+}
+NOT_RUN_STYLE = ("·", "⬜")
+STATUS_MEANING = {
+    NOT_RUN: "no results file",
+    "unreadable": "results file exists but cannot be read",
+    "no results": "results file holds no results (the run ended before the first case)",
+    "crashed": "every result is a crash or timeout",
+    "partial": "fewer results than the run header's case count (interrupted or still running)",
+    "crashes": "some cases crashed or timed out",
+    "failures": "some cases error, return nan or mismatch",
+    "limited": "no failures; some features unsupported",
+    "ok": "no failures, nothing unsupported",
+}
+STATUS_CLASS = {NOT_RUN: "nr", "unreadable": "bad", "no results": "bad", "crashed": "bad", "partial": "warn",
+                "crashes": "bad", "failures": "warn", "limited": "meh", "ok": "good"}
+MEANING_TEXT = {"logprob": "log-probabilities", "prob": "probabilities"}
+
+# pitfall reason prefix -> the corrected call
+PITFALL_FIX = {
+    "arguments swapped": "F.kl_div(log_q, p, reduction='batchmean')  # prediction (log-probs) first, target second",
+    "input holds probabilities": "F.kl_div(torch.log_softmax(logits, -1), p, reduction='batchmean')",
+    "target holds log-probabilities": "F.kl_div(log_q, log_p, reduction='batchmean', log_target=True)",
+    "target holds probabilities": "F.kl_div(log_q, p, reduction='batchmean')  # log_target=False (the default)",
+    "'mean' divides": "F.kl_div(log_q, p, reduction='batchmean')",
+    "'batchmean' on 1-d": "F.kl_div(log_q.unsqueeze(0), p.unsqueeze(0), reduction='batchmean')",
+    "'batchmean' divides by size(0)": "F.kl_div(log_q.flatten(0, -2), p.flatten(0, -2), reduction='batchmean')",
+}
+
+
+# ------------------------------------------------------------------ escaping and formatting
+
+
+class Raw(str):
+    """A string that is already HTML (not escaped again by html_table)."""
+
+
+def esc(value) -> str:
+    """HTML-escape anything (text and attribute values)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|])")
+
+
+def md_escape(value) -> str:
+    """Escape text for Markdown, table cells included: HTML is neutralised, Markdown
+    punctuation that could start code, emphasis, links or a cell break is backslashed,
+    newlines become <br>."""
+    text = "" if value is None else str(value)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+
+
+def md_table(headers, rows) -> str:
+    """A GitHub Markdown table; every cell is escaped here (numbers are not reparsed)."""
+    from tabulate import tabulate
+
+    cells = [[md_escape(c) for c in row] for row in rows]
+    return tabulate(cells, headers=[md_escape(h) for h in headers], tablefmt="github", disable_numparse=True)
+
+
+def html_table(headers, rows, cls: str = "", row_attrs=None) -> str:
+    """An HTML table; cells are escaped unless they are :class:`Raw`."""
+    out = [f'<div class="wrap"><table{f" class={esc(cls)!r}" if cls else ""}><thead><tr>']
+    out += [f"<th>{h if isinstance(h, Raw) else esc(h)}</th>" for h in headers]
+    out.append("</tr></thead><tbody>")
+    for i, row in enumerate(rows):
+        attrs = row_attrs[i] if row_attrs else ""
+        out.append(f"<tr{attrs}>" + "".join(f"<td>{c if isinstance(c, Raw) else esc(c)}</td>" for c in row) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def fmt_float(v) -> str:
+    """Stable short float text: 6 significant digits, signed zero and specials kept."""
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0:
+        return "-0.0" if math.copysign(1.0, v) < 0 else "0.0"
+    s = format(v, ".6g")
+    return s if any(c in s for c in ".e") else s + ".0"
+
+
+def fmt_values(shape, values, limit=VALUES_SHOWN, undefined=None) -> str:
+    """An output or reference array as one line of text."""
+    shape = list(shape)
+    if not shape:
+        return "undefined" if undefined is not None and undefined[0] else fmt_float(values[0])
+    if not len(values):
+        return f"empty, shape {'x'.join(map(str, shape))}"
+    shown = ["undef" if undefined is not None and undefined[i] else fmt_float(v)
+             for i, v in enumerate(values[:limit])]
+    more = ", …" if len(values) > limit else ""
+    return f"[{', '.join(shown)}{more}] shape {'x'.join(map(str, shape))}"
+
+
+def fmt_output(out, limit=VALUES_SHOWN) -> str:
+    return "" if out is None else fmt_values(out["shape"], out["values"], limit)
+
+
+def release_key(release: str) -> tuple:
+    """Order of releases: numeric, a dev build before its release, 'nightly' and '?' last."""
+    if release == "nightly":
+        return (10 ** 6, 0, 0, 0, release)
+    if release == "?" or not re.match(r"\d", release):
+        return (10 ** 6 + 1, 0, 0, 0, release)
+    nums = list(release_sort_key(release)[:-1])[:3]
+    nums += [0] * (3 - len(nums))
+    return (*nums, 0 if "dev" in release or "a" in release.split(".")[-1] else 1, release)
+
+
+def device_key(device: str) -> tuple:
+    base = device.split(":")[0]
+    order = STANDARD_DEVICES.index(base) if base in STANDARD_DEVICES else len(STANDARD_DEVICES)
+    return (order, device)
+
+
+def ranges(indices, labels) -> str:
+    """Sorted indices into ``labels`` -> '1.6–1.9, 1.11' (runs of adjacent indices)."""
+    out, start, prev = [], None, None
+    for i in sorted(set(indices)):
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            out.append((start, prev))
+            start = prev = i
+    if start is not None:
+        out.append((start, prev))
+    return ", ".join(labels[a] if a == b else f"{labels[a]}–{labels[b]}" for a, b in out)
+
+
+def index_runs(indices) -> list[tuple[int, int]]:
+    out = []
+    for i in sorted(set(indices)):
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+def badge(verdict: str, text: str | None = None) -> Raw:
+    """A verdict as colour and symbol (HTML)."""
+    sym = VERDICT_STYLE.get(verdict, NOT_RUN_STYLE)[0]
+    label = sym if text is None else f"{sym} {text}"
+    return Raw(f'<span class="v v-{esc(verdict)}" title="{esc(verdict)}">{esc(label)}</span>')
+
+
+def md_badge(verdict: str, text: str | None = None) -> str:
+    sym, square = VERDICT_STYLE.get(verdict, NOT_RUN_STYLE)[:2]
+    return f"{square}{sym}" + (f" {text}" if text else "")
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, (np.floating,)):
+        return _json_safe(float(obj))
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _axis_text(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    return str(value)
+
+
+# ------------------------------------------------------------------ loading
+
+
+@dataclass
+class Section:
+    """One part of the report.  ``markdown`` and ``html`` are the body (no heading);
+    an empty ``markdown`` leaves the section out of README.md.  ``data`` (JSON-able)
+    goes to summary.json under ``key``, which is also the HTML anchor."""
+
+    key: str
+    title: str
+    markdown: str
+    html: str
+    data: object = None
+
+
+@dataclass
+class ReportData:
+    """Everything the sections draw on.  ``frame`` has one row per (case, release,
+    device) with the columns of :func:`harness.evaluate.evaluate` plus ``value``
+    (display text), ``kind`` (finite/nan/inf/empty), ``state`` (verdict and what came
+    back; two results with equal state behave alike) and ``rk`` (index of the release
+    in ``releases``)."""
+
+    frame: pd.DataFrame
+    cases: dict
+    releases: list  # every release shown: the catalogue plus any found, in order
+    devices: list  # every device shown: cpu, cuda and any other found
+    files: list  # per results file: path, release, device, runs, results, expected, note
+    runs: list  # run headers, each with 'source' (path relative to the results folder)
+    notes: list = field(default_factory=list)
+
+    # -------------------------------------------------------------- derived views
+
+    @cached_property
+    def case_index(self) -> dict:
+        return {cid: i for i, cid in enumerate(self.cases)}
+
+    @cached_property
+    def data_releases(self) -> list:
+        found = set(self.frame["release"]) if len(self.frame) else set()
+        return [r for r in self.releases if r in found]
+
+    @cached_property
+    def data_devices(self) -> list:
+        found = set(self.frame["device"]) if len(self.frame) else set()
+        return [d for d in self.devices if d in found]
+
+    @cached_property
+    def cells(self) -> dict:
+        """(release, device) -> status, counts and coverage."""
+        counts: dict = {}
+        if len(self.frame):
+            for (rel, dev, verdict), n in self.frame.groupby(["release", "device", "verdict"]).size().items():
+                counts.setdefault((rel, dev), {})[verdict] = int(n)
+            pit = self.frame.groupby(["release", "device"])["pitfall"].sum()
+            torch_v = self.frame.groupby(["release", "device"])["torch"].agg(lambda s: ", ".join(sorted(set(s))))
+        changed = self.events.groupby(["to", "device"])["id"].nunique() if len(self.events) else {}
+        out = {}
+        for rel in self.releases:
+            for dev in self.devices:
+                files = [f for f in self.files if f["release"] == rel and f["device"] == dev]
+                c = counts.get((rel, dev), {})
+                n = sum(c.values())
+                expected = max([f["expected"] or 0 for f in files], default=0)
+                cell = {"release": rel, "device": dev, "results": n, "expected": expected or None, "counts": c,
+                        "files": [f["path"] for f in files], "pitfalls": 0, "changed": None, "torch": ""}
+                if n:
+                    cell["pitfalls"] = int(pit[(rel, dev)])
+                    cell["torch"] = torch_v[(rel, dev)]
+                    cell["changed"] = int(changed.get((rel, dev), 0)) if len(self.events) else 0
+                cell["status"] = _status(n, c, expected, files)
+                out[(rel, dev)] = cell
+        return out
+
+    @cached_property
+    def case_axes(self) -> dict:
+        """id -> tuple of axis values as text, in AXES order."""
+        return {cid: (c.family.label, c.reduction, _axis_text(c.log_target), c.order, c.dtype, c.api)
+                for cid, c in self.cases.items()}
+
+    @cached_property
+    def ids_present(self) -> dict:
+        """(device, release) -> set of case ids with a result."""
+        out: dict = {}
+        if len(self.frame):
+            for dev, rel, cid in zip(self.frame["device"], self.frame["release"], self.frame["id"]):
+                out.setdefault((dev, rel), set()).add(cid)
+        return out
+
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        """Every change between consecutive tested releases of one case on one device."""
+        return _events(self)
+
+    @cached_property
+    def findings(self) -> list:
+        return _findings(self)
+
+    @cached_property
+    def rows_by_case(self) -> dict:
+        """id -> list of row dicts, ordered by device and release."""
+        out: dict = {}
+        if len(self.frame):
+            f = self.frame.sort_values(["id", "device", "rk"], kind="mergesort")
+            cols = ["id", "device", "release", "rk", "verdict", "state", "value", "detail", "warnings", "output",
+                    "pitfall", "pitfall_reason"]
+            for rec in zip(*(f[c] for c in cols)):
+                row = dict(zip(cols, rec))
+                out.setdefault(row["id"], []).append(row)
+        for rows in out.values():
+            rows.sort(key=lambda r: (device_key(r["device"]), r["rk"]))
+        return out
+
+    @cached_property
+    def detailed_set(self) -> set:
+        return set(self.detailed_ids)
+
+    @cached_property
+    def detailed_ids(self) -> list:
+        """Cases shown in full: outcome varies across releases/devices, or a problem verdict."""
+        changed = set(self.events["id"]) if len(self.events) else set()
+        out = []
+        for cid in self.cases:
+            rows = self.rows_by_case.get(cid)
+            if not rows:
+                continue
+            if (cid in changed or len({r["state"] for r in rows}) > 1
+                    or any(r["verdict"] in PROBLEMS for r in rows)):
+                out.append(cid)
+        return out
+
+
+def _status(n, counts, expected, files) -> str:
+    if not files and not n:
+        return NOT_RUN
+    if not n:
+        return "unreadable" if any(f["note"].startswith("unreadable") for f in files) else "no results"
+    bad = counts.get("crash", 0) + counts.get("timeout", 0)
+    if bad == n:
+        return "crashed"
+    if expected and n < expected:
+        return "partial"
+    if bad:
+        return "crashes"
+    if sum(counts.get(v, 0) for v in ("error", "nan", "mismatch", "stale")):
+        return "failures"
+    if counts.get("unsupported", 0):
+        return "limited"
+    return "ok"
+
+
+def _display_path(path: Path, roots) -> str:
+    for root in roots:
+        try:
+            rel = path.resolve().relative_to(root.resolve() if root.is_dir() else root.resolve().parent)
+            return rel.as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
+def _release_from_path(path: Path) -> str:
+    name = path.parent.name
+    return name if re.fullmatch(r"\d+\.\d+|nightly", name) else "?"
+
+
+COLUMNS = ["id", "family", "generator", "reduction", "log_target", "order", "dtype", "api", "device", "status",
+           "verdict", "forward", "grad", "detail", "pitfall", "pitfall_reason", "max_abs_err", "max_rel_err",
+           "warnings", "output", "seconds", "torch", "release", "python", "source", "cuda", "device_name"]
+
+
+def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
+    """Read and evaluate results files (files or folders, searched for ``*.jsonl``).
+
+    ``expected_releases``: the releases to show even without results (default: the
+    release catalogue).  A file that cannot be read is reported, not fatal."""
+    from .cases import load_cases
+    from .evaluate import evaluate
+    from .results import ResultsError, read, result_files
+
+    roots = [Path(p) for p in results_paths]
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"results path {root} does not exist")
+    if expected_releases is None:
+        from . import catalogue
+
+        expected_releases = [r.key for r in catalogue.load()]
+    cases = load_cases(case_paths)
+    cases_by_id = {c.id: c for c in cases}
+    good, files, notes = [], [], []
+    for path in result_files(roots):
+        shown = _display_path(path, roots)
+        info = {"path": shown, "release": _release_from_path(path), "device": path.stem, "runs": 0, "results": 0,
+                "expected": None, "note": "", "torch": None}
+        try:
+            rf = read(path, warn=lambda msg: None)
+        except (ResultsError, OSError, UnicodeDecodeError) as exc:
+            info["note"] = "unreadable: " + str(exc).replace(str(path), shown)
+            files.append(info)
+            notes.append(f"{shown}: {info['note']}")
+            continue
+        if rf.runs:
+            last = rf.runs[-1]
+            info.update(release=release_of(last.get("env", {}).get("torch")), device=last.get("device", path.stem),
+                        runs=len(rf.runs), torch=last.get("env", {}).get("torch"),
+                        expected=max(int(r.get("cases") or 0) for r in rf.runs) or None)
+        info["results"] = len(rf.results)
+        if rf.dropped_tail:
+            info["note"] = "truncated last line dropped (interrupted run)"
+            notes.append(f"{shown}: {info['note']}")
+        files.append(info)
+        rf.path = Path(shown)  # evaluate() records str(path) as 'source': keep it relative
+        good.append(rf)
+    frame = evaluate(cases_by_id, good) if good else pd.DataFrame()
+    unknown = frame.attrs.get("unknown_ids", 0)
+    runs = frame.attrs.get("runs", [])
+    if frame.empty:
+        frame = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+    if unknown:
+        notes.append(f"{unknown} results name cases that are not in the case files; they are not shown")
+    before = len(frame)
+    frame = frame.drop_duplicates(subset=["id", "release", "device"], keep="last").reset_index(drop=True)
+    if len(frame) < before:
+        notes.append(f"{before - len(frame)} repeated results of the same case, release and device: "
+                     "the last one is used")
+    releases = set(expected_releases) | set(frame["release"]) | {f["release"] for f in files}
+    if any("dev" in r for r in releases):
+        releases.discard("nightly")  # the nightly build shows under its own version
+    releases = sorted(releases, key=release_key)
+    devices = sorted(set(STANDARD_DEVICES) | set(frame["device"]) | {f["device"] for f in files}, key=device_key)
+    rank = {r: i for i, r in enumerate(releases)}
+    frame["rk"] = [rank[r] for r in frame["release"]]
+    _derive(frame)
+    files.sort(key=lambda f: (release_key(f["release"]), device_key(f["device"]), f["path"]))
+    runs = sorted(runs, key=lambda r: (release_key(release_of(r.get("env", {}).get("torch"))),
+                                       device_key(str(r.get("device"))), str(r.get("started")), r["source"]))
+    return ReportData(frame=frame, cases=cases_by_id, releases=releases, devices=devices, files=files, runs=runs,
+                      notes=notes)
+
+
+def _kind(out) -> str | None:
+    if out is None:
+        return None
+    vals = out.get("values") or []
+    if not vals:
+        return "empty"
+    if any(v != v for v in vals):
+        return "nan"
+    if any(v in (math.inf, -math.inf) for v in vals):
+        return "inf"
+    return "finite"
+
+
+def _what(verdict, detail) -> str:
+    """What a result without a value was: the exception type, or the unsupported reason."""
+    if verdict == "unsupported":
+        return detail
+    return (detail or "").split(":", 1)[0][:80]
+
+
+def _derive(frame: pd.DataFrame) -> None:
+    kinds, states, values = [], [], []
+    for verdict, out, detail in zip(frame["verdict"], frame["output"], frame["detail"]):
+        k = _kind(out)
+        kinds.append(k)
+        if verdict in ("crash", "timeout", "stale"):
+            states.append(verdict)
+        elif out is None:
+            states.append(f"{verdict}: {_what(verdict, detail)}")
+        else:
+            states.append(f"{verdict}, {k}")
+        if out is not None:
+            values.append(fmt_output(out))
+        else:
+            text = str(detail or "")
+            values.append(text if len(text) <= 160 else text[:157] + "…")
+    frame["kind"] = kinds
+    frame["state"] = states
+    frame["value"] = values
+
+
+# ------------------------------------------------------------------ changes
+
+
+def _values_differ(a, b, tol) -> bool:
+    """Two recorded outputs differ: shape, nan/inf pattern, or beyond the dtype tolerance."""
+    if a is None or b is None:
+        return (a is None) != (b is None)
+    if list(a["shape"]) != list(b["shape"]):
+        return True
+    x = np.asarray(a["values"], dtype=np.float64)
+    y = np.asarray(b["values"], dtype=np.float64)
+    if (np.isnan(x) != np.isnan(y)).any() or (np.isinf(x) != np.isinf(y)).any():
+        return True
+    inf = np.isinf(x)
+    if (x[inf] != y[inf]).any():
+        return True
+    fin = np.isfinite(x)
+    bound = tol["atol"] + tol["rtol"] * np.maximum(np.abs(x[fin]), np.abs(y[fin]))
+    return bool((np.abs(x[fin] - y[fin]) > bound).any())
+
+
+def change_kind(prev: dict, cur: dict, case) -> str | None:
+    """How ``cur`` differs from ``prev`` (two results of one case): 'verdict', 'outcome'
+    (same verdict, other value class or exception), 'value' (beyond the dtype tolerance;
+    passing values are not compared, both agree with the reference), 'message' (same
+    exception, other text), or None."""
+    if prev["verdict"] != cur["verdict"]:
+        return "verdict"
+    if prev["state"] != cur["state"]:
+        return "outcome"
+    if cur["verdict"] != "pass" and prev["output"] is not None and \
+            _values_differ(prev["output"], cur["output"], tolerance(case)):
+        return "value"
+    if prev["output"] is None and cur["output"] is None and prev["detail"] != cur["detail"]:
+        return "message"
+    return None
+
+
+def _events(d: ReportData) -> pd.DataFrame:
+    cols = ["device", "id", "from", "to", "kind", "old_state", "new_state", "old_verdict", "new_verdict",
+            "old_value", "new_value", "new_detail"]
+    rows = []
+    for cid, recs in d.rows_by_case.items():
+        case = d.cases[cid]
+        for prev, cur in zip(recs, recs[1:]):
+            if prev["device"] != cur["device"]:
+                continue
+            kind = change_kind(prev, cur, case)
+            if kind:
+                rows.append([cur["device"], cid, prev["release"], cur["release"], kind, prev["state"], cur["state"],
+                             prev["verdict"], cur["verdict"], prev["value"], cur["value"], cur["detail"]])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _describe(members: set, universe: set, axes_of: dict) -> list[tuple[dict, set]]:
+    """Split ``members`` (a subset of ``universe``) into few exact axis patterns.
+
+    A pattern maps each axis to a set of values; it is exact when the universe cases
+    matching it are exactly the members it covers.  Returns [(pattern, ids)], or one
+    pattern marked ``{'scattered': ...}`` when more than MAX_PARTS would be needed."""
+
+    def values(ids):
+        return [{axes_of[i][a] for i in ids} for a in range(len(AXES))]
+
+    def matching(pattern, pool):
+        return {i for i in pool if all(axes_of[i][a] in pattern[a] for a in range(len(AXES)))}
+
+    def split(ids, pool):
+        pattern = values(ids)
+        cube = matching(pattern, pool)
+        if len(cube) == len(ids):
+            return [(pattern, ids)]
+        best = None
+        for a in range(len(AXES)):
+            if len(pattern[a]) < 2:
+                continue
+            parts = []
+            for v in sorted(pattern[a]):
+                part = {i for i in ids if axes_of[i][a] == v}
+                sub_pool = {i for i in pool if axes_of[i][a] == v}
+                parts.append((part, sub_pool, len(matching(values(part), sub_pool)) == len(part)))
+            score = (sum(not p[2] for p in parts), len(parts), a)
+            if best is None or score < best[0]:
+                best = (score, parts)
+        out = []
+        for part, sub_pool, _ in best[1]:
+            out.extend(split(part, sub_pool))
+            if len(out) > MAX_PARTS:
+                return out
+        return out
+
+    parts = split(set(members), set(universe))
+    if len(parts) > MAX_PARTS:
+        return [({"scattered": True}, set(members))]
+    return parts
+
+
+def _pattern_text(pattern, universe_values) -> str:
+    if pattern.get("scattered") if isinstance(pattern, dict) else False:
+        return ""
+    bits = []
+    for a, name in enumerate(AXES):
+        vals = pattern[a]
+        if vals == universe_values[a]:
+            continue
+        vals = sorted(vals)
+        bits.append(f"{name}={vals[0]}" if len(vals) == 1 else f"{name}∈{{{','.join(vals)}}}")
+    return ", ".join(bits) or "every case"
+
+
+def _side_text(states, values, verdicts) -> str:
+    """How one side of a change group reads: the common value if there is one."""
+    verdict = verdicts[0] if len(set(verdicts)) == 1 else "/".join(sorted(set(verdicts), key=RANK.get))
+    uniq = set(values)
+    if len(uniq) == 1:
+        v = next(iter(uniq))
+        if v and len(v) <= 80 and v != verdict:
+            return f"{v} ({verdict})"
+        if not v or v == verdict:
+            return verdict
+    state = states[0] if len(set(states)) == 1 else verdict
+    if state.startswith(verdict + ", "):
+        return f"{state[len(verdict) + 2:]} values ({verdict})"
+    return state
+
+
+def _findings(d: ReportData) -> list:
+    ev = d.events
+    if not len(ev):
+        return []
+    per_device = []
+    for (dev, frm, to, kind, _old, _new), g in ev.groupby(["device", "from", "to", "kind", "old_state", "new_state"],
+                                                         sort=True):
+        universe = d.ids_present.get((dev, frm), set()) & d.ids_present.get((dev, to), set())
+        uvals = [{d.case_axes[i][a] for i in universe} for a in range(len(AXES))]
+        g = g.sort_values("id", key=lambda s: s.map(d.case_index), kind="mergesort")
+        by_id = {r["id"]: r for r in g.to_dict("records")}
+        for pattern, ids in _describe(set(by_id), universe, d.case_axes):
+            recs = [by_id[i] for i in sorted(ids, key=d.case_index.get)]
+            if isinstance(pattern, dict):
+                fams = sorted({d.case_axes[i][0] for i in ids})
+                where = f"{len(ids)} cases without a simpler pattern, in {', '.join(fams)}"
+            else:
+                where = _pattern_text(pattern, uvals)
+            per_device.append({
+                "device": dev, "previous": frm, "since": to, "kind": kind, "where": where,
+                "old": _side_text([r["old_state"] for r in recs], [r["old_value"] for r in recs],
+                                  [r["old_verdict"] for r in recs]),
+                "new": _side_text([r["new_state"] for r in recs], [r["new_value"] for r in recs],
+                                  [r["new_verdict"] for r in recs]),
+                "old_verdict": recs[0]["old_verdict"], "new_verdict": recs[0]["new_verdict"],
+                "events": recs,
+            })
+    merged: dict = {}
+    for f in per_device:
+        key = (f["previous"], f["since"], f["kind"], f["where"], f["old"], f["new"])
+        if key in merged:
+            merged[key]["devices"].append(f["device"])
+            merged[key]["events"].extend(f["events"])
+        else:
+            merged[key] = {**f, "devices": [f["device"]]}
+    out = list(merged.values())
+    for f in out:
+        f["devices"] = sorted(set(f["devices"]), key=device_key)
+        f["cases"] = len({e["id"] for e in f["events"]})
+        f["events"].sort(key=lambda e: (d.case_index[e["id"]], device_key(e["device"])))
+        worse = RANK[f["new_verdict"]] < RANK[f["old_verdict"]]
+        better = RANK[f["new_verdict"]] > RANK[f["old_verdict"]]
+        f["direction"] = "worse" if worse else "better" if better else "changed"
+    out.sort(key=lambda f: (release_key(f["since"]), [device_key(x) for x in f["devices"]],
+                            RANK[f["new_verdict"]], -f["cases"], f["where"], f["old"], f["new"], f["kind"]))
+    return out
+
+
+def finding_title(f) -> str:
+    kind = {"value": "value changed: ", "message": "message changed: "}.get(f["kind"], "")
+    return f"{f['where']}: {kind}{f['old']} → {f['new']}"
+
+
+# ------------------------------------------------------------------ sections
+
+
+def _status_html(status: str) -> str:
+    return (f'<span class="st st-{STATUS_CLASS[status]}" title="{esc(STATUS_MEANING[status])}">'
+            f"{esc(status)}</span>")
+
+
+def sec_headline(d: ReportData) -> Section:
+    cells = d.cells
+    present = [v for v in SEVERITY if any(c["counts"].get(v) for c in cells.values())] or ["pass"]
+    grid_md, grid_html = [], []
+    for rel in d.releases:
+        md_row, html_row = [rel], [rel]
+        for dev in d.devices:
+            c = cells[(rel, dev)]
+            extra = f" {c['results']}/{c['expected']}" if c["status"] == "partial" else ""
+            md_row.append(c["status"] + extra)
+            html_row.append(Raw(_status_html(c["status"]) + esc(extra)))
+        grid_md.append(md_row)
+        grid_html.append(html_row)
+    headers = ["release", "device", "status", "results", *present, "pitfalls", "changed", "torch"]
+    rows_md, rows_html = [], []
+    for rel in d.releases:
+        for dev in d.devices:
+            c = cells[(rel, dev)]
+            if c["status"] == NOT_RUN and dev not in d.data_devices:
+                continue  # a device with no results anywhere is shown in the grid only
+            n = c["results"]
+            res = "" if c["status"] == NOT_RUN else (f"{n}/{c['expected']}" if c["expected"] and n != c["expected"]
+                                                      else str(n))
+            counts = [str(c["counts"].get(v, 0)) if n else "" for v in present]
+            base = [rel, dev, c["status"], res]
+            tail = [str(c["pitfalls"]) if n else "", "" if c["changed"] is None else str(c["changed"]), c["torch"]]
+            rows_md.append(base + counts + tail)
+            hcounts = [badge(v, str(c["counts"][v])) if c["counts"].get(v) else ("" if not n else "0")
+                       for v in present]
+            hstatus = Raw(_status_html(c["status"]))
+            rows_html.append([rel, dev, hstatus, res] + hcounts + tail)
+    legend = [[s, STATUS_MEANING[s]] for s in STATUS_MEANING]
+    intro = ("One line per release and device. *changed*: cases whose outcome or value differs from the previous "
+             "tested release on the same device (see *What changed*).")
+    md = "\n\n".join([
+        md_table(["release", *d.devices], grid_md),
+        md_escape("Counts per verdict (results = cases run, of the run's case count where it differs):"),
+        md_table(headers, rows_md),
+        intro,
+        "<details><summary>Status words</summary>\n\n" + md_table(["status", "meaning"], legend) + "\n\n</details>",
+    ])
+    h = "".join([
+        '<div class="cols"><div>', html_table(["release", *d.devices], grid_html, "grid"), "</div><div>",
+        f"<p>{esc(intro.replace('*', ''))}</p>",
+        html_table(["status", "meaning"], legend, "small"), "</div></div>",
+        html_table(headers, rows_html, "headline"),
+    ])
+    data = [{k: v for k, v in c.items()} for c in (cells[(r, dv)] for r in d.releases for dv in d.devices)]
+    return Section("headline", "Headline: status per release and device", md, h, data)
+
+
+def _matrix_counts(d: ReportData, dev: str) -> dict:
+    """(axis, value) -> release -> {verdict: n} for one device (plus ('all', '') row)."""
+    f = d.frame[d.frame["device"] == dev]
+    out: dict = {}
+    for (rel, verdict), n in f.groupby(["release", "verdict"]).size().items():
+        out.setdefault(("all", "all cases"), {}).setdefault(rel, {})[verdict] = int(n)
+    for axis in AXES:
+        col = f[axis].map(_axis_text)
+        for (val, rel, verdict), n in f.assign(_v=col).groupby(["_v", "release", "verdict"]).size().items():
+            out.setdefault((axis, val), {}).setdefault(rel, {})[verdict] = int(n)
+    return out
+
+
+def _axis_order(d: ReportData, axis: str, values) -> list:
+    if axis == "family":
+        order = {}
+        for c in d.cases.values():
+            order.setdefault(c.family.label, len(order))
+        return sorted(values, key=lambda v: (order.get(v, 10 ** 6), v))
+    from .cases import DEFAULT_AXES
+
+    ref = [_axis_text(x) for x in DEFAULT_AXES.get(axis, [])]
+    return sorted(values, key=lambda v: (ref.index(v) if v in ref else len(ref), v))
+
+
+def _cell(counts: dict | None):
+    """(worst verdict, problem count, tooltip) of one matrix cell, or None if not run."""
+    if not counts:
+        return None
+    worst = min(counts, key=RANK.get)
+    problems = sum(counts.get(v, 0) for v in PROBLEMS)
+    tip = ", ".join(f"{v} {counts[v]}" for v in SEVERITY if counts.get(v))
+    return worst, problems, tip
+
+
+def sec_matrix(d: ReportData) -> Section:
+    md_parts = [md_escape(
+        "Each cell: the most severe verdict among the group's cases in that release (colour and symbol), and "
+        "the number of cases with a problem verdict (crash, timeout, error, nan, mismatch, stale) when there "
+        "are any. '·' = not run.")]
+    legend = " ".join(f"{md_badge(v)} {v}" for v in SEVERITY) + f" {NOT_RUN_STYLE[1]}{NOT_RUN_STYLE[0]} not run"
+    md_parts.append(legend)
+    html_parts = ["<p>Each cell shows the most severe verdict among the group's cases in that release (colour and "
+                  "symbol) and, when there are any, the number of cases with a problem verdict (crash, timeout, "
+                  "error, nan, mismatch, stale). Hover a cell for all counts. A blank '·' cell was not run.</p>"]
+    data = {}
+    rels = d.data_releases
+    if not rels:
+        return Section("matrix", "Matrix: case groups × releases", "No results.", "<p>No results.</p>", {})
+    for dev in d.data_devices:
+        counts = _matrix_counts(d, dev)
+        data[dev] = {f"{a}={v}": counts[(a, v)] for (a, v) in sorted(counts)}
+        md_rows, hrows = [], []
+        order = [("all", "all cases")]
+        for axis in AXES:
+            vals = _axis_order(d, axis, {v for (a, v) in counts if a == axis})
+            order += [(axis, v) for v in vals]
+        last_axis = None
+        for axis, val in order:
+            label = val if axis == "all" else f"{axis}={val}"
+            md_cells, hcells = [label], []
+            for rel in rels:
+                cell = _cell(counts[(axis, val)].get(rel))
+                if cell is None:
+                    md_cells.append(NOT_RUN_STYLE[1] + NOT_RUN_STYLE[0])
+                    hcells.append(f'<td class="nr" title="{esc(rel)}: not run">·</td>')
+                else:
+                    worst, problems, tip = cell
+                    text = str(problems) if problems else ""
+                    md_cells.append(md_badge(worst, text))
+                    sym = VERDICT_STYLE[worst][0]
+                    hcells.append(f'<td class="v-{esc(worst)}" title="{esc(rel)} {esc(dev)} {esc(label)}: {esc(tip)}">'
+                                  f'{esc(sym)}{" " + esc(text) if text else ""}</td>')
+            md_rows.append(md_cells)
+            if axis != last_axis and axis != "all":
+                hrows.append(f'<tr class="axis"><th colspan="{len(rels) + 1}">by {esc(axis)}</th></tr>')
+            last_axis = axis
+            hrows.append(f"<tr><th>{esc(label)}</th>{''.join(hcells)}</tr>")
+        md_parts.append(f"**{md_escape(dev)}**\n\n" + md_table(["group", *rels], md_rows))
+        head = "".join(f"<th>{esc(r)}</th>" for r in rels)
+        html_parts.append(f"<h3>{esc(dev)}</h3><div class=\"wrap\"><table class=\"matrix\"><thead><tr><th>group</th>"
+                          f"{head}</tr></thead><tbody>{''.join(hrows)}</tbody></table></div>")
+    return Section("matrix", "Matrix: case groups × releases", "\n\n".join(md_parts), "".join(html_parts), data)
+
+
+def _tokens(d: ReportData, pairs) -> str:
+    """Filter tokens 'device:release_from-release_to:verdict' (indices), for the page script."""
+    dev_index = {dv: i for i, dv in enumerate(d.devices)}
+    by = {}
+    for dev, rk, verdict in pairs:
+        by.setdefault((dev_index[dev], verdict), []).append(rk)
+    out = []
+    for (di, verdict), rks in sorted(by.items()):
+        for a, b in index_runs(rks):
+            out.append(f"{di}:{a}-{b}:{verdict}" if a != b else f"{di}:{a}:{verdict}")
+    return " ".join(out)
+
+
+def _filter_attrs(d: ReportData, cid: str, pairs, cls: str = "f") -> str:
+    return (f' class="{cls}" data-id="{esc(cid)}" data-a="{esc("|".join(d.case_axes[cid]))}"'
+            f' data-t="{esc(_tokens(d, pairs))}"')
+
+
+def _case_link(d: ReportData, cid: str) -> Raw:
+    if cid in d.detailed_set:
+        return Raw(f'<a href="#{esc(case_anchor(cid))}">{esc(cid)}</a>')
+    return Raw(f"<code>{esc(cid)}</code>")
+
+
+def sec_changes(d: ReportData) -> Section:
+    findings = d.findings
+    n_events = len(d.events)
+    intro = ("Every case whose outcome (verdict, value class, exception) or value (beyond the dtype tolerance; "
+             "values of passing results are not compared, they agree with the reference) differs between "
+             "consecutive tested releases on the same device, grouped by the axis pattern that covers exactly the "
+             "changed cases. *since* is the first release with the new behaviour; *after* is the previous tested "
+             "release.")
+    if not findings:
+        text = "No changes between consecutive tested releases."
+        return Section("changes", "What changed", md_escape(intro) + "\n\n" + text,
+                       f"<p>{esc(intro.replace('*', ''))}</p><p>{text}</p>", {"findings": [], "events": 0})
+    md_lines = [md_escape(intro.replace("*", "")), "",
+                md_escape(f"{len(findings)} findings, {n_events} changes (case × device × release step)."), ""]
+    html_parts = [f"<p>{esc(intro.replace('*', ''))}</p>",
+                  f"<p>{len(findings)} findings, {n_events} changes (case × device × release step). "
+                  "Open a finding for its cases.</p>"]
+    rk = {r: i for i, r in enumerate(d.releases)}
+    for f in findings:
+        devs = ", ".join(f["devices"])
+        arrow = {"worse": "▼", "better": "▲", "changed": "◆"}[f["direction"]]
+        md_lines.append(f"- {arrow} **since {md_escape(f['since'])}** (after {md_escape(f['previous'])}; "
+                        f"{md_escape(devs)}): {md_escape(finding_title(f))} — {f['cases']} cases")
+        rows, attrs = [], []
+        for e in f["events"]:
+            pairs = [(e["device"], rk[e["to"]], e["old_verdict"]), (e["device"], rk[e["to"]], e["new_verdict"])]
+            attrs.append(_filter_attrs(d, e["id"], pairs))
+            rows.append([_case_link(d, e["id"]), e["device"], Raw(badge(e["old_verdict"]) + " " + esc(e["old_value"])),
+                         Raw(badge(e["new_verdict"]) + " " + esc(e["new_value"])),
+                         e["new_detail"] if e["new_detail"] != e["new_value"] else ""])
+        html_parts.append(
+            f'<details class="fg finding dir-{f["direction"]}"><summary><span class="arrow">{arrow}</span> '
+            f'<b>since {esc(f["since"])}</b> <span class="muted">(after {esc(f["previous"])}; {esc(devs)})</span> '
+            f'{badge(f["old_verdict"])}→{badge(f["new_verdict"])} {esc(finding_title(f))} — '
+            f'<span class="fc">{len(f["events"])}</span> changes</summary>'
+            + html_table(["case", "device", f"in {f['previous']}", f"in {f['since']}", "detail"], rows, "events",
+                         attrs) + "</details>")
+    data = {"events": n_events, "findings": [
+        {**{k: f[k] for k in ("since", "previous", "devices", "kind", "where", "old", "new", "direction", "cases",
+                              "old_verdict", "new_verdict")},
+         "title": finding_title(f),
+         "changes": [{k: e[k] for k in ("id", "device", "from", "to", "old_state", "new_state", "old_value",
+                                          "new_value")} for e in f["events"]]}
+        for f in findings]}
+    legend = "▼ worse verdict, ▲ better verdict, ◆ same severity, different outcome or value."
+    return Section("changes", "What changed", "\n".join(md_lines) + "\n\n" + md_escape(legend),
+                   f"<p>{esc(legend)}</p>" + "".join(html_parts), data)
+
+
+def _split_warning(text: str) -> tuple[str, str]:
+    cat, _, msg = text.partition(": ")
+    return (cat, msg) if msg else ("", text)
+
+
+def sec_warnings(d: ReportData) -> Section:
+    f = d.frame[["release", "device", "rk", "warnings"]]
+    f = f[f["warnings"].map(lambda w: bool(w) if isinstance(w, list) else False)]
+    if not len(f):
+        return Section("warnings", "Warnings", "No warnings recorded.", "<p>No warnings recorded.</p>", [])
+    ex = f.explode("warnings")
+    counts = ex.groupby(["warnings", "rk", "device"]).size()
+    items: dict = {}
+    for (text, rk, dev), n in counts.items():
+        items.setdefault(text, []).append((int(rk), dev, int(n)))
+    rows = []
+    for text, occ in items.items():
+        per_rel: dict = {}
+        for rk, _dev, n in occ:
+            per_rel[rk] = per_rel.get(rk, 0) + n
+        # runs of equal counts over adjacent releases: '1.6–1.9: 120; 2.0: 12'
+        parts, run = [], []
+        for rk in sorted(per_rel):
+            if run and rk == run[-1] + 1 and per_rel[rk] == per_rel[run[-1]]:
+                run.append(rk)
+            else:
+                if run:
+                    parts.append((run, per_rel[run[0]]))
+                run = [rk]
+        parts.append((run, per_rel[run[0]]))
+        per_text = "; ".join(f"{ranges(r, d.releases)}: {n}" for r, n in parts)
+        cat, msg = _split_warning(text)
+        rows.append({"category": cat, "message": msg, "releases": ranges(per_rel, d.releases),
+                     "devices": sorted({dev for _, dev, _ in occ}, key=device_key), "per_release": per_text,
+                     "total": sum(n for _, _, n in occ), "first": min(per_rel)})
+    rows.sort(key=lambda r: (r["first"], -r["total"], r["category"], r["message"]))
+    headers = ["category", "message", "seen in", "devices", "results per release"]
+    table = [[r["category"], r["message"], r["releases"], ", ".join(r["devices"]), r["per_release"]] for r in rows]
+    intro = (f"{len(rows)} distinct warnings (category and message, deduplicated), with the number of results "
+             "(case runs) that emitted each.")
+    data = [{k: v for k, v in r.items() if k != "first"} for r in rows]
+    return Section("warnings", "Warnings", md_escape(intro) + "\n\n" + md_table(headers, table),
+                   f"<p>{esc(intro)}</p>" + html_table(headers, table, "warnings"), data)
+
+
+def sec_pitfalls(d: ReportData) -> Section:
+    f = d.frame[d.frame["pitfall"].astype(bool)] if len(d.frame) else d.frame
+    intro = ("Calls that succeed and do what the documentation says, but do not compute the KL divergence the "
+             "user means: KL(target ‖ prediction) per distribution. Each reason names the fix.")
+    if not len(f):
+        return Section("pitfalls", "Pitfalls", md_escape(intro) + "\n\nNone found.",
+                       f"<p>{esc(intro)}</p><p>None found.</p>", [])
+    rows = []
+    for reason, g in f.groupby("pitfall_reason", sort=True):
+        problem, _, fix = reason.partition(": ")
+        code = next((c for p, c in PITFALL_FIX.items() if reason.startswith(p)), "")
+        ids = sorted(set(g["id"]), key=d.case_index.get)
+        rows.append({"pitfall": problem, "fix": fix or "", "code": code, "cases": len(ids), "results": len(g),
+                     "releases": ranges(set(g["rk"]), d.releases),
+                     "devices": sorted(set(g["device"]), key=device_key),
+                     "families": sorted(set(g["family"]), key=lambda x: _axis_order(d, "family", [x])),
+                     "examples": ids[:3]})
+    rows.sort(key=lambda r: (-r["cases"], r["pitfall"]))
+    headers = ["pitfall", "fix", "corrected call", "cases", "results", "releases", "devices", "examples"]
+    md_rows = [[r["pitfall"], r["fix"], r["code"], r["cases"], r["results"], r["releases"], ", ".join(r["devices"]),
+                "\n".join(r["examples"])] for r in rows]
+    h_rows = [[r["pitfall"], r["fix"], Raw(f"<code>{esc(r['code'])}</code>"), r["cases"], r["results"], r["releases"],
+               ", ".join(r["devices"]), Raw("<br>".join(_case_link(d, i) for i in r["examples"]))] for r in rows]
+    return Section("pitfalls", "Pitfalls", md_escape(intro) + "\n\n" + md_table(headers, md_rows),
+                   f"<p>{esc(intro)}</p>" + html_table(headers, h_rows, "pitfalls"), rows)
+
+
+def sec_environment(d: ReportData) -> Section:
+    headers = ["release", "device", "torch", "git", "CUDA", "cuDNN", "Python", "platform", "device name", "threads",
+               "import s", "started", "harness", "cases", "file"]
+    rows, data = [], []
+    for run in d.runs:
+        env = run.get("env", {})
+        imp = env.get("import_seconds")
+        row = [release_of(env.get("torch")), str(run.get("device", "")), env.get("torch") or "",
+               (env.get("torch_git") or "")[:12], env.get("cuda") or "", env.get("cudnn") or "",
+               env.get("python") or "", env.get("platform") or "", env.get("device_name") or "",
+               env.get("threads") or "", "" if imp is None else f"{float(imp):.2f}", run.get("started") or "",
+               run.get("harness") or "", run.get("cases") or "", run["source"]]
+        rows.append([str(x) for x in row])
+        data.append({"source": run["source"], "device": run.get("device"), "started": run.get("started"),
+                     "harness": run.get("harness"), "cases": run.get("cases"), "env": env})
+    file_rows = [[f["path"], f["release"], f["device"], str(f["runs"]), str(f["results"]),
+                  "" if f["expected"] is None else str(f["expected"]), f["note"]] for f in d.files]
+    fh = ["file", "release", "device", "run headers", "results", "cases in run", "note"]
+    intro = "One line per run header (a run of one release on one device; a resumed run adds a header)."
+    md = md_escape(intro) + "\n\n" + (md_table(headers, rows) if rows else "No runs.")
+    md += "\n\nResults files:\n\n" + (md_table(fh, file_rows) if file_rows else "None.")
+    if d.notes:
+        md += "\n\n" + "\n".join(f"- {md_escape(n)}" for n in d.notes)
+    h = f"<p>{esc(intro)}</p>" + (html_table(headers, rows, "env") if rows else "<p>No runs.</p>")
+    h += "<h3>Results files</h3>" + (html_table(fh, file_rows) if file_rows else "<p>None.</p>")
+    if d.notes:
+        h += "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in d.notes) + "</ul>"
+    return Section("environment", "Environment of each run", md, h, {"runs": data, "files": d.files,
+                                                                      "notes": d.notes})
+
+
+# ------------------------------------------------------------------ per case
+
+
+def case_anchor(cid: str) -> str:
+    return "case-" + re.sub(r"[^A-Za-z0-9_.-]", "_", cid)
+
+
+def _literal(array: np.ndarray) -> str:
+    def one(v):
+        v = float(v)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+
+    def nest(a):
+        if a.ndim == 0:
+            return one(a)
+        return "[" + ", ".join(nest(x) for x in a) + "]"
+
+    return nest(np.asarray(array))
+
+
+def reproduction(case, devices) -> str:
+    """Python that builds the case's exact tensors and makes its call (as the worker does)."""
+    from .inputs import call_inputs
+    from .worker import _legacy
+
+    ci = call_inputs(case)
+    dt = f"torch.{case.dtype}"
+    grad = case.family.grad
+    ins, tgs = MEANING_TEXT[ci.input_meaning], MEANING_TEXT[ci.target_meaning]
+    if case.order == "swapped":
+        comments = (f"input position, holding the target ({tgs}): arguments swapped",
+                    f"target position, holding the prediction ({ins})")
+    else:
+        comments = (f"input: the prediction as {ins}", f"target: {tgs}")
+    dev = devices[0] if devices else "cpu"
+    rg = ", requires_grad=True" if grad else ""
+    lines = [f"# {case.id}", "import torch", ""]
+    big = max(ci.first.size, ci.second.size) > INLINE_LIMIT
+    if big:
+        lines = [f"# {case.id}",
+                 f"# {ci.first.size} + {ci.second.size} input values are too many to inline: run this in the harness",
+                 "# checkout, where the case files and the seeded generator rebuild the exact values.",
+                 "import torch", "from harness.cases import load_cases", "from harness.inputs import call_inputs", "",
+                 f"ci = call_inputs({{c.id: c for c in load_cases()}}[{case.id!r}])"]
+    else:
+        lines.append('nan, inf = float("nan"), float("inf")')
+    lines.append(f"device = {dev!r}  # results for this case: {', '.join(devices) or 'none'}")
+    for name, arr, comment in (("first", ci.first, comments[0]), ("second", ci.second, comments[1])):
+        if big:
+            expr = (f"torch.tensor(ci.{name}.tolist(), dtype=torch.float64).to(device=device, dtype={dt})"
+                    + (".requires_grad_()" if grad else ""))
+        elif arr.size == 0:
+            expr = f"torch.empty({tuple(arr.shape)!r}, dtype={dt}, device=device{rg})"
+        else:
+            expr = f"torch.tensor({_literal(arr)}, dtype={dt}, device=device{rg})"
+        lines.append(f"# {comment}")
+        lines.append(f"{name} = {expr}")
+    if case.api in ("legacy_module", "legacy_functional"):
+        kw = [f"{k}={v!r}" for k, v in _legacy(case.reduction).items()]
+    else:
+        kw = [f"reduction={case.reduction!r}"]
+    if case.log_target:
+        kw.append("log_target=True")
+    if case.api in ("module", "legacy_module"):
+        call = f"torch.nn.KLDivLoss({', '.join(kw)})(first, second)"
+    else:
+        call = f"torch.nn.functional.kl_div(first, second, {', '.join(kw)})"
+    lines += [f"loss = {call}", "print(loss)"]
+    if grad:
+        lines += ["loss.backward(torch.ones_like(loss))", "print(first.grad, second.grad)"]
+    return "\n".join(lines) + "\n"
+
+
+def _clip(text, limit) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reference_text(q) -> str:
+    if q is None:
+        return ""
+    vals = q.value.reshape(-1).tolist()
+    und = q.undefined.reshape(-1).tolist()
+    return fmt_values(q.value.shape, vals, VALUES_SHOWN_DETAIL, und)
+
+
+def _case_runs(d: ReportData, cid: str) -> list:
+    """A case's results split into runs of tested releases (per device) between changes
+    (:func:`change_kind`); each run shows its first result."""
+    case = d.cases[cid]
+    out = []
+    for r in d.rows_by_case[cid]:
+        last = out[-1] if out else None
+        if last and last["first"]["device"] == r["device"] and change_kind(last["first"], r, case) is None:
+            last["rks"].append(r["rk"])
+        else:
+            out.append({"first": r, "rks": [r["rk"]]})
+    return out
+
+
+def _case_detail(d: ReportData, cid: str) -> str:
+    from .evaluate import case_reference
+
+    case = d.cases[cid]
+    fam = case.family
+    rows = d.rows_by_case[cid]
+    devices = sorted({r["device"] for r in rows}, key=device_key)
+    pairs = [(r["device"], r["rk"], r["verdict"]) for r in rows]
+    runs = _case_runs(d, cid)
+    timeline = []  # one line per device for the summary
+    for dev in devices:
+        bits = [badge(run["first"]["verdict"]) + esc(" " + ranges(run["rks"], d.releases))
+                for run in runs if run["first"]["device"] == dev]
+        timeline.append(f'<span class="tl">{esc(dev)}: {" ".join(bits)}</span>')
+    table = []
+    for run in runs:
+        r = run["first"]
+        value = fmt_output(r["output"], VALUES_SHOWN_DETAIL) if r["output"] is not None else r["value"]
+        detail = "" if r["detail"] == r["value"] else _clip(r["detail"], 400)
+        table.append([ranges(run["rks"], d.releases), r["device"], badge(r["verdict"], r["verdict"]), value, detail,
+                      r["pitfall_reason"]])
+    warned: dict = {}
+    for r in rows:
+        for w in r["warnings"] if isinstance(r["warnings"], list) else ():
+            warned.setdefault(w, {}).setdefault(r["device"], []).append(r["rk"])
+    warn_html = "".join(
+        f"<li>{esc(_clip(w, 400))} <span class=\"muted\">("
+        + esc("; ".join(f"{dev} {ranges(rks, d.releases)}" for dev, rks in sorted(where.items(),
+                                                                                   key=lambda x: device_key(x[0]))))
+        + ")</span></li>" for w, where in sorted(warned.items()))
+    ref = case_reference(case)
+    tol = tolerance(case)
+    if ref.documented.broadcast_error:
+        doc_text = f"raises ({ref.documented.broadcast_error})"
+        math_text = doc_text
+    else:
+        doc_text = _reference_text(ref.documented.forward)
+        math_text = _reference_text(ref.math.forward)
+    src = f"{Path(fam.source).name}:{fam.line}"
+    meaning = f"input holds {fam.meaning.get('input')}, target holds {fam.meaning.get('target')}" \
+        if fam.generator == "literal" else f"generator {fam.generator}, seed {fam.seed}"
+    info = [
+        ("family", f"{fam.label} — {fam.description}"),
+        ("inputs", f"{meaning}; shape {list(fam.shape) if fam.generator != 'literal' else 'literal'}"
+                   f"{'; target shape ' + str(list(fam.target_shape)) if fam.target_shape else ''}; "
+                   f"gradients {'checked' if fam.grad else 'not checked'}"
+                   f"{'; an error is expected' if fam.expect_error else ''}"),
+        ("tolerance", f"rtol {tol['rtol']:g}, atol {tol['atol']:g} ({case.dtype})"),
+        ("reference (documented)", doc_text),
+        ("KL the user means", math_text),
+        ("case file", src),
+    ]
+    if warn_html:
+        info.append(("warnings", Raw(f"<ul>{warn_html}</ul>")))
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{v if isinstance(v, Raw) else esc(v)}</dd>" for k, v in info)
+    return (f'<details id="{esc(case_anchor(cid))}"{_filter_attrs(d, cid, pairs, "f cased")}><summary><code>{esc(cid)}'
+            f'</code> {" ".join(timeline)}</summary><div class="case"><dl>{dl}</dl>'
+            + html_table(["releases", "device", "verdict", "value (first of the run)", "detail", "pitfall"], table,
+                         "runs")
+            + f"<pre><code>{esc(reproduction(case, devices))}</code></pre></div></details>")
+
+
+def sec_cases(d: ReportData) -> Section:
+    detailed = d.detailed_ids
+    with_rows = [cid for cid in d.cases if cid in d.rows_by_case]
+    compact = [cid for cid in with_rows if cid not in d.detailed_set]
+    intro = (f"{len(with_rows)} cases have results. Full detail — inputs, reference values, the outcome per "
+             f"release and device, and a reproduction snippet — is given for the {len(detailed)} cases whose "
+             "outcome varies across releases or devices or that have a problem verdict (crash, timeout, error, nan, "
+             f"mismatch, stale) somewhere. The other {len(compact)} cases have one outcome everywhere and are listed "
+             "compactly (value from the newest release). Snippets inline tensors up to "
+             f"{INLINE_LIMIT} elements; larger inputs are rebuilt with the harness. Grouped by input family.")
+    fams: dict = {}
+    for cid in with_rows:
+        fams.setdefault(d.cases[cid].family.label, []).append(cid)
+    parts = [f"<p>{esc(intro)}</p>"]
+    md_rows = []
+    for fam, ids in fams.items():
+        det = [c for c in ids if c in d.detailed_set]
+        rest = [c for c in ids if c not in d.detailed_set]
+        worst_counts: dict = {}
+        for cid in ids:
+            for r in d.rows_by_case[cid]:
+                worst_counts[r["verdict"]] = worst_counts.get(r["verdict"], 0) + 1
+        summary_badges = " ".join(badge(v, str(worst_counts[v])) for v in SEVERITY if worst_counts.get(v))
+        md_rows.append([fam, str(len(ids)), str(len(det)),
+                        ", ".join(f"{v} {worst_counts[v]}" for v in SEVERITY if worst_counts.get(v))])
+        body = "".join(_case_detail(d, cid) for cid in det)
+        if rest:
+            rows, attrs = [], []
+            for cid in rest:
+                rs = d.rows_by_case[cid]
+                last = rs[-1] if len({r["device"] for r in rs}) == 1 else max(rs, key=lambda r: r["rk"])
+                cover = "; ".join(
+                    f"{dev} {ranges([r['rk'] for r in rs if r['device'] == dev], d.releases)}"
+                    for dev in sorted({r["device"] for r in rs}, key=device_key))
+                rows.append([Raw(f"<code>{esc(cid)}</code>"), badge(last["verdict"], last["verdict"]), last["value"],
+                             cover, last["pitfall_reason"]])
+                attrs.append(_filter_attrs(d, cid, [(r["device"], r["rk"], r["verdict"]) for r in rs]))
+            body += html_table(["case", "verdict", "value", "runs", "pitfall"], rows, "compact", attrs)
+        parts.append(f'<details class="fg fam"><summary><b>{esc(fam)}</b> — <span class="fc">{len(ids)}</span> '
+                     f"cases ({len(det)} in detail) {summary_badges}</summary>{body}</details>")
+    md = (md_escape(intro.split(" Snippets")[0]) + " " + md_escape("Per-case detail is in index.html.") + "\n\n"
+          + md_table(["family", "cases", "in detail", "results per verdict"], md_rows))
+    data = {"cases_with_results": len(with_rows), "detailed": detailed, "compact": len(compact)}
+    return Section("cases", "Cases", md, "".join(parts), data)
+
+
+# The report, in order.  Each entry: (ReportData) -> Section | None.  Planned additions
+# ("Published claims vs reality", "CUDA vs CPU") go after sec_changes.
+SECTIONS: list[Callable[[ReportData], Section | None]] = [
+    sec_headline,
+    sec_matrix,
+    sec_changes,
+    sec_warnings,
+    sec_pitfalls,
+    sec_environment,
+    sec_cases,
+]
+
+
+# ------------------------------------------------------------------ assembly
+
+CSS = """
+body{font:14px/1.45 "DejaVu Sans",system-ui,sans-serif;margin:0 1.5em 4em;color:#1b1b1b;background:#fff}
+h1{font-size:1.55em;margin:.6em 0 .2em}h2{border-bottom:2px solid #ddd;margin-top:1.6em;padding-top:.3em}
+h3{margin:1em 0 .3em}nav a{margin-right:1em}[hidden]{display:none!important}
+table{border-collapse:collapse;margin:.4em 0}th,td{border:1px solid #ccc;padding:2px 6px;vertical-align:top;
+text-align:left}th{background:#f1f3f5}.wrap{overflow-x:auto;max-width:100%}
+code,pre{font-family:"DejaVu Sans Mono",monospace;font-size:12px}pre{background:#f6f8fa;border:1px solid #ddd;
+padding:8px;overflow-x:auto;white-space:pre;margin:.4em 0}
+.muted{color:#666}.note{background:#f6f8fa;border-left:4px solid #999;padding:4px 8px}
+.v{display:inline-block;min-width:1.2em;text-align:center;border-radius:3px;padding:0 3px;font-weight:bold;
+white-space:nowrap}
+.v-crash{background:#4a0000;color:#fff}.v-timeout{background:#7a1020;color:#fff}.v-error{background:#d32f2f;color:#fff}
+.v-nan{background:#ef6c00;color:#fff}.v-mismatch{background:#ffb74d;color:#000}
+.v-unsupported{background:#cfd8dc;color:#000}.v-undefined{background:#b3e5fc;color:#000}
+.v-expected-error{background:#c5e1a5;color:#000}.v-stale{background:#e1bee7;color:#000}
+.v-pass{background:#66bb6a;color:#000}.nr{color:#999;background:#fafafa}
+.st{font-weight:bold;padding:0 4px;border-radius:3px}.st-good{background:#66bb6a}.st-meh{background:#dcedc8}
+.st-warn{background:#ffb74d}.st-bad{background:#d32f2f;color:#fff}.st-nr{background:#eee;color:#777}
+.matrix td{text-align:center;white-space:nowrap;font-size:12px;min-width:2.6em}.matrix th{white-space:nowrap}
+.matrix tr.axis th{background:#e3e7ea;text-align:left}
+.cols{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}.small td{font-size:12px}
+details{margin:3px 0}summary{cursor:pointer}details.fg>summary{padding:2px 4px;background:#f6f8fa}
+details.fam{border:1px solid #ddd;margin:4px 0}details.fam>*:not(summary){margin-left:1em}
+.case{border-left:3px solid #bbb;padding-left:8px;margin:4px 0 10px}.case dl{display:grid;
+grid-template-columns:max-content 1fr;gap:1px 10px;margin:.3em 0}.case dt{font-weight:bold}.case dd{margin:0}
+.tl{margin-left:.8em;font-size:12px}.arrow{display:inline-block;width:1em}.dir-worse .arrow{color:#c62828}
+.dir-better .arrow{color:#2e7d32}
+#filters{position:sticky;top:0;z-index:5;background:#fffbe6;border:1px solid #e0d080;padding:6px 8px;
+display:flex;flex-wrap:wrap;gap:4px 12px;align-items:center;font-size:13px}#fstatus{font-weight:bold}
+td{max-width:60em;overflow-wrap:anywhere}
+"""
+
+SCRIPT = """
+(function () {
+  var form = document.getElementById('filters');
+  if (!form) { return; }
+  form.hidden = false;
+  var AX = ['family', 'reduction', 'log_target', 'order', 'dtype', 'api'];
+  var items = Array.prototype.map.call(document.querySelectorAll('.f'), function (e) {
+    var t = (e.getAttribute('data-t') || '').split(' ').filter(Boolean).map(function (s) {
+      var p = s.split(':'), r = p[1].split('-');
+      return [+p[0], +r[0], +(r.length > 1 ? r[1] : r[0]), p[2]];
+    });
+    return {e: e, a: (e.getAttribute('data-a') || '').split('|'), t: t,
+            id: (e.getAttribute('data-id') || '').toLowerCase()};
+  });
+  var groups = document.querySelectorAll('.fg');
+  function val(n) { var x = form.elements.namedItem(n); return x ? x.value : ''; }
+  function apply() {
+    var v = val('verdict'), r = val('release'), d = val('device'), q = val('q').toLowerCase();
+    var ax = AX.map(val), shown = 0;
+    var active = v || r || d || q || ax.some(Boolean);
+    var ri = r === '' ? -1 : +r, di = d === '' ? -1 : +d;
+    items.forEach(function (it) {
+      var ok = true, i;
+      for (i = 0; ok && i < AX.length; i++) { if (ax[i] && it.a[i] !== ax[i]) { ok = false; } }
+      if (ok && q && it.id.indexOf(q) < 0) { ok = false; }
+      if (ok && (v || ri >= 0 || di >= 0)) {
+        ok = it.t.some(function (t) {
+          return (di < 0 || t[0] === di) && (ri < 0 || (t[1] <= ri && ri <= t[2])) && (!v || t[3] === v);
+        });
+      }
+      it.e.hidden = !ok;
+      if (ok) { shown++; }
+    });
+    Array.prototype.forEach.call(groups, function (g) {
+      var n = g.querySelectorAll('.f:not([hidden])').length, c = g.querySelector('.fc');
+      g.hidden = n === 0;
+      if (c) { c.textContent = n; }
+    });
+    document.getElementById('fstatus').textContent =
+      active ? shown + ' of ' + items.length + ' case rows match' : items.length + ' case rows';
+  }
+  form.addEventListener('change', apply);
+  form.addEventListener('input', apply);
+  form.addEventListener('reset', function () { setTimeout(apply, 0); });
+  apply();
+})();
+"""
+
+
+def _filters_html(d: ReportData) -> str:
+    def select(name, label, options):
+        opts = '<option value="">any</option>' + "".join(
+            f'<option value="{esc(v)}">{esc(t)}</option>' for v, t in options)
+        return f'<label>{esc(label)} <select name="{esc(name)}">{opts}</select></label>'
+
+    rk = {r: i for i, r in enumerate(d.releases)}
+    parts = [
+        "<b>Filter cases</b>",
+        select("verdict", "verdict", [(v, f"{VERDICT_STYLE[v][0]} {v}") for v in SEVERITY]),
+        select("release", "in release", [(str(rk[r]), r) for r in d.data_releases]),
+        select("device", "on device", [(str(d.devices.index(x)), x) for x in d.data_devices]),
+    ]
+    for axis in AXES:
+        vals = _axis_order(d, axis, {a[AXES.index(axis)] for a in d.case_axes.values()})
+        parts.append(select(axis, axis, [(v, v) for v in vals]))
+    parts.append('<label>id contains <input name="q" type="search" size="18"></label>')
+    parts.append('<button type="reset">reset</button><span id="fstatus"></span>')
+    return ('<form id="filters" hidden onsubmit="return false">' + "".join(parts) + "</form>"
+            '<noscript><p class="note">The filters need JavaScript. With scripts off every case is listed and the '
+            "collapsible parts still open and close.</p></noscript>")
+
+
+def _header(d: ReportData) -> tuple[str, str]:
+    n = len(d.frame)
+    rels = d.data_releases
+    span = f"{rels[0]} to {rels[-1]}" if rels else "none"
+    line = (f"{n} results from {len(d.files)} results files: {len(rels)} of {len(d.releases)} releases have "
+            f"results ({span}); devices with results: {', '.join(d.data_devices) or 'none'}; "
+            f"{len(d.cases)} cases in the case files.")
+    legend_md = " · ".join(f"{md_badge(v)} {v}: {VERDICT_STYLE[v][2]}" for v in SEVERITY)
+    md = f"# {TITLE}\n\n{md_escape(line)}\n\nVerdicts: {md_escape(legend_md)}"
+    legend_html = "".join(f"<li>{badge(v)} <b>{esc(v)}</b>: {esc(VERDICT_STYLE[v][2])}</li>" for v in SEVERITY)
+    h = (f"<h1>{esc(TITLE)}</h1><p>{esc(line)}</p><details><summary>Verdicts: colours and symbols</summary>"
+         f"<ul>{legend_html}<li><span class=\"v nr\">·</span> not run</li></ul></details>")
+    return md, h
+
+
+def render(d: ReportData, sections=None) -> dict:
+    """Assemble the report: {'README.md': str, 'index.html': str, 'summary.json': str}."""
+    built = [s for s in (fn(d) for fn in (sections if sections is not None else SECTIONS)) if s is not None]
+    md_head, html_head = _header(d)
+    toc = " ".join(f'<a href="#{esc(s.key)}">{esc(s.title)}</a>' for s in built)
+    md = [md_head, ""]
+    md += [f"- [{md_escape(s.title)}](#{s.key})" for s in built if s.markdown]
+    for s in built:
+        if s.markdown:
+            md += ["", f'<a id="{esc(s.key)}"></a>', "", f"## {md_escape(s.title)}", "", s.markdown.rstrip()]
+    body = [html_head, f"<nav>{toc}</nav>", _filters_html(d)]
+    body += [f'<section id="{esc(s.key)}"><h2>{esc(s.title)}</h2>{s.html}</section>' for s in built]
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(TITLE)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+    summary = {"title": TITLE, "schema": 1, "releases": d.releases, "releases_with_results": d.data_releases,
+               "devices": d.devices, "results": len(d.frame), "cases": len(d.cases)}
+    for s in built:
+        summary[s.key] = s.data
+    text = json.dumps(_json_safe(summary), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return {"README.md": "\n".join(md) + "\n", "index.html": page, "summary.json": text + "\n"}
+
+
+def write_report(results_paths, out_dir, case_paths=None, expected_releases=None) -> dict:
+    """Load, render and write the three files; returns {name: (path, bytes, ReportData)}."""
+    d = load(results_paths, case_paths, expected_releases)
+    files = render(d)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, text in files.items():
+        path = out / name
+        data = text.encode("utf-8")
+        path.write_bytes(data)
+        written[name] = (path, len(data))
+    return {"files": written, "data": d}

@@ -1,0 +1,252 @@
+"""The regression gate (python -m harness gate): every exit path, on small synthetic results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness import cli, gate
+from harness.cases import load_cases
+from harness.evaluate import case_reference
+from harness.inputs import plan_entry
+from harness.runner import input_digest
+
+
+@pytest.fixture(scope="module")
+def cases():
+    """Three real float64 cases whose documented reference is finite everywhere."""
+    picked = []
+    for case in load_cases():
+        if case.dtype != "float64" or case.family.expect_error:
+            continue
+        ref = case_reference(case).documented
+        if ref.broadcast_error or ref.forward is None or ref.forward.value.size == 0:
+            continue
+        if not np.isfinite(ref.forward.value).all() or ref.forward.undefined.any():
+            continue
+        if case.family.grad and any(ref.grads.get(a) is None for a in ("first", "second")):
+            continue
+        picked.append(case)
+        if len(picked) == 3:
+            return picked
+    pytest.fail("no suitable cases in cases/*.yaml")
+
+
+def _tensor(q, values=None):
+    values = q.value if values is None else values
+    return {"shape": list(q.value.shape), "dtype": "float64", "values": np.asarray(values, float).ravel().tolist()}
+
+
+def record(case, device="cpu", output=None, status="ok", seconds=0.01):
+    """A result line as the runner writes it; by default the reference value itself (a pass)."""
+    ref = case_reference(case).documented
+    rec = {"record": "result", "status": status, "id": case.id, "device": device,
+           "digest": input_digest(plan_entry(case, {})), "output": None, "grads": {}, "grad_errors": {},
+           "error": None, "warnings": [], "seconds": seconds}
+    if status != "ok":
+        rec["detail"] = "killed by signal SIGSEGV"
+        return rec
+    rec["output"] = _tensor(ref.forward, output)
+    if case.family.grad:
+        rec["grads"] = {arg: _tensor(ref.grads[arg]) for arg in ("first", "second")}
+    return rec
+
+
+def write_results(root, torch, records, device="cpu"):
+    """RESULTS/<release>/<device>.jsonl: a run header, then one line per result."""
+    release = ".".join(torch.split(".")[:2])
+    path = root / release / f"{device}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"record": "run", "schema": 1, "device": device,
+              "env": {"torch": torch, "python": "3.12.0", "device": device}}
+    path.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in [header, *records]))
+    return path
+
+
+def run_gate(capsys, *args):
+    code = cli.main(["gate", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def setup(tmp_path, cases, capsys):
+    """Results for torch 2.5.1 and a baseline made from them."""
+    results = tmp_path / "results"
+    write_results(results, "2.5.1", [record(c) for c in cases])
+    baseline = tmp_path / "baseline.json"
+    code, out, _ = run_gate(capsys, "--update-baseline", "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_OK and baseline.is_file()
+    return results, baseline
+
+
+def test_clean_exits_0(setup, cases, capsys, tmp_path):
+    results, baseline = setup
+    # timings differ between runs; they are not part of the comparison
+    write_results(results, "2.5.1", [record(c, seconds=9.9) for c in cases])
+    md = tmp_path / "summary.md"
+    code, out, err = run_gate(capsys, "--baseline", baseline, "--results", results, "--markdown", md)
+    assert code == cli.EXIT_OK, out + err
+    assert "passed" in out and "2.5/cpu" in out
+    assert md.read_text().startswith("## Regression gate: ✅")
+
+
+def test_changed_verdict_exits_1_listing_the_case(setup, cases, capsys, tmp_path):
+    results, baseline = setup
+    write_results(results, "2.5.1", [record(cases[0], status="crash"), *map(record, cases[1:])])
+    md = tmp_path / "summary.md"
+    code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results, "--markdown", md)
+    assert code == cli.EXIT_CONDITION
+    assert f"{cases[0].id}: pass -> crash" in out
+    assert cases[1].id not in out
+    assert "FAILED: 1 case changed" in out
+    text = md.read_text()
+    assert text.startswith("## Regression gate: ❌") and f"`{cases[0].id}`: pass -> crash" in text
+
+
+def test_changed_value_exits_1_listing_the_case(setup, cases, capsys):
+    results, baseline = setup
+    ref = case_reference(cases[1]).documented.forward.value
+    nudged = np.nextafter(ref, np.inf)  # one ulp: the verdict stays 'pass', the value does not
+    write_results(results, "2.5.1", [record(cases[0]), record(cases[1], output=nudged), record(cases[2])])
+    code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_CONDITION
+    assert f"{cases[1].id}: value changed (pass)" in out
+    assert cases[0].id not in out and cases[2].id not in out
+
+
+def test_missing_case_in_a_baseline_release_exits_1(setup, cases, capsys):
+    results, baseline = setup
+    write_results(results, "2.5.1", [record(c) for c in cases[:2]])
+    code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_CONDITION
+    assert f"{cases[2].id}: pass in the baseline, no current result" in out
+
+
+def test_new_release_matching_the_previous_exits_0(setup, cases, capsys):
+    results, baseline = setup
+    write_results(results, "2.6.0", [record(c) for c in cases])
+    code, out, err = run_gate(capsys, "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_OK, out + err
+    assert "2.6/cpu" in out and "vs 2.5/cpu" in out
+
+
+def test_new_release_differing_from_the_previous_exits_1(setup, cases, capsys):
+    results, baseline = setup
+    ref = case_reference(cases[2]).documented.forward.value
+    write_results(results, "2.6.0", [record(cases[0], status="timeout"), record(cases[1]),
+                                     record(cases[2], output=ref + 1.0)])
+    code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_CONDITION
+    assert f"{cases[0].id}: pass -> timeout" in out
+    assert cases[2].id in out and cases[1].id not in out.split("2.6/cpu", 1)[1]
+
+
+def test_new_release_is_compared_with_the_nearest_older_one(setup, cases, capsys, tmp_path):
+    """2.10 follows 2.9 (not 2.1): it is compared with 2.9, which differs from the baseline's 2.5."""
+    results, baseline = setup
+    nan_out = np.full_like(case_reference(cases[0]).documented.forward.value, np.nan)
+    write_results(results, "2.9.1", [record(cases[0], output=nan_out), *map(record, cases[1:])])
+    write_results(results, "2.10.0", [record(cases[0], output=nan_out), *map(record, cases[1:])])
+    code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  2.")}
+    assert "vs 2.9/cpu" in lines["2.10/cpu"] and "[ok]" in lines["2.10/cpu"]  # NaN == NaN
+    assert "vs 2.5/cpu" in lines["2.9/cpu"] and "[CHANGED]" in lines["2.9/cpu"]
+    assert code == cli.EXIT_CONDITION
+
+
+def test_other_device_is_not_a_predecessor(setup, cases, capsys):
+    results, baseline = setup
+    ref = case_reference(cases[0]).documented.forward.value
+    write_results(results, "2.6.0", [record(cases[0], device="cuda", output=ref + 1.0)], device="cuda")
+    code, out, err = run_gate(capsys, "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_OK, out + err
+    assert "2.6/cuda" in out and "nothing older on this device" in out
+
+
+def test_release_in_baseline_but_not_run_is_reported_not_failed(setup, cases, capsys, tmp_path):
+    _, baseline = setup
+    other = tmp_path / "other"
+    write_results(other, "2.6.0", [record(c) for c in cases])
+    code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", other)
+    assert code == cli.EXIT_OK
+    assert "2.5/cpu" in out and "not in the current results" in out
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ("[]", "expected a JSON object with schema 1"),
+    ('{"schema": 1, "blocks": {}}', "'blocks' must be a list"),
+    ('{"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "cases": {"x": "pass 12"}}]}',
+     "case 'x'"),
+    ('{"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "cases": {}},'
+     ' {"release": "2.5", "device": "cpu", "cases": {}}]}', "appears twice"),
+])
+def test_malformed_baseline_exits_2_naming_the_file(setup, capsys, content, message):
+    results, baseline = setup
+    baseline.write_text(content)
+    code, out, err = run_gate(capsys, "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_INPUT
+    assert len(err.strip().splitlines()) == 1
+    assert str(baseline) in err and message in err
+
+
+def test_missing_baseline_exits_2(setup, capsys, tmp_path):
+    results, _ = setup
+    missing = tmp_path / "nope" / "baseline.json"
+    code, out, err = run_gate(capsys, "--baseline", missing, "--results", results)
+    assert code == cli.EXIT_INPUT
+    assert str(missing) in err and "not found" in err and "--update-baseline" in err
+
+
+def test_missing_results_exit_2(setup, capsys, tmp_path):
+    _, baseline = setup
+    code, _, err = run_gate(capsys, "--baseline", baseline, "--results", tmp_path / "absent")
+    assert code == cli.EXIT_INPUT and "absent" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_gate(capsys, "--baseline", baseline, "--results", tmp_path / "empty")
+    assert code == cli.EXIT_INPUT and "no results files" in err
+
+
+def test_update_baseline_rewrites_deterministically(setup, cases, capsys, tmp_path):
+    results, baseline = setup
+    first = baseline.read_text()
+    data = json.loads(first)
+    assert data["schema"] == 1 and [(b["release"], b["device"], b["torch"]) for b in data["blocks"]] == [
+        ("2.5", "cpu", "2.5.1")]
+    assert set(data["blocks"][0]["cases"]) == {c.id for c in cases}
+    assert all(v.startswith("pass ") for v in data["blocks"][0]["cases"].values())
+    assert first == json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+    # a changed result, a new release and a malformed old baseline: --update-baseline takes them all
+    write_results(results, "2.5.1", [record(cases[0], status="crash"), *map(record, cases[1:])])
+    write_results(results, "2.10.0", [record(c) for c in cases])
+    write_results(results, "2.9.1", [record(c) for c in cases])
+    baseline.write_text("{broken")
+    code, out, _ = run_gate(capsys, "--update-baseline", "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_OK and "3 release/device blocks" in out
+    second = baseline.read_text()
+    data = json.loads(second)
+    assert [b["release"] for b in data["blocks"]] == ["2.5", "2.9", "2.10"]
+    assert data["blocks"][0]["cases"][cases[0].id] == "crash -"
+    code, out, _ = run_gate(capsys, "--update-baseline", "--baseline", baseline, "--results", results)
+    assert baseline.read_text() == second  # same results, same bytes
+    code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
+    assert code == cli.EXIT_OK
+
+
+def test_value_hash_is_exact_but_nan_equal():
+    base = {"shape": [2], "dtype": "float32", "values": [1.0, float("nan")]}
+    assert gate.value_hash(base) == gate.value_hash({**base, "values": [1.0, float("nan")]})
+    assert gate.value_hash(base) != gate.value_hash({**base, "values": [np.nextafter(1.0, 2.0), float("nan")]})
+    assert gate.value_hash(base) != gate.value_hash({**base, "dtype": "float64"})
+    assert gate.value_hash(base) != gate.value_hash({**base, "shape": [2, 1]})
+    assert gate.value_hash({**base, "values": [0.0, 1.0]}) == gate.value_hash({**base, "values": [-0.0, 1.0]})
+    assert gate.value_hash(None) == "-"
+
+
+def test_release_order():
+    order = ["1.6", "1.10", "2.1", "2.9", "2.10.0.dev20251101", "2.10", "2.15"]
+    assert sorted(reversed(order), key=gate.release_key) == order

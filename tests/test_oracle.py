@@ -1,0 +1,45 @@
+"""CUDA vs CPU: the second oracle's comparison rules."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.oracle import compare_outputs, cuda_vs_cpu
+
+
+def _out(*values):
+    return {"shape": [len(values)], "dtype": "float32", "values": list(values)}
+
+
+def test_identical_close_and_different_values():
+    assert compare_outputs(_out(1.0, float("nan")), _out(1.0, float("nan")), "float32") == ("same", 0.0)
+    kind, diff = compare_outputs(_out(1.0), _out(1.0 + 1e-6), "float32")
+    assert kind == "close" and diff > 0
+    assert compare_outputs(_out(1.0), _out(1.1), "float32")[0] == "differ"
+    assert compare_outputs(_out(float("nan")), _out(0.0), "float32")[0] == "differ"
+    assert compare_outputs(_out(float("inf")), _out(float("-inf")), "float32")[0] == "differ"
+    assert compare_outputs(None, _out(0.0), "float32")[0] == "differ"
+
+
+def test_cuda_vs_cpu_joins_on_release_and_case():
+    rows = [
+        {"release": "2.11", "id": "a", "family": "f", "dtype": "float32", "device": "cpu", "verdict": "pass",
+         "output": _out(1.0)},
+        {"release": "2.11", "id": "a", "family": "f", "dtype": "float32", "device": "cuda", "verdict": "pass",
+         "output": _out(1.0)},
+        {"release": "2.11", "id": "b", "family": "f", "dtype": "float32", "device": "cpu", "verdict": "pass",
+         "output": _out(1.0)},
+        {"release": "2.11", "id": "b", "family": "f", "dtype": "float32", "device": "cuda", "verdict": "error",
+         "output": None},
+        {"release": "2.5", "id": "a", "family": "f", "dtype": "float32", "device": "cpu", "verdict": "pass",
+         "output": _out(1.0)},
+    ]
+    out = cuda_vs_cpu(pd.DataFrame(rows)).set_index("id")
+    assert list(out.index) == ["a", "b"]  # 2.5 has no CUDA run: nothing invented
+    assert out.loc["a", "agreement"] == "same" and out.loc["b", "agreement"] == "outcome differs"
+
+
+def test_no_cuda_results_gives_an_empty_comparison():
+    frame = pd.DataFrame([{"release": "2.5", "id": "a", "family": "f", "dtype": "float32", "device": "cpu",
+                           "verdict": "pass", "output": _out(1.0)}])
+    assert cuda_vs_cpu(frame).empty
