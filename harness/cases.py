@@ -31,6 +31,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "cases" / "schema.json"
 # is a few kB with a few hundred YAML nodes).  Each is checked before anything is built.
 MAX_FILE_BYTES = 256 * 1024
 MAX_NODES = 20_000  # YAML nodes per file (scalars, lists, mappings)
+MAX_SCHEMA_NODES = 4_000  # of them outside literal tensors (JSON Schema validation costs ~70 us a node)
 MAX_NESTING = 64  # YAML nesting depth
 MAX_FAMILIES = 500  # families per file
 MAX_EXCLUDE = 64  # rules per exclude list
@@ -427,18 +428,34 @@ def _literal_shape(value, path, line, where, depth=0) -> tuple:
                         f"{shown} is not a number or one of {', '.join(repr(s) for s in LITERAL_SPECIALS)}")
 
 
+def _count_nodes(doc, path, skip) -> None:
+    """Raise when the document has more than MAX_SCHEMA_NODES nodes outside ``skip``
+    (ids of the literal tensors, which are checked by _literal_shape instead)."""
+    count, stack = 0, [(doc, getattr(doc, "line", 1))]
+    while stack:
+        node, line = stack.pop()
+        count += 1
+        if count > MAX_SCHEMA_NODES:
+            raise CaseFileError(path, line, "", f"more than {MAX_SCHEMA_NODES} YAML nodes outside literal tensors")
+        if isinstance(node, _Mapping):  # children pushed in reverse: visited in document order
+            count += len(node)  # the keys
+            stack.extend((v, node.key_lines.get(k, line)) for k, v in reversed(node.items()) if id(v) not in skip)
+        elif isinstance(node, _Sequence):
+            stack.extend(reversed(list(zip(node, node.item_lines))))
+
+
 def _precheck(doc, path) -> dict:
-    """Size limits and literal tensors, before the schema (whose recursive literal rule
-    is slow on big lists): returns {(family index, 'input'|'target'): shape}."""
+    """Size limits and literal tensors, before the schema (whose cost grows with every
+    node, ~70 us each, and whose recursive literal rule is slowest of all): returns
+    {(family index, 'input'|'target'): shape}."""
     shapes = {}
     for key, limit in (("families", MAX_FAMILIES), ("exclude", MAX_EXCLUDE)):
         value = doc.get(key)
         if isinstance(value, _Sequence) and len(value) > limit:
             raise CaseFileError(path, value.item_lines[limit], key, f"more than {limit} items")
     families = doc.get("families")
-    if not isinstance(families, _Sequence):
-        return shapes
-    for i, fam in enumerate(families):
+    literals = set()
+    for i, fam in enumerate(families if isinstance(families, _Sequence) else []):
         if not isinstance(fam, _Mapping):
             continue
         excl = fam.get("exclude")
@@ -453,6 +470,9 @@ def _precheck(doc, path) -> dict:
                     raise CaseFileError(path, fam.key_lines[key], where,
                                         f"{_numel(shape)} elements exceed {MAX_ELEMENTS}")
                 shapes[(i, key)] = shape
+                if isinstance(fam[key], _Sequence):  # (a scalar may be a shared object such as a small int)
+                    literals.add(id(fam[key]))
+    _count_nodes(doc, path, literals)
     return shapes
 
 

@@ -99,10 +99,13 @@ def cmd_run(args) -> int:
     torch_version = "?"
     for device in devices:
         out = Path(str(args.out).replace("{device}", device.replace(":", "")))
-        progress(f"[{device}] {len(cases)} cases -> {out}")
+        device_plan = plan
+        if device != "cpu":  # published snippets are CPU code: they run with the cpu pass only
+            device_plan = {**plan, "cases": [e for e in plan["cases"] if "snippet" not in e]}
+        progress(f"[{device}] {len(device_plan['cases'])} cases -> {out}")
         try:
             (summary,) = run(None, out, devices=[device], python=python, timeout=args.timeout,
-                             resume=args.resume, progress=progress, plan=plan)
+                             resume=args.resume, progress=progress, plan=device_plan)
         except RunnerError as exc:
             _err(str(exc))
             return EXIT_ENV

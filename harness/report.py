@@ -207,7 +207,8 @@ def badge(verdict: str, text: str | None = None) -> Raw:
     """A verdict as colour and symbol (HTML)."""
     sym = VERDICT_STYLE.get(verdict, NOT_RUN_STYLE)[0]
     label = sym if text is None else f"{sym} {text}"
-    return Raw(f'<span class="v v-{esc(verdict)}" title="{esc(verdict)}">{esc(label)}</span>')
+    title = "" if text == verdict else f' title="{esc(verdict)}"'
+    return Raw(f'<span class="v v-{esc(verdict)}"{title}>{esc(label)}</span>')
 
 
 def md_badge(verdict: str, text: str | None = None) -> str:
@@ -1026,18 +1027,41 @@ def case_anchor(cid: str) -> str:
     return "case-" + re.sub(r"[^A-Za-z0-9_.-]", "_", cid)
 
 
-def _literal(array: np.ndarray) -> str:
-    def one(v):
-        v = float(v)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
+_SHORT_CACHE: dict = {}
 
+
+def short_literal(v: float, dtype: str) -> str:
+    """The shortest decimal that gives back exactly ``v`` in ``dtype`` (v is representable
+    there), both converting directly and through float32 (as some torch builds do)."""
+    from .inputs import round_to_dtype
+
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0:
+        return "-0.0" if math.copysign(1.0, v) < 0 else "0.0"
+    if dtype == "float64":
+        return repr(v)
+    key = (v, dtype)
+    if key not in _SHORT_CACHE:
+        text = repr(v)
+        for digits in range(1, 18):
+            cand = format(v, f".{digits}g")
+            x = float(cand)
+            back = round_to_dtype(np.array([x, float(np.float32(x))]), dtype)
+            if back[0] == v and back[1] == v:
+                text = cand if any(c in cand for c in ".e") else cand + ".0"
+                break
+        _SHORT_CACHE[key] = text
+    return _SHORT_CACHE[key]
+
+
+def _literal(array: np.ndarray, dtype: str = "float64") -> str:
     def nest(a):
         if a.ndim == 0:
-            return one(a)
+            return short_literal(a, dtype)
         return "[" + ", ".join(nest(x) for x in a) + "]"
 
     return nest(np.asarray(array))
@@ -1077,7 +1101,7 @@ def reproduction(case, devices) -> str:
         elif arr.size == 0:
             expr = f"torch.empty({tuple(arr.shape)!r}, dtype={dt}, device=device{rg})"
         else:
-            expr = f"torch.tensor({_literal(arr)}, dtype={dt}, device=device{rg})"
+            expr = f"torch.tensor({_literal(arr, case.dtype)}, dtype={dt}, device=device{rg})"
         lines.append(f"# {comment}")
         lines.append(f"{name} = {expr}")
     if case.api in ("legacy_module", "legacy_functional"):
@@ -1165,7 +1189,6 @@ def _case_detail(d: ReportData, cid: str) -> str:
     meaning = f"input holds {fam.meaning.get('input')}, target holds {fam.meaning.get('target')}" \
         if fam.generator == "literal" else f"generator {fam.generator}, seed {fam.seed}"
     info = [
-        ("family", f"{fam.label} — {fam.description}"),
         ("inputs", f"{meaning}; shape {list(fam.shape) if fam.generator != 'literal' else 'literal'}"
                    f"{'; target shape ' + str(list(fam.target_shape)) if fam.target_shape else ''}; "
                    f"gradients {'checked' if fam.grad else 'not checked'}"
@@ -1223,8 +1246,10 @@ def sec_cases(d: ReportData) -> Section:
                              cover, last["pitfall_reason"]])
                 attrs.append(_filter_attrs(d, cid, [(r["device"], r["rk"], r["verdict"]) for r in rs]))
             body += html_table(["case", "verdict", "value", "runs", "pitfall"], rows, "compact", attrs)
+        family = d.cases[ids[0]].family
         parts.append(f'<details class="fg fam"><summary><b>{esc(fam)}</b> — <span class="fc">{len(ids)}</span> '
-                     f"cases ({len(det)} in detail) {summary_badges}</summary>{body}</details>")
+                     f"cases ({len(det)} in detail) {summary_badges}</summary>"
+                     f'<p class="muted">{esc(family.description)}</p>{body}</details>')
     md = (md_escape(intro.split(" Snippets")[0]) + " " + md_escape("Per-case detail is in index.html.") + "\n\n"
           + md_table(["family", "cases", "in detail", "results per verdict"], md_rows))
     data = {"cases_with_results": len(with_rows), "detailed": detailed, "compact": len(compact)}
