@@ -291,7 +291,8 @@ def read_yaml(path: Path):
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise CaseFileError(path, line, "", f"YAML syntax: {exc.problem or exc.context}") from None
+        kind = "YAML" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax"  # tags vs. syntax
+        raise CaseFileError(path, line, "", f"{kind}: {exc.problem or exc.context}") from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
         before = raw[: exc.position] if _CParser is not None else text[: exc.position]
         line = before.count(b"\n" if isinstance(before, bytes) else "\n") + 1

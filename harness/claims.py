@@ -13,12 +13,16 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import reference
 from .cases import CaseFileError, check_schema, read_yaml
 from .inputs import round_to_dtype
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIMS_PATH = ROOT / "cases" / "claims" / "seed-post.yaml"
@@ -66,7 +70,8 @@ def load(path=CLAIMS_PATH) -> tuple[list[Snippet], list[Claim]]:
     known = {s.id for s in snippets}
     claims = []
     for i, raw in enumerate(doc["claims"]):
-        need = ("snippet", "line", "printed", "call", "args", "meaning") if raw["kind"] == "example" else ("text", "check")
+        example = raw["kind"] == "example"
+        need = ("snippet", "line", "printed", "call", "args", "meaning") if example else ("text", "check")
         for key in need:
             if key not in raw:
                 raise CaseFileError(path, raw.line, f"claims[{i}]", f"a {raw['kind']} claim needs '{key}'")
@@ -214,7 +219,8 @@ def _check_log_target_probs(rows, release):
     holds = _is_kl(t) and not _is_kl(f)
     detail = (f"with probability targets log_target=True {'gives' if _is_kl(t) else 'does not give'} the KL; "
               f"log_target=False {'gives' if _is_kl(f) else 'does not give'} it")
-    return ("holds" if holds else "does not hold"), {"log_target=True": _value(t), "log_target=False": _value(f)}, detail
+    measured = {"log_target=True": _value(t), "log_target=False": _value(f)}
+    return ("holds" if holds else "does not hold"), measured, detail
 
 
 def _check_never_swap(rows, release):
@@ -247,7 +253,7 @@ CHECKS = {
 }
 
 
-def evaluate_claims(frame, claims=None) -> "pd.DataFrame":  # noqa: F821
+def evaluate_claims(frame, claims=None) -> pd.DataFrame:
     """One row per (claim, release, device): status, measured, detail, explanation, fix."""
     import pandas as pd
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,22 +56,6 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
-def _detect_devices(python) -> list[str]:
-    code = "import torch; print(int(torch.cuda.is_available()))"
-    try:
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SystemExit(_env_fail(f"cannot start {python}: {exc}"))
-    if out.returncode != 0:
-        raise SystemExit(_env_fail(f"{python} cannot import torch:\n{out.stderr.strip()[-800:]}"))
-    return ["cpu", "cuda"] if out.stdout.strip() == "1" else ["cpu"]
-
-
-def _env_fail(msg):
-    _err(msg)
-    return EXIT_ENV
-
-
 def cmd_run(args) -> int:
     import json
 
@@ -90,14 +73,22 @@ def cmd_run(args) -> int:
         _err("no cases selected")
         return EXIT_INPUT
     python = args.python or sys.executable
-    devices = args.device or ["auto"]
-    if "auto" in devices:
-        devices = _detect_devices(python)
+    devices = list(args.device or ["auto"])
     progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     total = {"finished": 0, "crashed": 0, "timed_out": 0, "skipped": 0}
     torch_version = "?"
-    for device in devices:
+    done_devices, last_env = [], {}
+    while devices:
+        device = devices.pop(0)
+        if device == "auto":  # cpu now; cuda after it if the worker saw a GPU (no extra torch import)
+            device = "cpu"
+            devices.insert(0, "auto-cuda")
+        elif device == "auto-cuda":
+            if not last_env.get("cuda_available"):
+                continue
+            device = "cuda"
+        done_devices.append(device)
         out = Path(str(args.out).replace("{device}", device.replace(":", "")))
         device_plan = plan
         if device != "cpu":  # published snippets are CPU code: they run with the cpu pass only
@@ -109,13 +100,14 @@ def cmd_run(args) -> int:
         except RunnerError as exc:
             _err(str(exc))
             return EXIT_ENV
+        last_env = summary.env
         torch_version = summary.env.get("torch", torch_version)
         for k in total:
             total[k] += getattr(summary, k)
         progress(f"[{device}] done in {summary.seconds:.1f}s: {summary.finished} finished, "
                  f"{summary.crashed} crashed, {summary.timed_out} timed out, {summary.skipped} already present, "
                  f"{summary.restarts} worker restarts")
-    print(f"run: torch {torch_version} on {', '.join(devices)}: {total['finished']} finished, "
+    print(f"run: torch {torch_version} on {', '.join(done_devices)}: {total['finished']} finished, "
           f"{total['crashed']} crash, {total['timed_out']} timeout, {total['skipped']} resumed "
           f"in {time.perf_counter() - t0:.1f}s -> {args.out}")
     return EXIT_OK

@@ -168,19 +168,22 @@ class Change:
     old_output: dict | None = None
     new_output: dict | None = None
 
-    def describe(self) -> str:
-        old_v, old_h = self.old.split(" ")
+    def what(self) -> str:
+        old_v = self.old.split(" ")[0]
         if self.kind == "missing":
-            return f"{self.case_id}: {old_v} in the baseline, no current result"
-        new_v, new_h = self.new.split(" ")
+            return f"{old_v} in the baseline, no current result"
+        new_v = self.new.split(" ")[0]
         if self.kind == "verdict":
-            return f"{self.case_id}: {old_v} -> {new_v}"
-        text = f"{self.case_id}: value changed ({new_v})"
+            return f"{old_v} -> {new_v}"
+        text = f"value changed ({new_v})"
         if self.old_output is not None:
             text += f", was {_short(self.old_output)}"
         if self.new_output is not None:
             text += f", now {_short(self.new_output)}"
         return text
+
+    def describe(self) -> str:
+        return f"{self.case_id}: {self.what()}"
 
 
 def _short(output: dict, n: int = 4) -> str:
@@ -319,7 +322,7 @@ def format_markdown(results: list, baseline_path, budget: int = MARKDOWN_BUDGET)
         out += ["", f"### {res.block.label}: {len(res.changes)} changed, vs {_md_escape(res.against_text())}", "",
                 "<details open><summary>cases</summary>", ""]
         for i, change in enumerate(res.changes):
-            line = f"- `{change.case_id}`: " + change.describe().split(": ", 1)[1]
+            line = f"- `{change.case_id}`: {_md_escape(change.what())}"
             if used + len(line) > budget:
                 out.append(f"- ... and {len(res.changes) - i} more (the job log lists every case)")
                 break

@@ -7,9 +7,14 @@ other, which also catches differences where the reference is undefined (both ret
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .evaluate import TOLERANCES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _values(output):
@@ -40,7 +45,7 @@ def compare_outputs(a, b, dtype: str) -> tuple[str, float]:
     return ("close" if (diff <= bound).all() else "differ"), worst
 
 
-def cuda_vs_cpu(frame) -> "pd.DataFrame":  # noqa: F821
+def cuda_vs_cpu(frame) -> pd.DataFrame:
     """One row per case run on both devices of a release: outcome and value agreement."""
     import pandas as pd
 

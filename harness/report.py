@@ -324,7 +324,8 @@ class ReportData:
         """(device, release) -> set of case ids with a result."""
         out: dict = {}
         if len(self.frame):
-            for dev, rel, cid in zip(self.frame["device"], self.frame["release"], self.frame["id"]):
+            for dev, rel, cid in zip(self.frame["device"].tolist(), self.frame["release"].tolist(),
+                                     self.frame["id"].tolist()):
                 out.setdefault((dev, rel), set()).add(cid)
         return out
 
@@ -345,7 +346,7 @@ class ReportData:
             f = self.frame.sort_values(["id", "device", "rk"], kind="mergesort")
             cols = ["id", "device", "release", "rk", "verdict", "state", "value", "detail", "warnings", "output",
                     "pitfall", "pitfall_reason"]
-            for rec in zip(*(f[c] for c in cols)):
+            for rec in zip(*(f[c].tolist() for c in cols)):
                 row = dict(zip(cols, rec))
                 out.setdefault(row["id"], []).append(row)
         for rows in out.values():
@@ -502,7 +503,7 @@ def _what(verdict, detail) -> str:
 
 def _derive(frame: pd.DataFrame) -> None:
     kinds, states, values = [], [], []
-    for verdict, out, detail in zip(frame["verdict"], frame["output"], frame["detail"]):
+    for verdict, out, detail in zip(frame["verdict"].tolist(), frame["output"].tolist(), frame["detail"].tolist()):
         k = _kind(out)
         kinds.append(k)
         if verdict in ("crash", "timeout", "stale"):

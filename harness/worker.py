@@ -38,9 +38,11 @@ def environment(torch, device):
         "device": device,
         "device_name": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "cuda_available": False,
     }
     try:
-        env["cudnn"] = torch.backends.cudnn.version() if torch.cuda.is_available() else None
+        env["cuda_available"] = bool(torch.cuda.is_available())
+        env["cudnn"] = torch.backends.cudnn.version() if env["cuda_available"] else None
     except Exception:  # noqa: BLE001 - a broken cuDNN must not stop the run
         pass
     if device.startswith("cuda"):
