@@ -457,6 +457,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     frame = evaluate(cases_by_id, good) if good else pd.DataFrame()
     unknown = frame.attrs.get("unknown_ids", 0)
     runs = frame.attrs.get("runs", [])
+    frame.attrs = {}  # pandas deep-copies attrs on every operation
     if frame.empty:
         frame = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
     if unknown:
