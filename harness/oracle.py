@@ -23,9 +23,11 @@ def _values(output):
     return np.array(output["values"], dtype=np.float64).reshape(output["shape"])
 
 
-def compare_outputs(a, b, dtype: str) -> tuple[str, float]:
+def compare_outputs(a, b, dtype: str, magnitude=None) -> tuple[str, float]:
     """'same' / 'close' / 'differ' for two recorded outputs of one case, and the max
-    absolute difference.  NaN matches NaN; infinities must match exactly."""
+    absolute difference.  NaN matches NaN; infinities must match exactly.  The tolerance
+    is the dtype's, scaled like the reference's by the magnitude of the summed terms
+    (``magnitude``, same shape) where given: cancellation leaves rounding of that size."""
     va, vb = _values(a), _values(b)
     if va is None or vb is None:
         return ("same", 0.0) if va is None and vb is None else ("differ", float("nan"))
@@ -40,13 +42,19 @@ def compare_outputs(a, b, dtype: str) -> tuple[str, float]:
     fin = np.isfinite(va) & np.isfinite(vb)
     diff = np.abs(va[fin] - vb[fin])
     tol = TOLERANCES[dtype]
-    bound = tol["atol"] + tol["rtol"] * np.maximum(np.abs(va[fin]), np.abs(vb[fin]))
+    scale = np.maximum(np.abs(va), np.abs(vb))
+    if magnitude is not None and np.shape(magnitude) == va.shape:
+        scale = np.maximum(scale, magnitude)
+    bound = tol["atol"] + tol["rtol"] * scale[fin]
     worst = float(diff.max()) if diff.size else 0.0
     return ("close" if (diff <= bound).all() else "differ"), worst
 
 
-def cuda_vs_cpu(frame) -> pd.DataFrame:
-    """One row per case run on both devices of a release: outcome and value agreement."""
+def cuda_vs_cpu(frame, cases: dict | None = None) -> pd.DataFrame:
+    """One row per case run on both devices of a release: outcome and value agreement.
+    With ``cases`` (id -> Case) the tolerance scales with the reference's term magnitudes."""
+    from .evaluate import case_reference
+
     import pandas as pd
 
     if frame.empty or not {"cpu", "cuda"} <= set(frame["device"]):
@@ -58,7 +66,11 @@ def cuda_vs_cpu(frame) -> pd.DataFrame:
     both = cpu.merge(cuda, on=["release", "id", "family", "dtype"], suffixes=("_cpu", "_cuda"))
     rows = []
     for r in both.itertuples(index=False):
-        kind, diff = compare_outputs(r.output_cpu, r.output_cuda, r.dtype)
+        magnitude = None
+        if cases and r.id in cases:
+            fwd = case_reference(cases[r.id]).documented.forward
+            magnitude = fwd.magnitude if fwd is not None else None
+        kind, diff = compare_outputs(r.output_cpu, r.output_cuda, r.dtype, magnitude)
         if r.verdict_cpu != r.verdict_cuda:
             kind = "outcome differs"
         rows.append({"release": r.release, "id": r.id, "family": r.family, "dtype": r.dtype,

@@ -120,7 +120,7 @@ def md_table(headers, rows) -> str:
 
 def html_table(headers, rows, cls: str = "", row_attrs=None) -> str:
     """An HTML table; cells are escaped unless they are :class:`Raw`."""
-    out = [f'<div class="wrap"><table{f" class={esc(cls)!r}" if cls else ""}><thead><tr>']
+    out = ['<div class="wrap"><table' + (f' class="{esc(cls)}"' if cls else "") + "><thead><tr>"]
     out += [f"<th>{h if isinstance(h, Raw) else esc(h)}</th>" for h in headers]
     out.append("</tr></thead><tbody>")
     for i, row in enumerate(rows):
@@ -269,12 +269,21 @@ class ReportData:
     files: list  # per results file: path, release, device, runs, results, expected, note
     runs: list  # run headers, each with 'source' (path relative to the results folder)
     notes: list = field(default_factory=list)
+    snippets: list = field(default_factory=list)  # records of the published claims' snippets
 
     # -------------------------------------------------------------- derived views
 
     @cached_property
     def case_index(self) -> dict:
         return {cid: i for i, cid in enumerate(self.cases)}
+
+    @cached_property
+    def family_rank(self) -> dict:
+        """family label -> position in the case files."""
+        out: dict = {}
+        for c in self.cases.values():
+            out.setdefault(c.family.label, len(out))
+        return out
 
     @cached_property
     def data_releases(self) -> list:
@@ -303,13 +312,17 @@ class ReportData:
                 c = counts.get((rel, dev), {})
                 n = sum(c.values())
                 expected = max([f["expected"] or 0 for f in files], default=0)
-                cell = {"release": rel, "device": dev, "results": n, "expected": expected or None, "counts": c,
+                recorded = sum(f["results"] for f in files)
+                cell = {"release": rel, "device": dev, "results": n, "recorded": recorded,
+                        "expected": expected or None, "counts": c,
                         "files": [f["path"] for f in files], "pitfalls": 0, "changed": None, "torch": ""}
                 if n:
                     cell["pitfalls"] = int(pit[(rel, dev)])
                     cell["torch"] = torch_v[(rel, dev)]
-                    cell["changed"] = int(changed.get((rel, dev), 0)) if len(self.events) else 0
-                cell["status"] = _status(n, c, expected, files)
+                    first = next(r for r in self.releases if counts.get((r, dev)))
+                    if rel != first:  # the first tested release on a device has nothing to compare with
+                        cell["changed"] = int(changed.get((rel, dev), 0)) if len(self.events) else 0
+                cell["status"] = _status(n, c, expected, files, recorded)
                 out[(rel, dev)] = cell
         return out
 
@@ -372,7 +385,7 @@ class ReportData:
         return out
 
 
-def _status(n, counts, expected, files) -> str:
+def _status(n, counts, expected, files, recorded) -> str:
     if not files and not n:
         return NOT_RUN
     if not n:
@@ -380,7 +393,7 @@ def _status(n, counts, expected, files) -> str:
     bad = counts.get("crash", 0) + counts.get("timeout", 0)
     if bad == n:
         return "crashed"
-    if expected and n < expected:
+    if expected and recorded < expected:
         return "partial"
     if bad:
         return "crashes"
@@ -457,6 +470,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     frame = evaluate(cases_by_id, good) if good else pd.DataFrame()
     unknown = frame.attrs.get("unknown_ids", 0)
     runs = frame.attrs.get("runs", [])
+    snippets = frame.attrs.get("snippets", [])
     frame.attrs = {}  # pandas deep-copies attrs on every operation
     if frame.empty:
         frame = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
@@ -479,7 +493,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     runs = sorted(runs, key=lambda r: (release_key(release_of(r.get("env", {}).get("torch"))),
                                        device_key(str(r.get("device"))), str(r.get("started")), r["source"]))
     return ReportData(frame=frame, cases=cases_by_id, releases=releases, devices=devices, files=files, runs=runs,
-                      notes=notes)
+                      notes=notes, snippets=snippets)
 
 
 def _kind(out) -> str | None:
@@ -615,21 +629,30 @@ def _describe(members: set, universe: set, axes_of: dict) -> list[tuple[dict, se
         return out
 
     parts = split(set(members), set(universe))
-    if len(parts) > MAX_PARTS:
-        return [({"scattered": True}, set(members))]
+    if len(parts) > MAX_PARTS:  # no few patterns: report the smallest pattern around them, and its coverage
+        bounding = values(members)
+        return [({"scattered": True, "pattern": bounding, "cube": len(matching(bounding, universe))}, set(members))]
     return parts
 
 
-def _pattern_text(pattern, universe_values) -> str:
-    if pattern.get("scattered") if isinstance(pattern, dict) else False:
-        return ""
+def _pattern_text(d: ReportData, pattern, universe_values) -> str:
+    """'family=negative-4x5, dtype∈{float32,float64}, api≠legacy_module' (axes that
+    take every value of the universe are left out)."""
     bits = []
     for a, name in enumerate(AXES):
-        vals = pattern[a]
-        if vals == universe_values[a]:
+        vals = set(pattern[a])
+        if vals >= universe_values[a]:
             continue
-        vals = sorted(vals)
-        bits.append(f"{name}={vals[0]}" if len(vals) == 1 else f"{name}∈{{{','.join(vals)}}}")
+        inside = _axis_order(d, name, vals)
+        outside = _axis_order(d, name, universe_values[a] - vals)
+        if len(inside) == 1:
+            bits.append(f"{name}={inside[0]}")
+        elif len(outside) == 1:
+            bits.append(f"{name}≠{outside[0]}")
+        elif len(outside) < len(inside):
+            bits.append(f"{name}∉{{{','.join(outside)}}}")
+        else:
+            bits.append(f"{name}∈{{{','.join(inside)}}}")
     return ", ".join(bits) or "every case"
 
 
@@ -639,9 +662,9 @@ def _side_text(states, values, verdicts) -> str:
     uniq = set(values)
     if len(uniq) == 1:
         v = next(iter(uniq))
-        if v and len(v) <= 80 and v != verdict:
+        if v and len(v) <= 80:
             return f"{v} ({verdict})"
-        if not v or v == verdict:
+        if not v:
             return verdict
     state = states[0] if len(set(states)) == 1 else verdict
     if state.startswith(verdict + ", "):
@@ -663,10 +686,10 @@ def _findings(d: ReportData) -> list:
         for pattern, ids in _describe(set(by_id), universe, d.case_axes):
             recs = [by_id[i] for i in sorted(ids, key=d.case_index.get)]
             if isinstance(pattern, dict):
-                fams = sorted({d.case_axes[i][0] for i in ids})
-                where = f"{len(ids)} cases without a simpler pattern, in {', '.join(fams)}"
+                where = (f"{len(ids)} of the {pattern['cube']} cases with "
+                         f"{_pattern_text(d, pattern['pattern'], uvals)} (no simpler axis pattern)")
             else:
-                where = _pattern_text(pattern, uvals)
+                where = _pattern_text(d, pattern, uvals)
             per_device.append({
                 "device": dev, "previous": frm, "since": to, "kind": kind, "where": where,
                 "old": _side_text([r["old_state"] for r in recs], [r["old_value"] for r in recs],
@@ -718,9 +741,16 @@ def sec_headline(d: ReportData) -> Section:
         md_row, html_row = [rel], [rel]
         for dev in d.devices:
             c = cells[(rel, dev)]
-            extra = f" {c['results']}/{c['expected']}" if c["status"] == "partial" else ""
+            bits = []
+            if c["status"] == "partial":
+                bits.append(f"{c['recorded']}/{c['expected']} recorded")
+            if c["results"]:
+                bits.append(f"{sum(c['counts'].get(v, 0) for v in PROBLEMS)} problems")
+            if c["changed"]:
+                bits.append(f"{c['changed']} changed")
+            extra = f" ({', '.join(bits)})" if bits else ""
             md_row.append(c["status"] + extra)
-            html_row.append(Raw(_status_html(c["status"]) + esc(extra)))
+            html_row.append(Raw(_status_html(c["status"]) + f'<span class="muted">{esc(extra)}</span>'))
         grid_md.append(md_row)
         grid_html.append(html_row)
     headers = ["release", "device", "status", "results", *present, "pitfalls", "changed", "torch"]
@@ -731,7 +761,7 @@ def sec_headline(d: ReportData) -> Section:
             if c["status"] == NOT_RUN and dev not in d.data_devices:
                 continue  # a device with no results anywhere is shown in the grid only
             n = c["results"]
-            res = "" if c["status"] == NOT_RUN else (f"{n}/{c['expected']}" if c["expected"] and n != c["expected"]
+            res = "" if c["status"] == NOT_RUN else (f"{c['recorded']}/{c['expected']}" if c["status"] == "partial"
                                                       else str(n))
             counts = [str(c["counts"].get(v, 0)) if n else "" for v in present]
             base = [rel, dev, c["status"], res]
@@ -742,20 +772,21 @@ def sec_headline(d: ReportData) -> Section:
             hstatus = Raw(_status_html(c["status"]))
             rows_html.append([rel, dev, hstatus, res] + hcounts + tail)
     legend = [[s, STATUS_MEANING[s]] for s in STATUS_MEANING]
-    intro = ("One line per release and device. *changed*: cases whose outcome or value differs from the previous "
-             "tested release on the same device (see *What changed*).")
+    intro = ("One line per release and device. *problems*: results with verdict crash, timeout, error, nan, "
+             "mismatch or stale. *changed*: cases whose outcome or value differs from the previous tested release "
+             "on the same device (see *What changed*).")
     md = "\n\n".join([
         md_table(["release", *d.devices], grid_md),
-        md_escape("Counts per verdict (results = cases run, of the run's case count where it differs):"),
+        md_escape("Counts per verdict (results: evaluated results; recorded/planned where the run is partial):"),
         md_table(headers, rows_md),
         intro,
         "<details><summary>Status words</summary>\n\n" + md_table(["status", "meaning"], legend) + "\n\n</details>",
     ])
     h = "".join([
-        '<div class="cols"><div>', html_table(["release", *d.devices], grid_html, "grid"), "</div><div>",
+        html_table(["release", *d.devices], grid_html, "grid"),
         f"<p>{esc(intro.replace('*', ''))}</p>",
-        html_table(["status", "meaning"], legend, "small"), "</div></div>",
         html_table(headers, rows_html, "headline"),
+        "<details><summary>Status words</summary>", html_table(["status", "meaning"], legend, "small"), "</details>",
     ])
     data = [{k: v for k, v in c.items()} for c in (cells[(r, dv)] for r in d.releases for dv in d.devices)]
     return Section("headline", "Headline: status per release and device", md, h, data)
@@ -776,10 +807,7 @@ def _matrix_counts(d: ReportData, dev: str) -> dict:
 
 def _axis_order(d: ReportData, axis: str, values) -> list:
     if axis == "family":
-        order = {}
-        for c in d.cases.values():
-            order.setdefault(c.family.label, len(order))
-        return sorted(values, key=lambda v: (order.get(v, 10 ** 6), v))
+        return sorted(values, key=lambda v: (d.family_rank.get(v, 10 ** 6), v))
     from .cases import DEFAULT_AXES
 
     ref = [_axis_text(x) for x in DEFAULT_AXES.get(axis, [])]
@@ -811,6 +839,8 @@ def sec_matrix(d: ReportData) -> Section:
     if not rels:
         return Section("matrix", "Matrix: case groups × releases", "No results.", "<p>No results.</p>", {})
     for dev in d.data_devices:
+        rels = [r for r in d.data_releases if (r, dev) in d.cells and d.cells[(r, dev)]["results"]]
+        missing = [r for r in d.data_releases if r not in rels]
         counts = _matrix_counts(d, dev)
         data[dev] = {f"{a}={v}": counts[(a, v)] for (a, v) in sorted(counts)}
         md_rows, hrows = [], []
@@ -839,10 +869,13 @@ def sec_matrix(d: ReportData) -> Section:
                 hrows.append(f'<tr class="axis"><th colspan="{len(rels) + 1}">by {esc(axis)}</th></tr>')
             last_axis = axis
             hrows.append(f"<tr><th>{esc(label)}</th>{''.join(hcells)}</tr>")
-        md_parts.append(f"**{md_escape(dev)}**\n\n" + md_table(["group", *rels], md_rows))
+        gap = f"Not run on {dev}: {', '.join(missing)}." if missing else ""
+        md_parts.append(f"**{md_escape(dev)}**" + (f" — {md_escape(gap)}" if gap else "") + "\n\n"
+                        + md_table(["group", *rels], md_rows))
         head = "".join(f"<th>{esc(r)}</th>" for r in rels)
-        html_parts.append(f"<h3>{esc(dev)}</h3><div class=\"wrap\"><table class=\"matrix\"><thead><tr><th>group</th>"
-                          f"{head}</tr></thead><tbody>{''.join(hrows)}</tbody></table></div>")
+        gap_html = f'<p class="muted">{esc(gap)}</p>' if gap else ""
+        html_parts.append(f'<h3>{esc(dev)}</h3>{gap_html}<div class="wrap"><table class="matrix"><thead><tr>'
+                          f"<th>group</th>{head}</tr></thead><tbody>{''.join(hrows)}</tbody></table></div>")
     return Section("matrix", "Matrix: case groups × releases", "\n\n".join(md_parts), "".join(html_parts), data)
 
 
@@ -864,10 +897,15 @@ def _filter_attrs(d: ReportData, cid: str, pairs, cls: str = "f") -> str:
             f' data-t="{esc(_tokens(d, pairs))}"')
 
 
+def _id_html(cid: str) -> str:
+    """A case id that may break after its slashes."""
+    return "/<wbr>".join(esc(part) for part in cid.split("/"))
+
+
 def _case_link(d: ReportData, cid: str) -> Raw:
     if cid in d.detailed_set:
-        return Raw(f'<a href="#{esc(case_anchor(cid))}">{esc(cid)}</a>')
-    return Raw(f"<code>{esc(cid)}</code>")
+        return Raw(f'<a class="cid" href="#{esc(case_anchor(cid))}">{_id_html(cid)}</a>')
+    return Raw(f'<code class="cid">{_id_html(cid)}</code>')
 
 
 def sec_changes(d: ReportData) -> Section:
@@ -883,7 +921,8 @@ def sec_changes(d: ReportData) -> Section:
         return Section("changes", "What changed", md_escape(intro) + "\n\n" + text,
                        f"<p>{esc(intro.replace('*', ''))}</p><p>{text}</p>", {"findings": [], "events": 0})
     md_lines = [md_escape(intro.replace("*", "")), "",
-                md_escape(f"{len(findings)} findings, {n_events} changes (case × device × release step)."), ""]
+                md_escape(f"{len(findings)} findings, {n_events} changes (case × device × release step). The cases of "
+                          "each finding are listed in index.html and summary.json."), ""]
     html_parts = [f"<p>{esc(intro.replace('*', ''))}</p>",
                   f"<p>{len(findings)} findings, {n_events} changes (case × device × release step). "
                   "Open a finding for its cases.</p>"]
@@ -899,12 +938,12 @@ def sec_changes(d: ReportData) -> Section:
             attrs.append(_filter_attrs(d, e["id"], pairs))
             rows.append([_case_link(d, e["id"]), e["device"], Raw(badge(e["old_verdict"]) + " " + esc(e["old_value"])),
                          Raw(badge(e["new_verdict"]) + " " + esc(e["new_value"])),
-                         e["new_detail"] if e["new_detail"] != e["new_value"] else ""])
+                         _clip(e["new_detail"], 160) if e["new_detail"] != e["new_value"] else ""])
         html_parts.append(
             f'<details class="fg finding dir-{f["direction"]}"><summary><span class="arrow">{arrow}</span> '
             f'<b>since {esc(f["since"])}</b> <span class="muted">(after {esc(f["previous"])}; {esc(devs)})</span> '
             f'{badge(f["old_verdict"])}→{badge(f["new_verdict"])} {esc(finding_title(f))} — '
-            f'<span class="fc">{len(f["events"])}</span> changes</summary>'
+            f'<span class="fc">{len(f["events"])}</span> of {len(f["events"])} changes</summary>'
             + html_table(["case", "device", f"in {f['previous']}", f"in {f['since']}", "detail"], rows, "events",
                          attrs) + "</details>")
     data = {"events": n_events, "findings": [
@@ -915,8 +954,9 @@ def sec_changes(d: ReportData) -> Section:
                                           "new_value")} for e in f["events"]]}
         for f in findings]}
     legend = "▼ worse verdict, ▲ better verdict, ◆ same severity, different outcome or value."
+    html_parts.insert(2, f"<p>{esc(legend)}</p>")
     return Section("changes", "What changed", "\n".join(md_lines) + "\n\n" + md_escape(legend),
-                   f"<p>{esc(legend)}</p>" + "".join(html_parts), data)
+                   "".join(html_parts), data)
 
 
 def _split_warning(text: str) -> tuple[str, str]:
@@ -933,29 +973,30 @@ def sec_warnings(d: ReportData) -> Section:
     counts = ex.groupby(["warnings", "rk", "device"]).size()
     items: dict = {}
     for (text, rk, dev), n in counts.items():
-        items.setdefault(text, []).append((int(rk), dev, int(n)))
+        items.setdefault(text, {}).setdefault(dev, {})[int(rk)] = int(n)
     rows = []
-    for text, occ in items.items():
-        per_rel: dict = {}
-        for rk, _dev, n in occ:
-            per_rel[rk] = per_rel.get(rk, 0) + n
-        # runs of equal counts over adjacent releases: '1.6–1.9: 120; 2.0: 12'
-        parts, run = [], []
-        for rk in sorted(per_rel):
-            if run and rk == run[-1] + 1 and per_rel[rk] == per_rel[run[-1]]:
-                run.append(rk)
-            else:
-                if run:
-                    parts.append((run, per_rel[run[0]]))
-                run = [rk]
-        parts.append((run, per_rel[run[0]]))
-        per_text = "; ".join(f"{ranges(r, d.releases)}: {n}" for r, n in parts)
+    for text, by_dev in items.items():
+        texts = []
+        for dev in sorted(by_dev, key=device_key):
+            per_rel = by_dev[dev]
+            # runs of equal counts over adjacent releases: '1.6–1.9: 120; 2.0: 12'
+            parts, run = [], []
+            for rk in sorted(per_rel):
+                if run and rk == run[-1] + 1 and per_rel[rk] == per_rel[run[-1]]:
+                    run.append(rk)
+                else:
+                    if run:
+                        parts.append((run, per_rel[run[0]]))
+                    run = [rk]
+            parts.append((run, per_rel[run[0]]))
+            texts.append(f"{dev} " + "; ".join(f"{ranges(r, d.releases)}: {n}" for r, n in parts))
+        all_rks = {rk for per_rel in by_dev.values() for rk in per_rel}
         cat, msg = _split_warning(text)
-        rows.append({"category": cat, "message": msg, "releases": ranges(per_rel, d.releases),
-                     "devices": sorted({dev for _, dev, _ in occ}, key=device_key), "per_release": per_text,
-                     "total": sum(n for _, _, n in occ), "first": min(per_rel)})
+        rows.append({"category": cat, "message": msg, "releases": ranges(all_rks, d.releases),
+                     "devices": sorted(by_dev, key=device_key), "per_release": " · ".join(texts),
+                     "total": sum(n for per_rel in by_dev.values() for n in per_rel.values()), "first": min(all_rks)})
     rows.sort(key=lambda r: (r["first"], -r["total"], r["category"], r["message"]))
-    headers = ["category", "message", "seen in", "devices", "results per release"]
+    headers = ["category", "message", "seen in", "devices", "results per device and release"]
     table = [[r["category"], r["message"], r["releases"], ", ".join(r["devices"]), r["per_release"]] for r in rows]
     intro = (f"{len(rows)} distinct warnings (category and message, deduplicated), with the number of results "
              "(case runs) that emitted each.")
@@ -979,7 +1020,7 @@ def sec_pitfalls(d: ReportData) -> Section:
         rows.append({"pitfall": problem, "fix": fix or "", "code": code, "cases": len(ids), "results": len(g),
                      "releases": ranges(set(g["rk"]), d.releases),
                      "devices": sorted(set(g["device"]), key=device_key),
-                     "families": sorted(set(g["family"]), key=lambda x: _axis_order(d, "family", [x])),
+                     "families": _axis_order(d, "family", set(g["family"])),
                      "examples": ids[:3]})
     rows.sort(key=lambda r: (-r["cases"], r["pitfall"]))
     headers = ["pitfall", "fix", "corrected call", "cases", "results", "releases", "devices", "examples"]
@@ -1168,8 +1209,7 @@ def _case_detail(d: ReportData, cid: str) -> str:
         r = run["first"]
         value = fmt_output(r["output"], VALUES_SHOWN_DETAIL) if r["output"] is not None else r["value"]
         detail = "" if r["detail"] == r["value"] else _clip(r["detail"], 400)
-        table.append([ranges(run["rks"], d.releases), r["device"], badge(r["verdict"], r["verdict"]), value, detail,
-                      r["pitfall_reason"]])
+        table.append([ranges(run["rks"], d.releases), r["device"], badge(r["verdict"], r["verdict"]), value, detail])
     warned: dict = {}
     for r in rows:
         for w in r["warnings"] if isinstance(r["warnings"], list) else ():
@@ -1191,7 +1231,8 @@ def _case_detail(d: ReportData, cid: str) -> str:
     meaning = f"input holds {fam.meaning.get('input')}, target holds {fam.meaning.get('target')}" \
         if fam.generator == "literal" else f"generator {fam.generator}, seed {fam.seed}"
     info = [
-        ("inputs", f"{meaning}; shape {list(fam.shape) if fam.generator != 'literal' else 'literal'}"
+        ("inputs", f"values in the snippet below; {meaning}; "
+                   f"shape {list(fam.shape) if fam.generator != 'literal' else 'literal'}"
                    f"{'; target shape ' + str(list(fam.target_shape)) if fam.target_shape else ''}; "
                    f"gradients {'checked' if fam.grad else 'not checked'}"
                    f"{'; an error is expected' if fam.expect_error else ''}"),
@@ -1200,13 +1241,15 @@ def _case_detail(d: ReportData, cid: str) -> str:
         ("KL the user means", math_text),
         ("case file", src),
     ]
+    pitfalls = sorted({r["pitfall_reason"] for r in rows if r["pitfall"]})
+    if pitfalls:
+        info.append(("pitfall", "; ".join(pitfalls)))
     if warn_html:
         info.append(("warnings", Raw(f"<ul>{warn_html}</ul>")))
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{v if isinstance(v, Raw) else esc(v)}</dd>" for k, v in info)
     return (f'<details id="{esc(case_anchor(cid))}"{_filter_attrs(d, cid, pairs, "f cased")}><summary><code>{esc(cid)}'
             f'</code> {" ".join(timeline)}</summary><div class="case"><dl>{dl}</dl>'
-            + html_table(["releases", "device", "verdict", "value (first of the run)", "detail", "pitfall"], table,
-                         "runs")
+            + html_table(["releases", "device", "verdict", "value (first of the run)", "detail"], table, "runs")
             + f"<pre><code>{esc(reproduction(case, devices))}</code></pre></div></details>")
 
 
@@ -1232,7 +1275,8 @@ def sec_cases(d: ReportData) -> Section:
         for cid in ids:
             for r in d.rows_by_case[cid]:
                 worst_counts[r["verdict"]] = worst_counts.get(r["verdict"], 0) + 1
-        summary_badges = " ".join(badge(v, str(worst_counts[v])) for v in SEVERITY if worst_counts.get(v))
+        summary_badges = "results: " + " ".join(badge(v, str(worst_counts[v])) for v in SEVERITY
+                                                if worst_counts.get(v))
         md_rows.append([fam, str(len(ids)), str(len(det)),
                         ", ".join(f"{v} {worst_counts[v]}" for v in SEVERITY if worst_counts.get(v))])
         body = "".join(_case_detail(d, cid) for cid in det)
@@ -1244,13 +1288,15 @@ def sec_cases(d: ReportData) -> Section:
                 cover = "; ".join(
                     f"{dev} {ranges([r['rk'] for r in rs if r['device'] == dev], d.releases)}"
                     for dev in sorted({r["device"] for r in rs}, key=device_key))
-                rows.append([Raw(f"<code>{esc(cid)}</code>"), badge(last["verdict"], last["verdict"]), last["value"],
+                rows.append([Raw(f'<code class="cid">{_id_html(cid)}</code>'), badge(last["verdict"], last["verdict"]),
+                             last["value"],
                              cover, last["pitfall_reason"]])
                 attrs.append(_filter_attrs(d, cid, [(r["device"], r["rk"], r["verdict"]) for r in rs]))
-            body += html_table(["case", "verdict", "value", "runs", "pitfall"], rows, "compact", attrs)
+            table = html_table(["case", "verdict", "value", "runs", "pitfall"], rows, "compact", attrs)
+            body += f'<div class="fg">{table}</div>'
         family = d.cases[ids[0]].family
         parts.append(f'<details class="fg fam"><summary><b>{esc(fam)}</b> — <span class="fc">{len(ids)}</span> '
-                     f"cases ({len(det)} in detail) {summary_badges}</summary>"
+                     f"of {len(ids)} cases ({len(det)} in detail) {summary_badges}</summary>"
                      f'<p class="muted">{esc(family.description)}</p>{body}</details>')
     md = (md_escape(intro.split(" Snippets")[0]) + " " + md_escape("Per-case detail is in index.html.") + "\n\n"
           + md_table(["family", "cases", "in detail", "results per verdict"], md_rows))
@@ -1258,12 +1304,119 @@ def sec_cases(d: ReportData) -> Section:
     return Section("cases", "Cases", md, "".join(parts), data)
 
 
-# The report, in order.  Each entry: (ReportData) -> Section | None.  Planned additions
-# ("Published claims vs reality", "CUDA vs CPU") go after sec_changes.
+CLAIM_STYLE = {  # status -> (symbol, Markdown square, verdict class used for the colour)
+    "holds": ("✓", "🟩", "pass"),
+    "holds (wrong reason)": ("◐", "🟨", "unsupported"),
+    "does not hold": ("✗", "🟥", "error"),
+    "not applicable": ("–", "⬜", "undefined"),
+    "not run": ("·", "⬜", "undefined"),
+}
+
+
+def _claim_runs(d: ReportData, rows: list) -> list:
+    """Consecutive releases with the same status and measurement, as (range, row)."""
+    out, prev, members, last = [], None, [], None
+    for row in rows:
+        key = (row["status"], str(row.get("printed") if row["kind"] == "example" else row.get("detail")))
+        if prev is not None and key != prev:
+            out.append((members, last))
+            members = []
+        members.append(d.releases.index(row["release"]) if row["release"] in d.releases else 0)
+        prev, last = key, row
+    if members:
+        out.append((members, last))
+    return [(ranges(set(m), d.releases), r) for m, r in out]
+
+
+def sec_claims(d: ReportData) -> Section:
+    """Published claims vs reality: the seed post's printed outputs and advice, per release."""
+    from . import claims as claims_mod
+
+    frame = d.frame.copy()
+    frame.attrs = {"snippets": d.snippets}
+    df = claims_mod.evaluate_claims(frame) if len(frame) or d.snippets else pd.DataFrame()
+    intro = ("Each printed line and each piece of advice of the seed post (cases/claims/seed-post.yaml), "
+             "checked on every release: holds, holds for the wrong reason, or does not hold. Snippets run "
+             "verbatim in each release's environment (CPU); advice is checked against the case matrix.")
+    if df.empty:
+        return Section("claims", "Published claims vs reality", md_escape(intro) + "\n\nNo results.",
+                       f"<p>{esc(intro)}</p><p>No results.</p>", [])
+    df = df[df["status"] != "not run"] if (df["status"] != "not run").any() else df
+    md_parts, html_parts, data = [md_escape(intro)], [f"<p>{esc(intro)}</p>"], []
+    for claim_id, g in df.groupby("claim", sort=False):
+        first = g.iloc[0]
+        md_lines, html_items = [], []
+        for dev, gd in g.groupby("device", sort=False):
+            rows = sorted(gd.to_dict("records"), key=lambda r: release_key(r["release"]))
+            for span, row in _claim_runs(d, rows):
+                sym, square, cls = CLAIM_STYLE[row["status"]]
+                seen = (f"prints {row['printed']!r}" if row["kind"] == "example" and row.get("printed") is not None
+                        else str(row.get("detail") or ""))
+                md_lines.append(f"- {square} {sym} **{md_escape(row['status'])}** on {md_escape(span)} ({dev}): "
+                                f"{md_escape(seen)}")
+                html_items.append(f'<li><span class="v v-{cls}">{sym}</span> <b>{esc(row["status"])}</b> on '
+                                  f"{esc(span)} ({esc(dev)}): {esc(seen)}</li>")
+                data.append({"claim": claim_id, "device": dev, "releases": span, "status": row["status"],
+                             "seen": seen})
+        ref = ""
+        if first["kind"] == "example" and not (isinstance(first.get("reference"), float) and
+                                               math.isnan(first["reference"]) and math.isnan(first["meant"])):
+            ref = (f"Reference for this call on the post's inputs (float32): documented formula "
+                   f"{fmt_float(first['reference'])}, the KL the post means {fmt_float(first['meant'])}.")
+        title = f"{claim_id}: {first['statement']}"
+        md_parts.append(f"**{md_escape(title)}**\n\n" + "\n".join(md_lines) + "\n\n" +
+                        md_escape(" ".join(x for x in (first["explanation"], ref) if x)) +
+                        f"\n\nFix: {md_escape(first['fix'])}")
+        html_parts.append(f"<h3>{esc(title)}</h3><ul>{''.join(html_items)}</ul><p>{esc(first['explanation'])} "
+                          f"{esc(ref)}</p><p>Fix: <code>{esc(first['fix'])}</code></p>")
+    return Section("claims", "Published claims vs reality", "\n\n".join(md_parts), "".join(html_parts), data)
+
+
+def sec_cuda_vs_cpu(d: ReportData) -> Section:
+    """Second oracle: CUDA against CPU on the same release and inputs."""
+    from .oracle import cuda_vs_cpu
+
+    intro = ("The same inputs on CUDA and on CPU of one release, compared with each other (a second oracle "
+             "beside the analytic reference): same bits, close within the dtype tolerance, different values, "
+             "or a different verdict.")
+    comp = cuda_vs_cpu(d.frame, d.cases) if len(d.frame) else pd.DataFrame()
+    if comp.empty:
+        text = "No release has both CUDA and CPU results: CUDA is not run here."
+        return Section("cuda", "CUDA vs CPU", md_escape(intro) + "\n\n" + md_escape(text),
+                       f"<p>{esc(intro)}</p><p>{esc(text)}</p>", [])
+    kinds = ["same", "close", "differ", "outcome differs"]
+    counts = comp.groupby(["release", "agreement"]).size().unstack(fill_value=0).reindex(columns=kinds, fill_value=0)
+    rels = sorted(counts.index, key=release_key)
+    summary = [[rel, *[int(counts.loc[rel, k]) for k in kinds], int(counts.loc[rel].sum())] for rel in rels]
+    headers = ["release", *kinds, "cases"]
+    bad = comp[comp["agreement"].isin(["differ", "outcome differs"])]
+    bad = bad.assign(ix=[d.case_index.get(i, 0) for i in bad["id"]]).sort_values(["release", "ix"], kind="mergesort")
+    cpu_rows = d.frame[d.frame["device"] == "cpu"].set_index(["release", "id"])
+    cuda_rows = d.frame[d.frame["device"] == "cuda"].set_index(["release", "id"])
+    detail = []
+    for r in bad.itertuples(index=False):
+        detail.append([r.release, r.id, r.agreement, f"{r.cpu_verdict}: {cpu_rows.loc[(r.release, r.id), 'value']}",
+                       f"{r.cuda_verdict}: {cuda_rows.loc[(r.release, r.id), 'value']}"])
+    dh = ["release", "case", "agreement", "cpu", "cuda"]
+    groups = bad.groupby(["release", "family", "dtype", "agreement"]).size().reset_index(name="cases")
+    gh = ["release", "family", "dtype", "agreement", "cases"]
+    md = (md_escape(intro) + "\n\n" + md_table(headers, summary) + "\n\n" +
+          (md_table(gh, groups.values.tolist()) if len(groups) else "No differences."))
+    h = (f"<p>{esc(intro)}</p>" + html_table(headers, summary, "cuda") +
+         (html_table(gh, groups.values.tolist()) + "<details><summary>every differing case "
+          f"({len(detail)})</summary>" + html_table(dh, detail) + "</details>" if detail else "<p>No differences.</p>"))
+    data = {"counts": {row[0]: dict(zip(kinds, row[1:-1])) for row in summary},
+            "differences": [dict(zip(dh, row)) for row in detail]}
+    return Section("cuda", "CUDA vs CPU", md, h, data)
+
+
+# The report, in order.  Each entry: (ReportData) -> Section | None.
 SECTIONS: list[Callable[[ReportData], Section | None]] = [
     sec_headline,
     sec_matrix,
     sec_changes,
+    sec_claims,
+    sec_cuda_vs_cpu,
     sec_warnings,
     sec_pitfalls,
     sec_environment,
@@ -1292,7 +1445,8 @@ white-space:nowrap}
 .st{font-weight:bold;padding:0 4px;border-radius:3px}.st-good{background:#66bb6a}.st-meh{background:#dcedc8}
 .st-warn{background:#ffb74d}.st-bad{background:#d32f2f;color:#fff}.st-nr{background:#eee;color:#777}
 .matrix td{text-align:center;white-space:nowrap;font-size:12px;min-width:2.6em}.matrix th{white-space:nowrap}
-.matrix tr.axis th{background:#e3e7ea;text-align:left}
+.matrix tr.axis th{background:#e3e7ea;text-align:left}.matrix tbody th,.matrix thead th:first-child{position:sticky;
+left:0;z-index:1}
 .cols{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}.small td{font-size:12px}
 details{margin:3px 0}summary{cursor:pointer}details.fg>summary{padding:2px 4px;background:#f6f8fa}
 details.fam{border:1px solid #ddd;margin:4px 0}details.fam>*:not(summary){margin-left:1em}
@@ -1302,7 +1456,7 @@ grid-template-columns:max-content 1fr;gap:1px 10px;margin:.3em 0}.case dt{font-w
 .dir-better .arrow{color:#2e7d32}
 #filters{position:sticky;top:0;z-index:5;background:#fffbe6;border:1px solid #e0d080;padding:6px 8px;
 display:flex;flex-wrap:wrap;gap:4px 12px;align-items:center;font-size:13px}#fstatus{font-weight:bold}
-td{max-width:60em;overflow-wrap:anywhere}
+td{max-width:60em;overflow-wrap:break-word}.cid{overflow-wrap:normal;word-break:normal}
 """
 
 SCRIPT = """
@@ -1311,6 +1465,7 @@ SCRIPT = """
   if (!form) { return; }
   form.hidden = false;
   var AX = ['family', 'reduction', 'log_target', 'order', 'dtype', 'api'];
+  var RELS = form.getAttribute('data-releases').split(' '), DEVS = form.getAttribute('data-devices').split(' ');
   var items = Array.prototype.map.call(document.querySelectorAll('.f'), function (e) {
     var t = (e.getAttribute('data-t') || '').split(' ').filter(Boolean).map(function (s) {
       var p = s.split(':'), r = p[1].split('-');
@@ -1325,12 +1480,12 @@ SCRIPT = """
     var v = val('verdict'), r = val('release'), d = val('device'), q = val('q').toLowerCase();
     var ax = AX.map(val), shown = 0;
     var active = v || r || d || q || ax.some(Boolean);
-    var ri = r === '' ? -1 : +r, di = d === '' ? -1 : +d;
+    var ri = r === '' ? -1 : RELS.indexOf(r), di = d === '' ? -1 : DEVS.indexOf(d);
     items.forEach(function (it) {
       var ok = true, i;
       for (i = 0; ok && i < AX.length; i++) { if (ax[i] && it.a[i] !== ax[i]) { ok = false; } }
       if (ok && q && it.id.indexOf(q) < 0) { ok = false; }
-      if (ok && (v || ri >= 0 || di >= 0)) {
+      if (ok && (v || r || d)) {
         ok = it.t.some(function (t) {
           return (di < 0 || t[0] === di) && (ri < 0 || (t[1] <= ri && ri <= t[2])) && (!v || t[3] === v);
         });
@@ -1346,9 +1501,23 @@ SCRIPT = """
     document.getElementById('fstatus').textContent =
       active ? shown + ' of ' + items.length + ' case rows match' : items.length + ' case rows';
   }
-  form.addEventListener('change', apply);
+  function save() {
+    var parts = [];
+    Array.prototype.forEach.call(form.elements, function (x) {
+      if (x.name && x.value) { parts.push(x.name + '=' + encodeURIComponent(x.value)); }
+    });
+    try { history.replaceState(null, '', parts.length ? '#f:' + parts.join('&') : location.pathname); } catch (e) {}
+  }
+  // a filtered view can be linked: index.html#f:verdict=nan&dtype=float16
+  if (location.hash.indexOf('#f:') === 0) {
+    location.hash.slice(3).split('&').forEach(function (kv) {
+      var i = kv.indexOf('='), x = form.elements.namedItem(kv.slice(0, i));
+      if (i > 0 && x) { x.value = decodeURIComponent(kv.slice(i + 1)); }
+    });
+  }
+  form.addEventListener('change', function () { apply(); save(); });
   form.addEventListener('input', apply);
-  form.addEventListener('reset', function () { setTimeout(apply, 0); });
+  form.addEventListener('reset', function () { setTimeout(function () { apply(); save(); }, 0); });
   apply();
 })();
 """
@@ -1360,19 +1529,20 @@ def _filters_html(d: ReportData) -> str:
             f'<option value="{esc(v)}">{esc(t)}</option>' for v, t in options)
         return f'<label>{esc(label)} <select name="{esc(name)}">{opts}</select></label>'
 
-    rk = {r: i for i, r in enumerate(d.releases)}
     parts = [
         "<b>Filter cases</b>",
         select("verdict", "verdict", [(v, f"{VERDICT_STYLE[v][0]} {v}") for v in SEVERITY]),
-        select("release", "in release", [(str(rk[r]), r) for r in d.data_releases]),
-        select("device", "on device", [(str(d.devices.index(x)), x) for x in d.data_devices]),
+        select("release", "in release", [(r, r) for r in d.data_releases]),
+        select("device", "on device", [(x, x) for x in d.data_devices]),
     ]
     for axis in AXES:
         vals = _axis_order(d, axis, {a[AXES.index(axis)] for a in d.case_axes.values()})
         parts.append(select(axis, axis, [(v, v) for v in vals]))
     parts.append('<label>id contains <input name="q" type="search" size="18"></label>')
-    parts.append('<button type="reset">reset</button><span id="fstatus"></span>')
-    return ('<form id="filters" hidden onsubmit="return false">' + "".join(parts) + "</form>"
+    parts.append('<button type="reset">reset</button><span id="fstatus"></span>'
+                 '<span class="muted">(applies to What changed and Cases; the view can be linked)</span>')
+    return (f'<form id="filters" hidden onsubmit="return false" data-releases="{esc(" ".join(d.releases))}" '
+            f'data-devices="{esc(" ".join(d.devices))}">' + "".join(parts) + "</form>"
             '<noscript><p class="note">The filters need JavaScript. With scripts off every case is listed and the '
             "collapsible parts still open and close.</p></noscript>")
 
@@ -1385,7 +1555,10 @@ def _header(d: ReportData) -> tuple[str, str]:
             f"results ({span}); devices with results: {', '.join(d.data_devices) or 'none'}; "
             f"{len(d.cases)} cases in the case files.")
     legend_md = " · ".join(f"{md_badge(v)} {v}: {VERDICT_STYLE[v][2]}" for v in SEVERITY)
-    md = f"# {TITLE}\n\n{md_escape(line)}\n\nVerdicts: {md_escape(legend_md)}"
+    files = ("The full report, with every changed case, per-case detail and filters, is [index.html](index.html) "
+             "(one self-contained file: download it and open it in a browser); the same findings for machines are in "
+             "[summary.json](summary.json).")
+    md = f"# {TITLE}\n\n{md_escape(line)}\n\n{files}\n\nVerdicts: {md_escape(legend_md)}"
     legend_html = "".join(f"<li>{badge(v)} <b>{esc(v)}</b>: {esc(VERDICT_STYLE[v][2])}</li>" for v in SEVERITY)
     h = (f"<h1>{esc(TITLE)}</h1><p>{esc(line)}</p><details><summary>Verdicts: colours and symbols</summary>"
          f"<ul>{legend_html}<li><span class=\"v nr\">·</span> not run</li></ul></details>")

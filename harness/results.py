@@ -28,13 +28,24 @@ class ResultFile:
     dropped_tail: bool = False
 
 
+def _short(value, limit: int = 80, quote: bool = True) -> str:
+    """``value`` for a one-line message: repr-like, non-ASCII and control characters
+    escaped (no terminal escapes), cut to ``limit``."""
+    text = ascii(value) if quote or not isinstance(value, str) else ascii(value)[1:-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def read(path, repair: bool = False, warn=None) -> ResultFile:
-    """Read a results file.  A truncated last line is dropped with a message
-    (and cut from the file when ``repair``); any other bad line is an error."""
+    """Read a results file.  A truncated last line (what an interrupted write leaves:
+    the start of a JSON object and no newline) is dropped with a message, and cut from
+    the file when ``repair``; any other bad line is an error naming file and line."""
     path = Path(path)
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
     out = ResultFile(path)
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     lines = data.split(b"\n")
     good_bytes = 0
     for lineno, raw in enumerate(lines, 1):
@@ -46,27 +57,32 @@ def read(path, repair: bool = False, warn=None) -> ResultFile:
             rec = json.loads(raw.decode("utf-8"))
             if not isinstance(rec, dict):
                 raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            if is_last:  # no newline after it: the write was cut off
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # No newline after it and it starts like every record the Writer writes:
+            # the write was cut off.  Anything else is not ours: refuse it, never cut it.
+            if is_last and raw.lstrip().startswith(b"{"):
                 out.dropped_tail = True
-                warn(f"{path}:{lineno}: truncated last line dropped (interrupted run)")
+                warn(f"{path}:{lineno}: truncated last line dropped ({len(raw)} bytes; interrupted run)")
                 break
-            raise ResultsError(f"{path}:{lineno}: not a JSON object ({exc})") from None
+            raise ResultsError(f"{path}:{lineno}: not a JSON object ({_short(str(exc), 120, quote=False)})") from None
         kind = rec.get("record")
         if kind == "run":
             if rec.get("schema") != SCHEMA_VERSION:
                 raise ResultsError(
-                    f"{path}:{lineno}: results schema {rec.get('schema')!r}, this harness reads {SCHEMA_VERSION}; "
-                    "rerun the release or use a matching harness version"
+                    f"{path}:{lineno}: results schema {_short(rec.get('schema'))}, this harness reads "
+                    f"{SCHEMA_VERSION}; rerun the release or use a matching harness version"
                 )
             out.runs.append(rec)
         elif kind == "result":
             if not out.runs:
                 raise ResultsError(f"{path}:{lineno}: result before any run header")
+            for key in ("id", "device"):
+                if not isinstance(rec.get(key), str):
+                    raise ResultsError(f"{path}:{lineno}: result without a string {key!r}")
             rec["run"] = len(out.runs) - 1
             out.results.append(rec)
         else:
-            raise ResultsError(f"{path}:{lineno}: unknown record kind {kind!r}")
+            raise ResultsError(f"{path}:{lineno}: unknown record kind {_short(kind)}")
         good_bytes += len(raw) + (0 if is_last else 1)
     if out.dropped_tail and repair:
         with open(path, "r+b") as f:
@@ -75,25 +91,38 @@ def read(path, repair: bool = False, warn=None) -> ResultFile:
 
 
 class Writer:
-    """Appends records, one line each, flushed at once (fsync on close)."""
+    """Appends records, one line each, flushed at once (fsync on close).
+
+    The file is opened at the first record, not before: a run whose worker cannot start
+    (torch missing, a bad --python) leaves an existing results file as it was instead
+    of emptying it."""
 
     def __init__(self, path, append: bool):
         self.path = Path(path)
+        self.append = append
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        needs_newline = (append and self.path.exists() and self.path.stat().st_size > 0
+        self._f = None
+
+    def _open(self):
+        needs_newline = (self.append and self.path.exists() and self.path.stat().st_size > 0
                          and not _ends_with_newline(self.path))
-        self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+        self._f = open(self.path, "a" if self.append else "w", encoding="utf-8")
         if needs_newline:
             self._f.write("\n")
 
     def write(self, rec: dict) -> None:
+        if self._f is None:
+            self._open()
         self._f.write(json.dumps(rec, sort_keys=True) + "\n")
         self._f.flush()
 
     def close(self) -> None:
+        if self._f is None:
+            return
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
+        self._f = None
 
     def __enter__(self):
         return self
