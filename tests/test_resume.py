@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,19 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def _plan_dir(worker_pid: int):
+    """The supervisor's temporary plan folder, from the worker's command line (a killed
+    supervisor cannot remove it: the test does)."""
+    try:
+        with open(f"/proc/{worker_pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return None
+    plan = next((a.decode() for a in args if a.endswith(b"plan.json")), None)
+    return os.path.dirname(plan) if plan and os.path.basename(os.path.dirname(plan)).startswith("kldiv-plan-") \
+        else None
+
+
 def _result_count(path) -> int:
     try:
         return path.read_bytes().count(b'"record": "result"')
@@ -111,17 +125,20 @@ def test_kill_9_mid_run_then_resume_keeps_every_finished_case_once(tmp_path):
     cmd, kw = _harness("run", "--cases", case_file, "--device", "cpu", "--out", out, "--quiet")
     with open(tmp_path / "first.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, **kw)
-        worker = None
+        worker = plan_dir = None
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
             if _result_count(out) >= 25:  # well inside the run: a few seconds of cases are left
                 kids = _children(proc.pid)
                 worker = kids[0] if kids else None
+                plan_dir = _plan_dir(worker) if worker else None
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.005)
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed: make the cases heavier"
+    if plan_dir:
+        shutil.rmtree(plan_dir, ignore_errors=True)
 
     # The worker runs in its own session, so the SIGKILL does not reach it; with no
     # reader left it dies on its next write (EPIPE).  A worker inside a hanging case
@@ -186,7 +203,7 @@ def test_worker_outlives_a_killed_supervisor_in_a_hanging_case(tmp_path):
     )
     sup = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-    worker = None
+    worker = plan_dir = None
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and _result_count(out) < 1:
@@ -196,6 +213,7 @@ def test_worker_outlives_a_killed_supervisor_in_a_hanging_case(tmp_path):
         kids = _children(sup.pid)
         assert kids, "no worker found"
         worker = kids[0]
+        plan_dir = _plan_dir(worker)
         os.kill(sup.pid, signal.SIGKILL)
         sup.wait(timeout=30)
         orphaned = not _wait_gone(worker, 3)
@@ -204,6 +222,8 @@ def test_worker_outlives_a_killed_supervisor_in_a_hanging_case(tmp_path):
             os.kill(sup.pid, signal.SIGKILL)
         if worker is not None:
             _kill_group(worker)
+            if plan_dir:
+                shutil.rmtree(plan_dir, ignore_errors=True)
     if orphaned:
         pytest.xfail("the worker of a killed supervisor keeps running (worker.py does not watch its parent)")
 
