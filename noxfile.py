@@ -11,6 +11,7 @@ Environment variables:
     HARNESS_TORCH_INDEX   package index for torch (e.g. https://download.pytorch.org/whl/cpu)
     HARNESS_DEVICES       devices for run sessions, comma separated (default: auto = cpu [+ cuda])
     HARNESS_RESULTS       results folder (default: reports/results)
+    HARNESS_REPORT_OUT    folder the report session writes (default: reports)
     HARNESS_PRUNE=1       remove each environment and its large wheels from the uv cache once
                           its results are written (keeps disk at about one environment)
 Each session's results go to RESULTS/<release>/<device>.jsonl, replacing only its own.
@@ -39,6 +40,7 @@ nox.options.tags = ["default"]
 
 RELEASES = catalogue.load()
 RESULTS = Path(os.environ.get("HARNESS_RESULTS", ROOT / "reports" / "results"))
+REPORT_OUT = Path(os.environ.get("HARNESS_REPORT_OUT", ROOT / "reports"))
 PLAN = ROOT / "build" / "plan.json"
 _PLAN_BUILT = False
 
@@ -164,4 +166,4 @@ def cuda(session, torch):
 @nox.session(python=False, tags=["default", "all"])
 def report(session):
     """Evaluate every results file and write reports/ (Markdown, HTML, JSON); needs no torch."""
-    _host(session, "report", "--results", str(RESULTS), "--out", str(ROOT / "reports"))
+    _host(session, "report", "--results", str(RESULTS), "--out", str(REPORT_OUT))

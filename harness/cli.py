@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import signal
 import sys
 import time
 from pathlib import Path
@@ -245,6 +246,11 @@ def main(argv=None) -> int:
     from .results import ResultsError
 
     args = build_parser().parse_args(argv)
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt  # SIGTERM: the runner's cleanup kills the worker, results are kept
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except (CaseFileError, ResultsError, FileNotFoundError) as exc:

@@ -53,9 +53,9 @@ def compare_outputs(a, b, dtype: str, magnitude=None) -> tuple[str, float]:
 def cuda_vs_cpu(frame, cases: dict | None = None) -> pd.DataFrame:
     """One row per case run on both devices of a release: outcome and value agreement.
     With ``cases`` (id -> Case) the tolerance scales with the reference's term magnitudes."""
-    from .evaluate import case_reference
-
     import pandas as pd
+
+    from .evaluate import case_reference
 
     if frame.empty or not {"cpu", "cuda"} <= set(frame["device"]):
         return pd.DataFrame(columns=["release", "id", "family", "dtype", "cpu_verdict", "cuda_verdict",

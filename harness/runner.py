@@ -126,7 +126,7 @@ class Supervisor:
         summary.skipped = summary.total - len(todo)
         t0 = time.perf_counter()
         last_report = t0
-        startup_failures = 0
+        startup_failures = stalls = 0
         header_written = False
         workdir = Path(plan_path).parent
         while todo:
@@ -142,7 +142,7 @@ class Supervisor:
                 stderr=err,
                 text=True,
                 start_new_session=True,
-                env=self.env,
+                env={**(self.env or os.environ), "HARNESS_SUPERVISOR_PID": str(os.getpid())},
             )
             q: queue.Queue = queue.Queue()
             threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
@@ -160,6 +160,8 @@ class Supervisor:
                                 f"worker did not start within {STARTUP_TIMEOUT:.0f}s: {_tail(err_path, err_start)}"
                             )
                         _kill(proc)
+                        if current is None:  # stalled between cases: restart, nothing to record
+                            break
                         writer.write(self._failure(plan, current, device, "timeout",
                                                    f"no result within {self.timeout:g}s", err_path, err_start))
                         summary.timed_out += 1
@@ -215,6 +217,10 @@ class Supervisor:
                 if proc.poll() is None:
                     _kill(proc)
             todo = [i for i in todo if i not in done_indices]
+            stalls = 0 if done_indices else stalls + 1
+            if todo and stalls >= MAX_STARTUP_FAILURES:
+                raise RunnerError(f"{device}: worker restarted {stalls} times without finishing a case:\n"
+                                  f"{_tail(err_path, err_start)}")
             if todo:
                 summary.restarts += 1
         summary.seconds = time.perf_counter() - t0

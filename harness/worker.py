@@ -170,8 +170,34 @@ def run_case(torch, case, arrays, device):
     return rec
 
 
+def _die_with_supervisor():
+    """The worker runs in its own session (so a hang can be killed as a group); make sure
+    it never outlives the supervisor, even one killed with SIGKILL."""
+    supervisor = int(os.environ.get("HARNESS_SUPERVISOR_PID", "0") or 0)
+    try:  # Linux: the kernel sends SIGKILL when the parent dies
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the watcher below still works
+        pass
+    if supervisor and os.getppid() != supervisor:  # died before prctl took effect
+        os._exit(70)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != (supervisor or os.getppid()) or os.getppid() == 1:
+                os._exit(70)
+
+    import threading
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv):
     plan_path, indices_path, device = argv[1], argv[2], argv[3]
+    _die_with_supervisor()
     proto = os.fdopen(os.dup(1), "w")  # results channel
     os.dup2(2, 1)  # anything else printed to stdout goes to stderr
     t0 = time.perf_counter()
