@@ -92,9 +92,23 @@ class Raw(str):
     """A string that is already HTML (not escaped again by html_table)."""
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+MAX_TEXT = 10_000  # characters of any one text shown; longer ones are cut with a note
+
+
+def visible(text: str) -> str:
+    """Control characters (ANSI escapes, bells, ...) as visible \\xNN text; very long
+    text cut to MAX_TEXT characters."""
+    if len(text) > MAX_TEXT:
+        text = f"{text[:MAX_TEXT]}… ({len(text) - MAX_TEXT} more characters)"
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def esc(value) -> str:
-    """HTML-escape anything (text and attribute values)."""
-    return html.escape("" if value is None else str(value), quote=True)
+    """HTML-escape anything (text and attribute values); control characters made visible."""
+    return html.escape(visible("" if value is None else str(value)), quote=True)
 
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|])")
@@ -104,7 +118,7 @@ def md_escape(value) -> str:
     """Escape text for Markdown, table cells included: HTML is neutralised, Markdown
     punctuation that could start code, emphasis, links or a cell break is backslashed,
     newlines become <br>."""
-    text = "" if value is None else str(value)
+    text = visible("" if value is None else str(value))
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MD_SPECIAL.sub(r"\\\1", text)
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
