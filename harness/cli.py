@@ -147,7 +147,9 @@ def cmd_evaluate(args) -> int:
         print(f"note: {frame.attrs['unknown_ids']} results name cases not in the case files (skipped)",
               file=sys.stderr)
     if args.show:
-        shown = frame[frame["verdict"].isin(args.show)]
+        from .report import visible
+
+        shown = frame[frame["verdict"].isin(args.show)].assign(detail=lambda f: f["detail"].map(visible))
         cols = ["torch", "device", "id", "verdict", "detail"]
         print(tabulate(shown[cols].values.tolist(), headers=cols, tablefmt="github", maxcolwidths=[None] * 4 + [80]))
     if args.out:
