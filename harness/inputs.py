@@ -42,7 +42,8 @@ def round_to_dtype(x, dtype: str) -> np.ndarray:
         _, e = np.frexp(v)  # |v| = m * 2**e, m in [0.5, 1)
         ulp_exp = np.maximum(e - 1, emin) - mant
         scaled = np.ldexp(v, -ulp_exp)
-        r = np.ldexp(np.round(scaled), ulp_exp)  # np.round is round-half-to-even
+        with np.errstate(over="ignore"):  # rounding up past the largest finite value: inf below
+            r = np.ldexp(np.round(scaled), ulp_exp)  # np.round is round-half-to-even
         r = np.where(np.abs(r) > largest, np.copysign(np.inf, v), r)
         out[finite] = r
     return out
