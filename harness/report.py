@@ -144,15 +144,23 @@ def html_table(headers, rows, cls: str = "", row_attrs=None) -> str:
     return "".join(out)
 
 
-def fmt_float(v) -> str:
-    """Stable short float text: 6 significant digits, signed zero and specials kept."""
-    v = float(v)
+def _special_text(v: float) -> str | None:
+    """Text of nan, +-inf and signed zero (the values with one exact spelling), else None."""
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
     if v == 0:
         return "-0.0" if math.copysign(1.0, v) < 0 else "0.0"
+    return None
+
+
+def fmt_float(v) -> str:
+    """Stable short float text: 6 significant digits, signed zero and specials kept."""
+    v = float(v)
+    special = _special_text(v)
+    if special is not None:
+        return special
     s = format(v, ".6g")
     return s if any(c in s for c in ".e") else s + ".0"
 
@@ -1093,12 +1101,9 @@ def short_literal(v: float, dtype: str) -> str:
     from .inputs import round_to_dtype
 
     v = float(v)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "-0.0" if math.copysign(1.0, v) < 0 else "0.0"
+    special = _special_text(v)
+    if special is not None:
+        return special
     if dtype == "float64":
         return repr(v)
     key = (v, dtype)
