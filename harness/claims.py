@@ -262,13 +262,19 @@ def evaluate_claims(frame, claims=None) -> pd.DataFrame:
     if claims is None:
         _, claims = load()
     snippet_records = frame.attrs.get("snippets", [])
+    if frame.attrs:  # pandas deep-copies attrs on every operation: work on a frame without them
+        frame = frame.copy(deep=False)
+        frame.attrs = {}
     keys = sorted({(r["release"], r["device"]) for r in snippet_records} |
                   (set(zip(frame["release"], frame["device"])) if len(frame) else set()),
                   key=lambda k: (release_sort_key(k[0]), k[1]))
     by_release = {}
-    if len(frame):
-        for (rel, dev), group in frame.groupby(["release", "device"]):
-            by_release[(rel, dev)] = {row["id"]: row for row in group.to_dict("records")}
+    if len(frame):  # the checks read the rows _row() names: float64, functional (not the whole frame)
+        used = frame[frame["id"].str.endswith(_ROW.rsplit("}", 1)[1])]
+        cols = list(used.columns)
+        for (rel, dev), group in used.groupby(["release", "device"]):
+            by_release[(rel, dev)] = {row["id"]: row for row in
+                                      (dict(zip(cols, vals)) for vals in zip(*(group[c].tolist() for c in cols)))}
     snippets = {(r["release"], r["device"], r["id"]): r for r in snippet_records}
     rows = []
     for claim in claims:

@@ -114,21 +114,18 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-def _read_results(paths):
-    from .results import read, result_files
-
-    files = result_files(paths)
-    if not files:
-        raise FileNotFoundError(f"no results files under {', '.join(map(str, paths))}")
-    return [read(f) for f in files]
-
-
 def verdict_frame(result_paths, case_paths=None):
-    """Cases + results files -> verdict DataFrame (shared by evaluate, report, gate)."""
-    from .evaluate import evaluate
+    """Cases + results files -> verdict DataFrame (shared by evaluate and gate); each file
+    is read and judged once, then taken from the cache (harness.evaluate.evaluate_file)."""
+    from .evaluate import evaluate_file, frame_of
+    from .results import result_files
 
     cases = _load_cases(case_paths)
-    return evaluate({c.id: c for c in cases}, _read_results(result_paths))
+    files = result_files(result_paths)
+    if not files:
+        raise FileNotFoundError(f"no results files under {', '.join(map(str, result_paths))}")
+    by_id = {c.id: c for c in cases}
+    return frame_of([evaluate_file(by_id, f) for f in files])
 
 
 def cmd_evaluate(args) -> int:
@@ -174,6 +171,9 @@ def cmd_report(args) -> int:
 
     t0 = time.perf_counter()
     out = write_report(args.results, args.out, args.cases)
+    from .evaluate import save_caches
+
+    save_caches()  # what this report computed (verdicts, references) serves the next one
     d = out["data"]
     sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items())
     print(f"report: {len(d.frame)} results, {len(d.data_releases)} releases with results, "

@@ -8,8 +8,11 @@ meant (swapped arguments, 'mean', probabilities as input, ...).
 
 from __future__ import annotations
 
+import hashlib
 import re
+import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -129,15 +132,17 @@ _REF_CACHE: dict = {}
 
 
 def case_reference(case: Case) -> CaseReference:
-    """Both references for a case; independent of the release, so cached."""
-    if case.id not in _REF_CACHE:
+    """Both references for a case; independent of the release, so cached (by id, for an
+    equal case: another case file may use the same id for other inputs)."""
+    hit = _REF_CACHE.get(case.id)
+    if hit is None or (hit[0] is not case and hit[0] != case):
         ci = call_inputs(case)
-        _REF_CACHE[case.id] = CaseReference(
+        hit = _REF_CACHE[case.id] = (case, CaseReference(
             reference.documented(ci.first, ci.second, case.reduction, case.log_target),
             reference.math(ci.meant_input, ci.meant_target, ci.input_meaning, ci.target_meaning,
                            case.reduction, case.order),
-        )
-    return _REF_CACHE[case.id]
+        ))
+    return hit[1]
 
 
 def pitfall_reason(case: Case) -> str:
@@ -215,38 +220,389 @@ def evaluate_record(case: Case, rec: dict, digest: str | None = None) -> dict:
     return row
 
 
-def evaluate(cases_by_id: dict, result_files) -> pd.DataFrame:
-    """Verdict rows for every result in the given ResultFile objects, as a DataFrame."""
+# ------------------------------------------------------------------ many results, fast
+#
+# A verdict depends on the case and on what the record holds (status, digest, error, output,
+# gradients), not on the release or device: many releases return identical values for a
+# case, so each distinct (case, content) is judged once per process (``_Judge``).  Whole
+# results files are cached on disk as verdict columns, keyed by the file's bytes and a
+# fingerprint of the harness code and case files (``evaluate_file``).
+
+VERDICT_FIELDS = ("verdict", "forward", "grad", "detail", "pitfall", "pitfall_reason", "max_abs_err", "max_rel_err")
+COLUMNS = ("id", "family", "generator", "reduction", "log_target", "order", "dtype", "api", "device", "status",
+           *VERDICT_FIELDS, "warnings", "output", "seconds", "torch", "release", "python", "source", "cuda",
+           "device_name")
+CACHE_VERSION = 1
+# the modules a verdict row depends on (a change to any of them empties the cache)
+VERDICT_CODE = ("__init__.py", "cases.py", "evaluate.py", "inputs.py", "reference.py", "results.py", "runner.py")
+CACHE_ENTRIES = 256  # results files kept in the cache (oldest dropped first)
+
+
+def _frozen(value):
+    """An exact, hashable stand-in for a JSON value.  Lists of numbers become tuples as
+    they are (equal tuples: equal values; 0.0 == -0.0, which no verdict distinguishes)."""
+    if isinstance(value, dict):
+        return ("{",) + tuple((k, _frozen(v)) for k, v in sorted(value.items()))
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            return ("[",) + tuple(value)
+        return ("[",) + tuple(_frozen(v) for v in value)
+    return value
+
+
+def _tensor_key(t):
+    """Fast path of :func:`_frozen` for the usual {dtype, shape, values} tensor: the values
+    as a 128-bit hash of their float64 bytes (NaN-safe, stable across processes, small)."""
+    if type(t) is dict and len(t) == 3:
+        try:
+            vals = t["values"]
+            packed = struct.pack(f"<{len(vals)}d", *vals)
+            return ("T", t["dtype"], tuple(t["shape"]), hashlib.blake2b(packed, digest_size=16).digest())
+        except Exception:  # noqa: BLE001 - not a flat list of numbers: the generic form
+            pass
+    return _frozen(t)
+
+
+def _grads_key(grads):
+    if type(grads) is dict:
+        return ("G",) + tuple((k, _tensor_key(v)) for k, v in sorted(grads.items()))
+    return _frozen(grads)
+
+
+class _Judge:
+    """Verdict fields per (case, record content), each distinct one judged once; with a
+    store (a file per fingerprint), also across processes, with the cases' input digests."""
+
+    def __init__(self):
+        self.memo: dict = {}
+        self.digests: dict = {}
+        self.case_fields: dict = {}
+        self.store: Path | None = None
+        self.stored = (0, 0)
+
+    def use_store(self, path: Path) -> None:
+        """Judge with what was stored at ``path`` (same fingerprint: same verdicts)."""
+        import pickle
+
+        if self.store == path:
+            return
+        self.memo, self.digests, self.store = {}, {}, path
+        try:
+            with open(path, "rb") as f, _quiet_gc():
+                data = pickle.load(f)
+            if data.get("version") == CACHE_VERSION:
+                self.memo, self.digests = data["memo"], data["digests"]
+        except Exception:  # noqa: BLE001 - missing or unusable: start empty
+            pass
+        self.stored = (len(self.memo), len(self.digests))
+
+    def save_store(self) -> None:
+
+        now = (len(self.memo), len(self.digests))
+        if self.store is None or self.stored == now:
+            return
+        if _dump(self.store, {"version": CACHE_VERSION, "memo": self.memo, "digests": self.digests}):
+            self.stored = now
+
+    def digest(self, case) -> str:
+        d = self.digests.get(case.id)
+        if d is None:
+            from .inputs import plan_entry
+            from .runner import input_digest
+
+            d = self.digests[case.id] = input_digest(plan_entry(case, {}))
+        return d
+
+    def fields(self, case) -> tuple:
+        f = self.case_fields.get(case.id)
+        if f is None:
+            axes = case.axes()
+            f = self.case_fields[case.id] = (case.id, case.family.label, case.family.generator,
+                                             *(axes[a] for a in COLUMNS[3:8]))
+        return f
+
+    def verdict(self, case, rec) -> tuple:
+        digest = self.digest(case)
+        try:
+            key = (case.id, rec.get("status", "ok"), rec.get("detail"), rec.get("digest") in (None, digest),
+                   _frozen(rec.get("error")), _tensor_key(rec.get("output")), _grads_key(rec.get("grads")),
+                   _frozen(rec.get("grad_errors")))
+            hit = self.memo.get(key)
+        except TypeError:  # something unhashable: judge it without the memo
+            key, hit = None, None
+        if hit is None:
+            row = evaluate_record(case, rec, digest)
+            hit = tuple(row[f] for f in VERDICT_FIELDS)
+            if key is not None:
+                self.memo[key] = hit
+        return hit
+
+
+_JUDGES: dict = {}
+
+
+def _judge(cases_by_id: dict, fp: str | None = None) -> _Judge:
+    """The judge of this case set (case ids alone do not say what a case is)."""
+    fp = fp or fingerprint(cases_by_id)
+    if fp not in _JUDGES:
+        _JUDGES[fp] = _Judge()
+    return _JUDGES[fp]
+
+
+def _dump(path: Path, data) -> bool:
+    """Write a cache file atomically; False if it cannot be written."""
+    import os
+    import pickle
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+_REF_STORES: dict = {}  # path -> [cases_by_id, references it held when loaded]
+
+
+def _use_ref_store(path: Path, cases_by_id: dict) -> None:
+    """Take the references kept at ``path`` for this case set (each is checked against
+    its case when used, see case_reference)."""
+    import pickle
+
+    if path in _REF_STORES:
+        return
+    n = 0
+    try:
+        with open(path, "rb") as f, _quiet_gc():
+            data = pickle.load(f)
+        if data.get("version") == CACHE_VERSION:
+            for cid, hit in data["refs"].items():
+                _REF_CACHE.setdefault(cid, hit)
+            n = len(data["refs"])
+    except Exception:  # noqa: BLE001 - missing or unusable: none kept
+        pass
+    _REF_STORES[path] = [cases_by_id, n]
+
+
+def save_caches() -> None:
+    """Keep what this process computed for later ones (verdicts, input digests, the
+    references of the case set): call at the end, when no more references are added."""
+    for judge in _JUDGES.values():
+        judge.save_store()
+    for path, entry in _REF_STORES.items():
+        cases, n = entry
+        refs = {cid: hit for cid, case in cases.items()
+                if (hit := _REF_CACHE.get(cid)) is not None and (hit[0] is case or hit[0] == case)}
+        if len(refs) > n and _dump(path, {"version": CACHE_VERSION, "refs": refs}):
+            entry[1] = len(refs)
+
+
+def _evaluate_results(cases_by_id: dict, results, runs, source: str, judge: _Judge):
+    """Rows (tuples in COLUMNS order), claim snippets and the unknown-id count of one file."""
+    rows, snippets, unknown = [], [], 0
+    run_fields = []
+    for run in runs:
+        env = run.get("env", {})
+        run_fields.append((env.get("torch"), release_of(env.get("torch")), env.get("python"), source,
+                           env.get("cuda"), env.get("device_name")))
+    for rec in results:
+        if rec["id"].startswith("claim/"):  # published snippets, judged by harness.claims
+            env = runs[rec["run"]].get("env", {})
+            snippets.append({**rec, "release": release_of(env.get("torch")), "torch": env.get("torch")})
+            continue
+        case = cases_by_id.get(rec["id"])
+        if case is None:
+            unknown += 1
+            continue
+        verdict = judge.verdict(case, rec)
+        rows.append(judge.fields(case) + (rec.get("device"), rec.get("status", "ok")) + verdict +
+                    ([f"{w['category']}: {w['message']}" for w in rec.get("warnings", [])], rec.get("output"),
+                     rec.get("seconds")) + run_fields[rec["run"]])
+    return rows, snippets, unknown
+
+
+def _frame(rows) -> pd.DataFrame:
     import pandas as pd
 
-    from .inputs import plan_entry
-    from .runner import input_digest
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame({c: list(col) for c, col in zip(COLUMNS, zip(*rows))})
 
-    digests: dict = {}
+
+def _columns(rows) -> dict:
+    """Row tuples -> {column: list}, without 'source' (set when files are put together)."""
+    return {c: list(col) for c, col in zip(COLUMNS, zip(*rows)) if c != "source"} if rows else {}
+
+
+def evaluate(cases_by_id: dict, result_files) -> pd.DataFrame:
+    """Verdict rows for every result in the given ResultFile objects, as a DataFrame."""
     rows, snippets = [], []
     unknown = 0
-    for rf in result_files:
-        for rec in rf.results:
-            if rec["id"].startswith("claim/"):  # published snippets, judged by harness.claims
-                env = rf.runs[rec["run"]].get("env", {})
-                snippets.append({**rec, "release": release_of(env.get("torch")), "torch": env.get("torch")})
-                continue
-            case = cases_by_id.get(rec["id"])
-            if case is None:
-                unknown += 1
-                continue
-            if case.id not in digests:
-                digests[case.id] = input_digest(plan_entry(case, {}))
-            row = evaluate_record(case, rec, digests[case.id])
-            run = rf.runs[rec["run"]]
-            env = run.get("env", {})
-            row.update(torch=env.get("torch"), release=release_of(env.get("torch")), python=env.get("python"),
-                       source=str(rf.path), cuda=env.get("cuda"), device_name=env.get("device_name"))
-            rows.append(row)
-    frame = pd.DataFrame(rows)
+    judge = _judge(cases_by_id)
+    with _quiet_gc():
+        for rf in result_files:
+            r, s, u = _evaluate_results(cases_by_id, rf.results, rf.runs, str(rf.path), judge)
+            rows += r
+            snippets += s
+            unknown += u
+        frame = _frame(rows)
     frame.attrs["unknown_ids"] = unknown
     frame.attrs["snippets"] = snippets
     frame.attrs["runs"] = [{**run, "source": str(rf.path)} for rf in result_files for run in rf.runs]
+    return frame
+
+
+class _quiet_gc:
+    """No cyclic garbage collection while millions of long-lived objects are made (it
+    would scan them again and again: half the time of reading results); afterwards they
+    are moved out of the collector's way (gc.freeze)."""
+
+    def __enter__(self):
+        import gc
+
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        import gc
+
+        gc.freeze()
+        if self.was:
+            gc.enable()
+
+
+@dataclass
+class EvaluatedFile:
+    """One results file, read and judged: its run headers, result count, verdict columns
+    ({column: list}, COLUMNS but 'source') and claim snippets."""
+
+    path: Path
+    runs: list
+    results: int
+    dropped_tail: bool
+    columns: dict
+    snippets: list
+    unknown: int
+
+
+def cache_dir() -> Path | None:
+    """Where evaluated results files are cached: $HARNESS_CACHE_DIR, else build/cache in a
+    checkout, else ~/.cache/kldiv-harness; None when $HARNESS_CACHE is 'off'."""
+    import os
+
+    if os.environ.get("HARNESS_CACHE", "").lower() in ("off", "0", "no"):
+        return None
+    if os.environ.get("HARNESS_CACHE_DIR"):
+        return Path(os.environ["HARNESS_CACHE_DIR"])
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").exists():
+        return root / "build" / "cache" / "evaluate"
+    return Path.home() / ".cache" / "kldiv-harness" / "evaluate"
+
+
+_CODE: list = []
+
+
+def fingerprint(cases_by_id: dict) -> str:
+    """What a verdict depends on besides the record: the harness code, the case files and
+    the case set, NumPy and Python."""
+    import hashlib
+    import platform
+
+    if not _CODE:
+        h = hashlib.sha256(f"{CACHE_VERSION} {np.__version__} {platform.python_version()}".encode())
+        here = Path(__file__).resolve().parent
+        for name in VERDICT_CODE:
+            h.update(name.encode() + b"\0" + (here / name).read_bytes())
+        _CODE.append(h.digest())
+    h = hashlib.sha256(_CODE[0])
+    for src in sorted({str(c.family.source) for c in cases_by_id.values()}):
+        try:
+            h.update(src.encode() + b"\0" + Path(src).read_bytes())
+        except OSError:
+            h.update(src.encode() + b"\0?")
+    h.update("\n".join(cases_by_id).encode())
+    return h.hexdigest()
+
+
+def evaluate_file(cases_by_id: dict, path, warn=None, cache: Path | None | bool = True) -> EvaluatedFile:
+    """Read and judge one results file, through the cache (``cache``: a folder, True for
+    :func:`cache_dir`, False/None for none).  Raises what :func:`harness.results.read` raises."""
+    import hashlib
+    import pickle
+
+    from .results import ResultsError, read
+
+    path = Path(path)
+    folder = cache_dir() if cache is True else (cache or None)
+    fp = fingerprint(cases_by_id)
+    judge = _judge(cases_by_id, fp)
+    entry = None
+    if folder is not None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        h = hashlib.sha256(fp.encode())
+        h.update(data)
+        entry = Path(folder) / f"{h.hexdigest()[:40]}.pickle"
+        _use_ref_store(entry.parent / f"refs-{fp[:40]}.pickle", cases_by_id)
+        try:
+            with open(entry, "rb") as f, _quiet_gc():
+                hit = pickle.load(f)
+            if hit.get("version") == CACHE_VERSION:
+                return EvaluatedFile(path, hit["runs"], hit["results"], False, hit["columns"], hit["snippets"],
+                                     hit["unknown"])
+        except Exception:  # noqa: BLE001 - a missing or unusable entry is a miss
+            pass
+    if entry is not None:
+        judge.use_store(entry.parent / f"judged-{fp[:40]}.pickle")
+    with _quiet_gc():
+        rf = read(path, warn=warn)
+        rows, snippets, unknown = _evaluate_results(cases_by_id, rf.results, rf.runs, "", judge)
+        columns = _columns(rows)
+    judge.save_store()
+    out = EvaluatedFile(path, rf.runs, len(rf.results), rf.dropped_tail, columns, snippets, unknown)
+    if entry is not None and not rf.dropped_tail:  # a truncated file is rewritten soon: not worth keeping
+        if _dump(entry, {"version": CACHE_VERSION, "runs": rf.runs, "results": len(rf.results), "columns": columns,
+                         "snippets": snippets, "unknown": unknown}):
+            _prune(entry.parent)
+    return out
+
+
+def _prune(folder: Path) -> None:
+    entries = sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime)
+    for old in entries[:-CACHE_ENTRIES]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+def frame_of(files: list, sources: list | None = None) -> pd.DataFrame:
+    """The verdict DataFrame of evaluated files ('source' = ``sources[i]`` or the path),
+    with the attrs :func:`evaluate` sets."""
+    import pandas as pd
+
+    data = {c: [] for c in COLUMNS}
+    snippets, runs, unknown = [], [], 0
+    for i, ef in enumerate(files):
+        source = str(sources[i] if sources else ef.path)
+        n = len(ef.columns.get("id", ()))
+        for c in COLUMNS:
+            data[c] += [source] * n if c == "source" else ef.columns[c] if n else ()
+        snippets += ef.snippets
+        runs += [{**run, "source": source} for run in ef.runs]
+        unknown += ef.unknown
+    with _quiet_gc():
+        frame = pd.DataFrame(data) if data["id"] else pd.DataFrame()
+    frame.attrs["unknown_ids"] = unknown
+    frame.attrs["snippets"] = snippets
+    frame.attrs["runs"] = runs
     return frame
 
 

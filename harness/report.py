@@ -24,6 +24,7 @@ import html
 import json
 import math
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -355,6 +356,10 @@ class ReportData:
                 for cid, c in self.cases.items()}
 
     @cached_property
+    def axes_index(self) -> list:
+        return _axes_index(self.case_axes)
+
+    @cached_property
     def ids_present(self) -> dict:
         """(device, release) -> set of case ids with a result."""
         out: dict = {}
@@ -378,12 +383,13 @@ class ReportData:
         """id -> list of row dicts, ordered by device and release."""
         out: dict = {}
         if len(self.frame):
-            f = self.frame.sort_values(["id", "device", "rk"], kind="mergesort")
+            f = self.frame
             cols = ["id", "device", "release", "rk", "verdict", "state", "value", "detail", "warnings", "output",
                     "pitfall", "pitfall_reason"]
             for rec in zip(*(f[c].tolist() for c in cols)):
                 row = dict(zip(cols, rec))
                 out.setdefault(row["id"], []).append(row)
+            out = {cid: out[cid] for cid in sorted(out)}  # (device, release) is unique per case: no ties
         for rows in out.values():
             rows.sort(key=lambda r: (device_key(r["device"]), r["rk"]))
         return out
@@ -452,8 +458,8 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     ``expected_releases``: the releases to show even without results (default: the
     release catalogue).  A file that cannot be read is reported, not fatal."""
     from .cases import load_cases
-    from .evaluate import evaluate
-    from .results import ResultsError, read, result_files
+    from .evaluate import evaluate_file, frame_of
+    from .results import ResultsError, result_files
 
     roots = [Path(p) for p in results_paths]
     for root in roots:
@@ -465,13 +471,13 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
         expected_releases = [r.key for r in catalogue.load()]
     cases = load_cases(case_paths)
     cases_by_id = {c.id: c for c in cases}
-    good, files, notes = [], [], []
+    good, sources, files, notes = [], [], [], []
     for path in result_files(roots):
         shown = _display_path(path, roots)
         info = {"path": shown, "release": _release_from_path(path), "device": path.stem, "runs": 0, "results": 0,
                 "expected": None, "note": "", "torch": None}
         try:
-            rf = read(path, warn=lambda msg: None)
+            rf = evaluate_file(cases_by_id, path, warn=lambda msg: None)  # read and judged, or cached
         except (ResultsError, OSError, UnicodeDecodeError) as exc:
             info["note"] = "unreadable: " + str(exc).replace(str(path), shown)
             files.append(info)
@@ -482,14 +488,14 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
             info.update(release=release_of(last.get("env", {}).get("torch")), device=last.get("device", path.stem),
                         runs=len(rf.runs), torch=last.get("env", {}).get("torch"),
                         expected=max(int(r.get("cases") or 0) for r in rf.runs) or None)
-        info["results"] = len(rf.results)
+        info["results"] = rf.results
         if rf.dropped_tail:
             info["note"] = "truncated last line dropped (interrupted run)"
             notes.append(f"{shown}: {info['note']}")
         files.append(info)
-        rf.path = Path(shown)  # evaluate() records str(path) as 'source': keep it relative
         good.append(rf)
-    frame = evaluate(cases_by_id, good) if good else pd.DataFrame()
+        sources.append(str(Path(shown)))  # the frame's 'source': relative to the results folder
+    frame = frame_of(good, sources) if good else pd.DataFrame()
     unknown = frame.attrs.get("unknown_ids", 0)
     runs = frame.attrs.get("runs", [])
     snippets = frame.attrs.get("snippets", [])
@@ -562,12 +568,24 @@ def _derive(frame: pd.DataFrame) -> None:
 # ------------------------------------------------------------------ changes
 
 
+def _same_bits(x, y) -> bool:
+    """Two value lists hold bit-identical float64 values."""
+    if type(x) is not list or type(y) is not list or len(x) != len(y):
+        return False
+    try:
+        return struct.pack(f"<{len(x)}d", *x) == struct.pack(f"<{len(y)}d", *y)
+    except (struct.error, TypeError, OverflowError):
+        return False
+
+
 def _values_differ(a, b, tol) -> bool:
     """Two recorded outputs differ: shape, nan/inf pattern, or beyond the dtype tolerance."""
     if a is None or b is None:
         return (a is None) != (b is None)
     if list(a["shape"]) != list(b["shape"]):
         return True
+    if _same_bits(a["values"], b["values"]):  # the common case, without NumPy
+        return False
     x = np.asarray(a["values"], dtype=np.float64)
     y = np.asarray(b["values"], dtype=np.float64)
     if (np.isnan(x) != np.isnan(y)).any() or (np.isinf(x) != np.isinf(y)).any():
@@ -613,18 +631,36 @@ def _events(d: ReportData) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _describe(members: set, universe: set, axes_of: dict) -> list[tuple[dict, set]]:
+def _describe(members: set, universe: set, axes_of: dict, index: list | None = None) -> list[tuple[dict, set]]:
     """Split ``members`` (a subset of ``universe``) into few exact axis patterns.
 
     A pattern maps each axis to a set of values; it is exact when the universe cases
     matching it are exactly the members it covers.  Returns [(pattern, ids)], or one
     pattern marked ``{'scattered': ...}`` when more than MAX_PARTS would be needed."""
 
+    universe = set(universe)
+
     def values(ids):
         return [{axes_of[i][a] for i in ids} for a in range(len(AXES))]
 
+    if index is None:  # axis -> value -> ids with it (set algebra instead of loops over ids)
+        index = _axes_index({i: axes_of[i] for i in universe})
+    indexed = set().union(*index[0].values()) if index and index[0] else set()
+
     def matching(pattern, pool):
-        return {i for i in pool if all(axes_of[i][a] in pattern[a] for a in range(len(AXES)))}
+        outside = {i for i in pool if i not in indexed and all(axes_of[i][a] in pattern[a] for a in range(len(AXES)))}
+        pool = pool & indexed
+        for a in range(len(AXES)):
+            out = index[a].keys() - pattern[a]
+            if not out:
+                continue
+            keep = [index[a][v] for v in pattern[a] if v in index[a]]
+            if sum(map(len, keep)) < sum(len(index[a][v]) for v in out):
+                pool = pool.intersection(set().union(*keep))
+            else:
+                for v in out:  # ids with a value outside the pattern
+                    pool = pool - index[a][v]
+        return pool | outside
 
     def split(ids, pool):
         pattern = values(ids)
@@ -638,7 +674,8 @@ def _describe(members: set, universe: set, axes_of: dict) -> list[tuple[dict, se
             parts = []
             for v in sorted(pattern[a]):
                 part = {i for i in ids if axes_of[i][a] == v}
-                sub_pool = {i for i in pool if axes_of[i][a] == v}
+                sub_pool = {i for i in pool if axes_of[i][a] == v} if not pool <= indexed else \
+                    pool & index[a].get(v, set())
                 parts.append((part, sub_pool, len(matching(values(part), sub_pool)) == len(part)))
             score = (sum(not p[2] for p in parts), len(parts), a)
             if best is None or score < best[0]:
@@ -650,11 +687,20 @@ def _describe(members: set, universe: set, axes_of: dict) -> list[tuple[dict, se
                 return out
         return out
 
-    parts = split(set(members), set(universe))
+    parts = split(set(members), universe)
     if len(parts) > MAX_PARTS:  # no few patterns: report the smallest pattern around them, and its coverage
         bounding = values(members)
         return [({"scattered": True, "pattern": bounding, "cube": len(matching(bounding, universe))}, set(members))]
     return parts
+
+
+def _axes_index(axes_of: dict) -> list:
+    """[axis] -> value -> set of ids with that value."""
+    index: list = [{} for _ in AXES]
+    for i, axes in axes_of.items():
+        for a, v in enumerate(axes):
+            index[a].setdefault(v, set()).add(i)
+    return index
 
 
 def _pattern_text(d: ReportData, pattern, universe_values) -> str:
@@ -699,13 +745,16 @@ def _findings(d: ReportData) -> list:
     if not len(ev):
         return []
     per_device = []
+    universes: dict = {}  # (device, from, to) -> the cases with a result in both, and their axis values
     for (dev, frm, to, kind, _old, _new), g in ev.groupby(["device", "from", "to", "kind", "old_state", "new_state"],
                                                          sort=True):
-        universe = d.ids_present.get((dev, frm), set()) & d.ids_present.get((dev, to), set())
-        uvals = [{d.case_axes[i][a] for i in universe} for a in range(len(AXES))]
+        if (dev, frm, to) not in universes:
+            u = d.ids_present.get((dev, frm), set()) & d.ids_present.get((dev, to), set())
+            universes[(dev, frm, to)] = (u, [{d.case_axes[i][a] for i in u} for a in range(len(AXES))])
+        universe, uvals = universes[(dev, frm, to)]
         g = g.sort_values("id", key=lambda s: s.map(d.case_index), kind="mergesort")
         by_id = {r["id"]: r for r in g.to_dict("records")}
-        for pattern, ids in _describe(set(by_id), universe, d.case_axes):
+        for pattern, ids in _describe(set(by_id), universe, d.case_axes, d.axes_index):
             recs = [by_id[i] for i in sorted(ids, key=d.case_index.get)]
             if isinstance(pattern, dict):
                 where = (f"{len(ids)} of the {pattern['cube']} cases with "
@@ -816,14 +865,17 @@ def sec_headline(d: ReportData) -> Section:
 
 def _matrix_counts(d: ReportData, dev: str) -> dict:
     """(axis, value) -> release -> {verdict: n} for one device (plus ('all', '') row)."""
+    from collections import Counter
+
     f = d.frame[d.frame["device"] == dev]
+    rels, verdicts = f["release"].tolist(), f["verdict"].tolist()
     out: dict = {}
-    for (rel, verdict), n in f.groupby(["release", "verdict"]).size().items():
-        out.setdefault(("all", "all cases"), {}).setdefault(rel, {})[verdict] = int(n)
-    for axis in AXES:
-        col = f[axis].map(_axis_text)
-        for (val, rel, verdict), n in f.assign(_v=col).groupby(["_v", "release", "verdict"]).size().items():
-            out.setdefault((axis, val), {}).setdefault(rel, {})[verdict] = int(n)
+    for (rel, verdict), n in sorted(Counter(zip(rels, verdicts)).items()):  # what a sorted groupby gives
+        out.setdefault(("all", "all cases"), {}).setdefault(rel, {})[verdict] = n
+    axes = [d.case_axes[i] for i in f["id"].tolist()]  # the axis values as text, per row
+    for a, axis in enumerate(AXES):
+        for (val, rel, verdict), n in sorted(Counter(zip([x[a] for x in axes], rels, verdicts)).items()):
+            out.setdefault((axis, val), {}).setdefault(rel, {})[verdict] = n
     return out
 
 
@@ -1122,11 +1174,11 @@ def short_literal(v: float, dtype: str) -> str:
 
 def _literal(array: np.ndarray, dtype: str = "float64") -> str:
     def nest(a):
-        if a.ndim == 0:
-            return short_literal(a, dtype)
-        return "[" + ", ".join(nest(x) for x in a) + "]"
+        if isinstance(a, list):
+            return "[" + ", ".join(nest(x) for x in a) + "]"
+        return short_literal(a, dtype)
 
-    return nest(np.asarray(array))
+    return nest(np.asarray(array).tolist())  # Python floats: the same values, far faster to walk
 
 
 def reproduction(case, devices) -> str:

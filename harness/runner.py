@@ -8,12 +8,14 @@ with the next case.  Every finished result is appended to the JSONL file at once
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
 import json
 import os
 import queue
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -70,6 +72,14 @@ def input_digest(entry: dict) -> str:
     keys = ("api", "reduction", "log_target", "dtype", "grad", "first", "second", "snippet", "values")
     blob = json.dumps({k: entry[k] for k in keys if k in entry}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _unpack(tensor):
+    """A worker tensor {shape, dtype, f64: base64 float64 bytes} -> {shape, dtype, values}."""
+    if isinstance(tensor, dict) and "f64" in tensor:
+        raw = base64.b64decode(tensor.pop("f64"))
+        tensor["values"] = list(struct.unpack(f"<{len(raw) // 8}d", raw))
+    return tensor
 
 
 def _reader(stream, q):
@@ -200,6 +210,9 @@ class Supervisor:
                         i = ev.pop("index")
                         ev.pop("event")
                         entry = plan["cases"][i]
+                        _unpack(ev.get("output"))
+                        for g in (ev.get("grads") or {}).values():
+                            _unpack(g)
                         writer.write({"record": "result", "status": "ok", "digest": entry["digest"], **ev})
                         summary.finished += 1
                         done_indices.add(i)

@@ -6,18 +6,21 @@ Run as a script by the supervisor (harness/runner.py), never imported by the hos
 
 It writes one JSON object per line to the original stdout (anything torch prints goes
 to stderr): {"event": "ready", "env": ...} once, then per case {"event": "start"} and
-{"event": "result", ...}.  The supervisor turns a missing result into crash/timeout.
+{"event": "result", ...}, tensors as {"shape", "dtype", "f64": base64 of float64 bytes}.
+The supervisor turns a missing result into crash/timeout.
 """
 
+import base64
 import json
 import os
 import platform
+import struct
 import sys
 import time
 import traceback
 import warnings
 
-PROTOCOL = 2
+PROTOCOL = 3
 
 
 def _emit(stream, obj):
@@ -56,8 +59,19 @@ def _tensor(torch, obj, dtype, device):
 
 
 def _values(t):
-    return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
-            "values": t.detach().cpu().double().reshape(-1).tolist()}
+    """A tensor for the supervisor: its values as little-endian float64 bytes in base64
+    (exact; the supervisor turns them back into the JSON list of the results file).
+    Packing takes ~1/20 of the time JSON's float formatting takes here, on the worker's
+    critical path; the supervisor formats them on its own core."""
+    flat = t.detach().cpu().double().reshape(-1).tolist()
+    name = _DTYPE_NAMES.get(t.dtype)
+    if name is None:
+        name = _DTYPE_NAMES[t.dtype] = str(t.dtype).replace("torch.", "")
+    return {"shape": list(t.shape), "dtype": name,
+            "f64": base64.b64encode(struct.pack(f"<{len(flat)}d", *flat)).decode("ascii")}
+
+
+_DTYPE_NAMES: dict = {}
 
 
 def _legacy(reduction):
@@ -215,8 +229,10 @@ def main(argv):
     env["import_seconds"] = import_seconds
     _emit(proto, {"event": "ready", "protocol": PROTOCOL, "env": env})
     cases = plan["cases"]
+    finished = ""  # the last result goes out with the next start: one write and flush per case
     for i in indices:
-        _emit(proto, {"event": "start", "index": i})
+        proto.write(f'{finished}{{"event": "start", "index": {i}}}\n')
+        proto.flush()
         try:
             if "snippet" in cases[i]:
                 rec = run_snippet(torch, cases[i], device)
@@ -227,10 +243,14 @@ def main(argv):
                    "traceback": traceback.format_exc()[-2000:]}
         rec["event"] = "result"
         rec["index"] = i
-        _emit(proto, rec)
+        finished = json.dumps(rec) + "\n"
+    proto.write(finished)
     _emit(proto, {"event": "done"})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # every result is written and flushed: skip torch's slow interpreter teardown
