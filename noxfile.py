@@ -50,13 +50,40 @@ def _host(session, *args):
     session.run(sys.executable, "-m", "harness", *args, external=True)
 
 
+def _plan_key() -> str:
+    """What the plan is made from: case and claim files, the harness, NumPy, Python."""
+    import hashlib
+    from importlib import metadata
+
+    h = hashlib.sha256(f"{sys.version} numpy {metadata.version('numpy')}".encode())
+    for path in sorted([*(ROOT / "cases").rglob("*"), *(ROOT / "harness").glob("*.py")]):
+        if path.is_file():
+            h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def _plan(session) -> Path:
-    """Generate every input once per nox invocation; every release runs the same plan."""
+    """Generate every input once (and again only when what it is made from changed);
+    every release runs the same plan."""
     global _PLAN_BUILT
     if not _PLAN_BUILT:
-        _host(session, "plan", "--out", str(PLAN))
+        key, stamp = _plan_key(), PLAN.with_suffix(".key")
+        if not (PLAN.exists() and stamp.exists() and stamp.read_text() == key):
+            _host(session, "plan", "--out", str(PLAN))
+            stamp.write_text(key)
         _PLAN_BUILT = True
     return PLAN
+
+
+def _ensure_bytecode(session, venv_python: str) -> None:
+    """Compile the environment's modules once (new environments are compiled by uv at
+    install): with PYTHONDONTWRITEBYTECODE set, or a read-only site, every torch import
+    would compile its sources again (2-3x its import time)."""
+    site = next(Path(session.virtualenv.location).glob("lib/python*/site-packages"), None)
+    if site is None or not (site / "torch").is_dir() or (site / "torch" / "__pycache__").is_dir():
+        return
+    session.run(venv_python, "-m", "compileall", "-q", "-j", "0", str(site), external=True, silent=True,
+                success_codes=[0, 1])  # 1: some file that is not Python 3 (a test fixture): not ours to fix
 
 
 def _reachable(url: str) -> bool:
@@ -99,9 +126,10 @@ def _release_session(session, release: catalogue.Release, devices: list[str]) ->
     index_args = ["--index-url", index] + ([] if index == catalogue.PYPI else ["--extra-index-url", catalogue.PYPI])
     if release.pre:
         index_args.append("--prerelease=allow")
-    session.install(*release.requirements(), *index_args)
-    install_s = time.perf_counter() - t0
+    session.install(*release.requirements(), *index_args, "--compile-bytecode")
     venv_python = str(Path(session.virtualenv.location) / "bin" / "python")
+    _ensure_bytecode(session, venv_python)
+    install_s = time.perf_counter() - t0
     plan = _plan(session)
     out_dir = RESULTS / release.key
     timing = {"release": release.key, "torch": release.torch, "python": release.python,
@@ -124,7 +152,8 @@ def _release_session(session, release: catalogue.Release, devices: list[str]) ->
         _prune(session, venv_python)
 
 
-_INTERPRETERS = {r.key: catalogue.find_interpreter(r.python) for r in RELEASES}
+_FOUND = {v: catalogue.find_interpreter(v) for v in sorted({r.python for r in RELEASES})}  # once per version
+_INTERPRETERS = {r.key: _FOUND[r.python] for r in RELEASES}
 
 
 def _params(tags_for, releases=RELEASES):

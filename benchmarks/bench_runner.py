@@ -1,6 +1,6 @@
 """Runner throughput and overhead: the harness's runner against a bare loop.
 
-    python benchmarks/bench_runner.py [--python ENV_PYTHON] [--repeat 3] [--json out.json]
+    python benchmarks/bench_runner.py [--python ENV_PYTHON] [--repeat 3] [--json out.json] [--root CHECKOUT]
 
 (a) throughput: cases per second of `harness run` over the full matrix, after torch's
     import (the worker reports its import time);
@@ -8,6 +8,7 @@
     and the same F.kl_div / nn.KLDivLoss / autograd.grad calls with nothing else
     (no warnings capture, no records, no supervisor).  Ratio = runner / bare loop.
 Both are measured in the same invocation, alternating, median of --repeat runs.
+--root runs another checkout's runner and worker (e.g. the commit before an optimisation).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if "--root" in sys.argv[:-1]:  # before anything imports harness
+    sys.path.insert(0, sys.argv[sys.argv.index("--root") + 1])
+else:
+    sys.path.insert(0, str(ROOT))
 
 BARE_LOOP = r"""
 import json, sys, time
@@ -91,6 +95,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--python", default=sys.executable, help="interpreter with torch (default: this one)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--root", help="checkout whose runner to measure (default: this one)")
     args = ap.parse_args(argv)
     plan = build_plan(load_cases())
     runs, bares = [], []

@@ -135,6 +135,8 @@ def case_reference(case: Case) -> CaseReference:
     """Both references for a case; independent of the release, so cached (by id, for an
     equal case: another case file may use the same id for other inputs)."""
     hit = _REF_CACHE.get(case.id)
+    if hit is None and _load_ref_stores():
+        hit = _REF_CACHE.get(case.id)
     if hit is None or (hit[0] is not case and hit[0] != case):
         ci = call_inputs(case)
         hit = _REF_CACHE[case.id] = (case, CaseReference(
@@ -365,27 +367,32 @@ def _dump(path: Path, data) -> bool:
         return False
 
 
-_REF_STORES: dict = {}  # path -> [cases_by_id, references it held when loaded]
+_REF_STORES: dict = {}  # path -> [cases_by_id, references it held when loaded (None: not loaded yet)]
 
 
 def _use_ref_store(path: Path, cases_by_id: dict) -> None:
-    """Take the references kept at ``path`` for this case set (each is checked against
-    its case when used, see case_reference)."""
+    """References kept at ``path`` for this case set: read when the first reference is
+    needed (each is checked against its case when used, see case_reference)."""
+    _REF_STORES.setdefault(path, [cases_by_id, None])
+
+
+def _load_ref_stores() -> bool:
+    """Read the reference stores not read yet; True if there were any."""
     import pickle
 
-    if path in _REF_STORES:
-        return
-    n = 0
-    try:
-        with open(path, "rb") as f, _quiet_gc():
-            data = pickle.load(f)
-        if data.get("version") == CACHE_VERSION:
-            for cid, hit in data["refs"].items():
-                _REF_CACHE.setdefault(cid, hit)
-            n = len(data["refs"])
-    except Exception:  # noqa: BLE001 - missing or unusable: none kept
-        pass
-    _REF_STORES[path] = [cases_by_id, n]
+    pending = [(path, entry) for path, entry in _REF_STORES.items() if entry[1] is None]
+    for path, entry in pending:
+        entry[1] = 0
+        try:
+            with open(path, "rb") as f, _quiet_gc():
+                data = pickle.load(f)
+            if data.get("version") == CACHE_VERSION:
+                for cid, hit in data["refs"].items():
+                    _REF_CACHE.setdefault(cid, hit)
+                entry[1] = len(data["refs"])
+        except Exception:  # noqa: BLE001 - missing or unusable: none kept
+            pass
+    return bool(pending)
 
 
 def save_caches() -> None:
@@ -395,6 +402,8 @@ def save_caches() -> None:
         judge.save_store()
     for path, entry in _REF_STORES.items():
         cases, n = entry
+        if n is None:  # never needed: nothing new to keep
+            continue
         refs = {cid: hit for cid, case in cases.items()
                 if (hit := _REF_CACHE.get(cid)) is not None and (hit[0] is case or hit[0] == case)}
         if len(refs) > n and _dump(path, {"version": CACHE_VERSION, "refs": refs}):

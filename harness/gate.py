@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,10 +51,26 @@ def _canon(v) -> str:
     return repr(v)  # shortest repr that round-trips: exact
 
 
+_HASHES: dict = {}
+
+
 def value_hash(output) -> str:
-    """Stable hash of a recorded output {shape, dtype, values}; '-' when there is none."""
+    """Stable hash of a recorded output {shape, dtype, values}; '-' when there is none.
+    Computed once per distinct output (shape, dtype and float64 bits)."""
     if not isinstance(output, dict):
         return "-"
+    try:
+        vals = output.get("values") or []
+        key = (tuple(output.get("shape") or []), output.get("dtype"), struct.pack(f"<{len(vals)}d", *vals))
+        hit = _HASHES.get(key)
+    except Exception:  # noqa: BLE001 - not plain numbers: hashed as it is
+        return _value_hash(output)
+    if hit is None:
+        hit = _HASHES[key] = _value_hash(output)
+    return hit
+
+
+def _value_hash(output) -> str:
     blob = json.dumps([list(output.get("shape") or []), output.get("dtype"),
                        [_canon(v) for v in output.get("values") or []]], separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]

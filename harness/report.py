@@ -310,12 +310,12 @@ class ReportData:
 
     @cached_property
     def data_releases(self) -> list:
-        found = set(self.frame["release"]) if len(self.frame) else set()
+        found = set(self.frame["release"].tolist()) if len(self.frame) else set()
         return [r for r in self.releases if r in found]
 
     @cached_property
     def data_devices(self) -> list:
-        found = set(self.frame["device"]) if len(self.frame) else set()
+        found = set(self.frame["device"].tolist()) if len(self.frame) else set()
         return [d for d in self.devices if d in found]
 
     @cached_property
@@ -509,13 +509,14 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     if len(frame) < before:
         notes.append(f"{before - len(frame)} repeated results of the same case, release and device: "
                      "the last one is used")
-    releases = set(expected_releases) | set(frame["release"]) | {f["release"] for f in files}
+    releases = set(expected_releases) | set(frame["release"].tolist()) | {f["release"] for f in files}
     if any("dev" in r for r in releases):
         releases.discard("nightly")  # the nightly build shows under its own version
     releases = sorted(releases, key=release_key)
-    devices = sorted(set(STANDARD_DEVICES) | set(frame["device"]) | {f["device"] for f in files}, key=device_key)
+    devices = sorted(set(STANDARD_DEVICES) | set(frame["device"].tolist()) | {f["device"] for f in files},
+                     key=device_key)
     rank = {r: i for i, r in enumerate(releases)}
-    frame["rk"] = [rank[r] for r in frame["release"]]
+    frame["rk"] = [rank[r] for r in frame["release"].tolist()]
     _derive(frame)
     files.sort(key=lambda f: (release_key(f["release"]), device_key(f["device"]), f["path"]))
     runs = sorted(runs, key=lambda r: (release_key(release_of(r.get("env", {}).get("torch"))),
@@ -544,10 +545,27 @@ def _what(verdict, detail) -> str:
     return (detail or "").split(":", 1)[0][:80]
 
 
+_DERIVED: dict = {}
+
+
+def _kind_and_text(out) -> tuple:
+    """(_kind(out), fmt_output(out)), once per distinct output (shape and float64 bits:
+    many releases return the same values)."""
+    try:
+        vals = out["values"]
+        key = (tuple(out["shape"]), struct.pack(f"<{len(vals)}d", *vals))
+        hit = _DERIVED.get(key)
+    except Exception:  # noqa: BLE001 - not a plain output: no memo
+        return _kind(out), fmt_output(out)
+    if hit is None:
+        hit = _DERIVED[key] = (_kind(out), fmt_output(out))
+    return hit
+
+
 def _derive(frame: pd.DataFrame) -> None:
     kinds, states, values = [], [], []
     for verdict, out, detail in zip(frame["verdict"].tolist(), frame["output"].tolist(), frame["detail"].tolist()):
-        k = _kind(out)
+        k, text = _kind_and_text(out) if out is not None else (None, None)
         kinds.append(k)
         if verdict in ("crash", "timeout", "stale"):
             states.append(verdict)
@@ -556,7 +574,7 @@ def _derive(frame: pd.DataFrame) -> None:
         else:
             states.append(f"{verdict}, {k}")
         if out is not None:
-            values.append(fmt_output(out))
+            values.append(text)
         else:
             text = str(detail or "")
             values.append(text if len(text) <= 160 else text[:157] + "…")
@@ -1161,13 +1179,13 @@ def short_literal(v: float, dtype: str) -> str:
     key = (v, dtype)
     if key not in _SHORT_CACHE:
         text = repr(v)
-        for digits in range(1, 18):
-            cand = format(v, f".{digits}g")
-            x = float(cand)
-            back = round_to_dtype(np.array([x, float(np.float32(x))]), dtype)
-            if back[0] == v and back[1] == v:
-                text = cand if any(c in cand for c in ".e") else cand + ".0"
-                break
+        cands = [format(v, f".{digits}g") for digits in range(1, 18)]  # every length in one NumPy call
+        xs = np.array([float(c) for c in cands])
+        back = round_to_dtype(np.concatenate([xs, xs.astype(np.float32).astype(np.float64)]), dtype)
+        ok = (back[:len(cands)] == v) & (back[len(cands):] == v)
+        if ok.any():
+            cand = cands[int(np.argmax(ok))]  # the shortest that works
+            text = cand if any(c in cand for c in ".e") else cand + ".0"
         _SHORT_CACHE[key] = text
     return _SHORT_CACHE[key]
 

@@ -23,3 +23,17 @@ def write_cases(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _evaluation_cache(tmp_path_factory):
+    """Verdicts cached by the tests go to a temporary folder, not the checkout's build/cache."""
+    import os
+
+    old = os.environ.get("HARNESS_CACHE_DIR")
+    os.environ["HARNESS_CACHE_DIR"] = str(tmp_path_factory.mktemp("evaluate-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HARNESS_CACHE_DIR", None)
+    else:
+        os.environ["HARNESS_CACHE_DIR"] = old

@@ -1,0 +1,91 @@
+"""The fast paths (issue 8) give what the slow ones give: the evaluation cache and the
+per-content memo, the oracle's and the change detector's bit-identity shortcuts."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+
+from harness import evaluate as ev
+from harness import oracle, report
+from harness.cases import load_cases
+from harness.results import read
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = sorted((ROOT / "reports" / "results").glob("*/cpu.jsonl"))
+
+
+def _canon(frame) -> dict:
+    def c(v):
+        return "nan" if isinstance(v, float) and math.isnan(v) else json.dumps(v, sort_keys=True)
+
+    return {col: [c(v) for v in frame[col].tolist()] for col in frame.columns}
+
+
+@pytest.mark.skipif(len(REAL) < 2, reason="no committed results")
+def test_cached_and_memoised_verdicts_equal_fresh_ones(tmp_path, monkeypatch):
+    files = []
+    for i, src in enumerate(REAL[:3]):  # three releases: many identical values, some not
+        lines = src.read_text().splitlines()[:400]
+        path = tmp_path / f"r{i}" / "cpu.jsonl"
+        path.parent.mkdir()
+        path.write_text("\n".join(lines) + "\n")
+        files.append(path)
+    cases = {c.id: c for c in load_cases()}
+    ev._JUDGES.clear()  # a fresh process: nothing judged yet
+    fresh = ev.evaluate(cases, [read(p) for p in files])  # every record judged (memo only)
+    slow = {}
+    for p in files:  # no memo at all: evaluate_record on every record
+        for rec in read(p).results:
+            case = cases.get(rec["id"])
+            if case is not None:
+                slow.setdefault(p, []).append(ev.evaluate_record(case, rec, ev._judge(cases).digest(case))["verdict"])
+    assert fresh["verdict"].tolist() == [v for p in files for v in slow.get(p, [])]
+    cache = tmp_path / "cache"
+    cold = ev.frame_of([ev.evaluate_file(cases, p, cache=cache) for p in files])
+    ev._JUDGES.clear()
+    ev._REF_STORES.clear()
+    warm = ev.frame_of([ev.evaluate_file(cases, p, cache=cache) for p in files])  # from the cache files
+    assert _canon(fresh) == _canon(cold) == _canon(warm)
+    assert fresh.attrs == cold.attrs == warm.attrs
+    assert list(fresh.dtypes) == list(warm.dtypes)
+
+
+def test_changed_file_is_judged_again(tmp_path):
+    src = REAL[0] if REAL else None
+    if src is None:
+        pytest.skip("no committed results")
+    lines = src.read_text().splitlines()[:50]
+    path = tmp_path / "cpu.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    cases = {c.id: c for c in load_cases()}
+    cache = tmp_path / "cache"
+    before = ev.evaluate_file(cases, path, cache=cache)
+    recs = [json.loads(x) for x in lines]
+    for r in recs:  # a different value everywhere: no verdict may come from the cache
+        if r.get("record") == "result" and r.get("output") and r["output"]["values"]:
+            r["output"]["values"] = [v + 1.0 for v in r["output"]["values"]]
+    path.write_text("\n".join(json.dumps(r, sort_keys=True) for r in recs) + "\n")
+    after = ev.evaluate_file(cases, path, cache=cache)
+    fresh = ev.evaluate(cases, [read(path)])
+    assert after.columns["verdict"] == fresh["verdict"].tolist()
+    assert after.columns["verdict"] != before.columns["verdict"]
+
+
+@pytest.mark.parametrize("a,b", [
+    ([1.0, 2.0], [1.0, 2.0]), ([0.0], [-0.0]), ([float("nan")], [float("nan")]), ([1.0], [1.0000001]),
+    ([float("inf")], [float("inf")]), ([], []),
+])
+def test_bit_identity_shortcuts_agree_with_numpy(a, b):
+    x = {"shape": [len(a)], "dtype": "float32", "values": a}
+    y = {"shape": [len(b)], "dtype": "float32", "values": b}
+    if oracle._identical(x, y):
+        assert oracle.compare_outputs(x, y, "float32") == ("same", 0.0)
+    tol = {"rtol": 0.0, "atol": 0.0}
+    if report._same_bits(a, b):
+        assert struct.pack(f"<{len(a)}d", *a) == struct.pack(f"<{len(b)}d", *b)
+        assert not report._values_differ(x, y, tol)
