@@ -108,6 +108,11 @@ def main(argv=None) -> dict:
     if "ratio" in out.get("nox", {}):
         met["nox_ratio"] = out["nox"]["ratio"] <= TARGETS["nox_ratio"]
     out["targets_met"] = met
+    try:  # figures measured by hand on an older checkout (--root) are kept
+        old = json.loads(Path(args.out).read_text())
+        out.update({k: old[k] for k in ("before", "notes") if k in old})
+    except (OSError, ValueError):
+        pass
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(met, indent=1))
     print(f"-> {args.out}")

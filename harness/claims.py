@@ -266,7 +266,7 @@ def evaluate_claims(frame, claims=None) -> pd.DataFrame:
         frame = frame.copy(deep=False)
         frame.attrs = {}
     keys = sorted({(r["release"], r["device"]) for r in snippet_records} |
-                  (set(zip(frame["release"], frame["device"])) if len(frame) else set()),
+                  (set(zip(frame["release"].tolist(), frame["device"].tolist())) if len(frame) else set()),
                   key=lambda k: (release_sort_key(k[0]), k[1]))
     by_release = {}
     if len(frame):  # the checks read the rows _row() names: float64, functional (not the whole frame)

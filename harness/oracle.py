@@ -83,7 +83,7 @@ def cuda_vs_cpu(frame, cases: dict | None = None) -> pd.DataFrame:
 
     from .evaluate import case_reference
 
-    if frame.empty or not {"cpu", "cuda"} <= set(frame["device"]):
+    if frame.empty or not {"cpu", "cuda"} <= set(frame["device"].tolist()):
         return pd.DataFrame(columns=["release", "id", "family", "dtype", "cpu_verdict", "cuda_verdict",
                                      "agreement", "max_abs_diff"])
     cols = ["release", "id", "family", "dtype", "verdict", "output"]

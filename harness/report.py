@@ -764,14 +764,19 @@ def _findings(d: ReportData) -> list:
         return []
     per_device = []
     universes: dict = {}  # (device, from, to) -> the cases with a result in both, and their axis values
-    for (dev, frm, to, kind, _old, _new), g in ev.groupby(["device", "from", "to", "kind", "old_state", "new_state"],
-                                                         sort=True):
+    groups: dict = {}  # what a sorted groupby over these six columns gives, without pandas per group
+    cols = list(ev.columns)
+    for values in zip(*(ev[c].tolist() for c in cols)):
+        r = dict(zip(cols, values))
+        key = (r["device"], r["from"], r["to"], r["kind"], r["old_state"], r["new_state"])
+        if not any(isinstance(k, float) and k != k for k in key):  # groupby leaves out NaN keys
+            groups.setdefault(key, []).append(r)
+    for dev, frm, to, kind, _old, _new in sorted(groups):
         if (dev, frm, to) not in universes:
             u = d.ids_present.get((dev, frm), set()) & d.ids_present.get((dev, to), set())
             universes[(dev, frm, to)] = (u, [{d.case_axes[i][a] for i in u} for a in range(len(AXES))])
         universe, uvals = universes[(dev, frm, to)]
-        g = g.sort_values("id", key=lambda s: s.map(d.case_index), kind="mergesort")
-        by_id = {r["id"]: r for r in g.to_dict("records")}
+        by_id = {r["id"]: r for r in groups[(dev, frm, to, kind, _old, _new)]}
         for pattern, ids in _describe(set(by_id), universe, d.case_axes, d.axes_index):
             recs = [by_id[i] for i in sorted(ids, key=d.case_index.get)]
             if isinstance(pattern, dict):
@@ -1421,7 +1426,7 @@ def sec_claims(d: ReportData) -> Section:
     """Published claims vs reality: the seed post's printed outputs and advice, per release."""
     from . import claims as claims_mod
 
-    frame = d.frame.copy()
+    frame = d.frame.copy(deep=False)  # evaluate_claims reads it only
     frame.attrs = {"snippets": d.snippets}
     df = claims_mod.evaluate_claims(frame) if len(frame) or d.snippets else pd.DataFrame()
     intro = ("Each printed line and each piece of advice of the seed post (cases/claims/seed-post.yaml), "
@@ -1480,12 +1485,12 @@ def sec_cuda_vs_cpu(d: ReportData) -> Section:
     headers = ["release", *kinds, "cases"]
     bad = comp[comp["agreement"].isin(["differ", "outcome differs"])]
     bad = bad.assign(ix=[d.case_index.get(i, 0) for i in bad["id"]]).sort_values(["release", "ix"], kind="mergesort")
-    cpu_rows = d.frame[d.frame["device"] == "cpu"].set_index(["release", "id"])
-    cuda_rows = d.frame[d.frame["device"] == "cuda"].set_index(["release", "id"])
+    f = d.frame
+    value = dict(zip(zip(f["release"].tolist(), f["id"].tolist(), f["device"].tolist()), f["value"].tolist()))
     detail = []
     for r in bad.itertuples(index=False):
-        detail.append([r.release, r.id, r.agreement, f"{r.cpu_verdict}: {cpu_rows.loc[(r.release, r.id), 'value']}",
-                       f"{r.cuda_verdict}: {cuda_rows.loc[(r.release, r.id), 'value']}"])
+        detail.append([r.release, r.id, r.agreement, f"{r.cpu_verdict}: {value[(r.release, r.id, 'cpu')]}",
+                       f"{r.cuda_verdict}: {value[(r.release, r.id, 'cuda')]}"])
     dh = ["release", "case", "agreement", "cpu", "cuda"]
     groups = bad.groupby(["release", "family", "dtype", "agreement"]).size().reset_index(name="cases")
     gh = ["release", "family", "dtype", "agreement", "cases"]
