@@ -374,10 +374,6 @@ def _as_list(value):
     return list(value) if isinstance(value, list) else [value]
 
 
-def _excluded(combo: dict, rules: list) -> bool:
-    return any(all(combo[k] in _as_list(v) for k, v in rule.items()) for rule in rules)
-
-
 def _numel(shape) -> int:
     n = 1
     for s in shape:
