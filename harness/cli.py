@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import signal
 import sys
 import time
@@ -74,6 +75,13 @@ def cmd_run(args) -> int:
         _err("no cases selected")
         return EXIT_INPUT
     python = args.python or sys.executable
+    jobs, given = args.jobs, str(args.jobs)
+    if jobs is None and os.environ.get("HARNESS_JOBS", "").strip():
+        given = os.environ["HARNESS_JOBS"].strip()
+        jobs = int(given) if given.isdigit() else 0
+    if jobs is not None and jobs < 1:
+        _err(f"--jobs / HARNESS_JOBS: expected a whole number >= 1, got {given!r}")
+        return EXIT_INPUT
     devices = list(args.device or ["auto"])
     progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
@@ -97,7 +105,7 @@ def cmd_run(args) -> int:
         progress(f"[{device}] {len(device_plan['cases'])} cases -> {out}")
         try:
             (summary,) = run(None, out, devices=[device], python=python, timeout=args.timeout,
-                             resume=args.resume, progress=progress, plan=device_plan)
+                             resume=args.resume, progress=progress, plan=device_plan, jobs=jobs)
         except RunnerError as exc:
             _err(str(exc))
             return EXIT_ENV
@@ -105,7 +113,7 @@ def cmd_run(args) -> int:
         torch_version = summary.env.get("torch", torch_version)
         for k in total:
             total[k] += getattr(summary, k)
-        progress(f"[{device}] done in {summary.seconds:.1f}s: {summary.finished} finished, "
+        progress(f"[{device}] done in {summary.seconds:.1f}s by {summary.jobs} worker(s): {summary.finished} finished, "
                  f"{summary.crashed} crashed, {summary.timed_out} timed out, {summary.skipped} already present, "
                  f"{summary.restarts} worker restarts")
     print(f"run: torch {torch_version} on {', '.join(done_devices)}: {total['finished']} finished, "
@@ -203,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results file; '{device}' is replaced by the device (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="per-case timeout in seconds (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="keep results already in the file, run the rest")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="workers per device (default: $HARNESS_JOBS, else one per core on the CPU, at most "
+                        "4, and one per 500 cases; 1 on a GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_run)
 

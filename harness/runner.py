@@ -4,6 +4,8 @@
 The worker runs many cases per process (fast); when it dies or a case passes its
 timeout, the case in flight is recorded as crash/timeout and a fresh worker goes on
 with the next case.  Every finished result is appended to the JSONL file at once.
+With ``jobs`` > 1 the cases of a device are dealt round-robin to that many workers
+running side by side (one supervising thread each), so a run uses every core.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from .results import SCHEMA_VERSION, Writer, read
 WORKER = Path(__file__).resolve().parent / "worker.py"
 STARTUP_TIMEOUT = 300.0  # importing an old torch from a cold disk can be slow
 MAX_STARTUP_FAILURES = 2
+MAX_JOBS = 4  # default ceiling: each worker holds its own torch (~0.3-0.5 GB)
+CASES_PER_JOB = 500  # a smaller share is not worth another torch import (~1 s of CPU)
+POLL = 0.5  # seconds between checks for a stop request while waiting on a worker
 
 
 class RunnerError(Exception):
@@ -46,7 +51,80 @@ class RunSummary:
     timed_out: int = 0
     restarts: int = 0
     seconds: float = 0.0
+    jobs: int = 1
     env: dict = field(default_factory=dict)
+
+
+def default_jobs(device: str) -> int:
+    """Workers per device when not told: one per usable core (at most MAX_JOBS) on the
+    CPU; one on a GPU, which runs one case at a time anyway."""
+    if device != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_JOBS))
+
+
+def jobs_for(device: str, jobs: int | None, cases: int) -> int:
+    """How many workers to start for ``cases`` cases: ``jobs`` (None or 0: the default),
+    no more than one per CASES_PER_JOB cases."""
+    wanted = jobs or default_jobs(device)
+    return max(1, min(wanted, -(-cases // CASES_PER_JOB)))
+
+
+class _Shared:
+    """What the workers of one device share: the results file (one writer at a time),
+    the run header (written once), progress counts and a stop flag."""
+
+    def __init__(self, writer, total, skipped, progress, device):
+        self.writer = writer
+        self.lock = threading.Lock()
+        self.header_written = False
+        self.stop = threading.Event()
+        self.total, self.done, self.device = total, skipped, device
+        self.progress = progress
+        self.t0 = self.last_report = time.perf_counter()
+
+    def write(self, rec: dict) -> None:
+        with self.lock:
+            self.writer.write(rec)
+
+    def header(self, rec: dict) -> None:
+        with self.lock:
+            if not self.header_written:
+                self.writer.write(rec)
+                self.header_written = True
+
+    def tick(self) -> None:
+        with self.lock:
+            self.done += 1
+            now = time.perf_counter()
+            if now - self.last_report < 2.0:
+                return
+            self.last_report = now
+        self.progress(f"[{self.device}] {self.done}/{self.total} cases, {now - self.t0:.1f}s")
+
+
+def _next_event(q, wait, stop):
+    """The worker's next event within ``wait`` seconds; queue.Empty when none came;
+    None at EOF.  Raises _Stopped as soon as another worker asked everyone to stop."""
+    deadline = time.monotonic() + wait
+    while True:
+        if stop.is_set():
+            raise _Stopped
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise queue.Empty
+        try:
+            return q.get(timeout=min(left, POLL))
+        except queue.Empty:
+            continue
+
+
+class _Stopped(Exception):
+    """Another worker of the same device failed (or the run was interrupted)."""
 
 
 def build_plan(cases, hooks: dict | None = None, extra_entries=()) -> dict:
@@ -130,19 +208,64 @@ class Supervisor:
         self.progress = progress or (lambda msg: None)
         self.env = env
 
-    def run_device(self, plan_path, plan, device, todo, writer, header_extra) -> RunSummary:
-        summary = RunSummary(device=device, total=len(plan["cases"]))
+    def run_device(self, plan_path, plan, device, todo, writer, header_extra, jobs=1) -> RunSummary:
+        """Run the cases ``todo`` (plan indices) on ``device`` with ``jobs`` workers."""
         todo = list(todo)
-        summary.skipped = summary.total - len(todo)
+        shared = _Shared(writer, len(plan["cases"]), len(plan["cases"]) - len(todo), self.progress, device)
         t0 = time.perf_counter()
-        last_report = t0
+        shares = [todo[k::jobs] for k in range(jobs)] if jobs > 1 else [todo]
+        if len(shares) == 1:
+            parts = [self._run_share(plan_path, plan, device, todo, header_extra, shared, "")]
+        else:
+            parts = self._run_shares(plan_path, plan, device, shares, header_extra, shared)
+        summary = RunSummary(device=device, total=len(plan["cases"]), skipped=len(plan["cases"]) - len(todo),
+                             jobs=len(shares), env=next((p.env for p in parts if p.env), {}))
+        for part in parts:
+            summary.finished += part.finished
+            summary.crashed += part.crashed
+            summary.timed_out += part.timed_out
+            summary.restarts += part.restarts
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    def _run_shares(self, plan_path, plan, device, shares, header_extra, shared) -> list:
+        """One thread per share; the first failure stops the others and is raised."""
+        parts, errors = [None] * len(shares), []
+
+        def work(k):
+            try:
+                parts[k] = self._run_share(plan_path, plan, device, shares[k], header_extra, shared, f"-{k}")
+            except _Stopped:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+                errors.append(exc)
+                shared.stop.set()
+
+        threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(len(shares))]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(POLL)
+        except BaseException:  # Ctrl-C / SIGTERM: stop the workers before the writer closes
+            shared.stop.set()
+            for t in threads:
+                t.join()
+            raise
+        if errors:
+            raise errors[0]
+        return parts
+
+    def _run_share(self, plan_path, plan, device, todo, header_extra, shared, tag) -> RunSummary:
+        """One worker (restarted after a crash or timeout) through ``todo``."""
+        summary = RunSummary(device=device, total=len(todo))
         startup_failures = stalls = 0
-        header_written = False
         workdir = Path(plan_path).parent
         while todo:
-            idx_path = workdir / f"indices-{device.replace(':', '_')}.json"
+            idx_path = workdir / f"indices-{device.replace(':', '_')}{tag}.json"
             idx_path.write_text(json.dumps(todo))
-            err_path = workdir / f"stderr-{device.replace(':', '_')}.log"
+            err_path = workdir / f"stderr-{device.replace(':', '_')}{tag}.log"
             err = open(err_path, "ab")
             err_start = err.tell()
             proc = subprocess.Popen(
@@ -162,7 +285,7 @@ class Supervisor:
                 while True:
                     wait = STARTUP_TIMEOUT if not ready else self.timeout
                     try:
-                        ev = q.get(timeout=wait)
+                        ev = _next_event(q, wait, shared.stop)
                     except queue.Empty:
                         if not ready:
                             _kill(proc)
@@ -172,8 +295,9 @@ class Supervisor:
                         _kill(proc)
                         if current is None:  # stalled between cases: restart, nothing to record
                             break
-                        writer.write(self._failure(plan, current, device, "timeout",
+                        shared.write(self._failure(plan, current, device, "timeout",
                                                    f"no result within {self.timeout:g}s", err_path, err_start))
+                        shared.tick()
                         summary.timed_out += 1
                         done_indices.add(current)
                         break
@@ -188,8 +312,9 @@ class Supervisor:
                                 )
                             break
                         if current is not None and current not in done_indices:
-                            writer.write(self._failure(plan, current, device, "crash",
+                            shared.write(self._failure(plan, current, device, "crash",
                                                        _exit_detail(proc.returncode), err_path, err_start))
+                            shared.tick()
                             summary.crashed += 1
                             done_indices.add(current)
                         break
@@ -200,10 +325,8 @@ class Supervisor:
                     if kind == "ready":
                         ready = True
                         summary.env = ev["env"]
-                        if not header_written:
-                            writer.write({"record": "run", "schema": SCHEMA_VERSION, "device": device,
-                                          "env": ev["env"], **header_extra})
-                            header_written = True
+                        shared.header({"record": "run", "schema": SCHEMA_VERSION, "device": device,
+                                       "env": ev["env"], **header_extra})
                     elif kind == "start":
                         current = ev["index"]
                     elif kind == "result":
@@ -213,15 +336,11 @@ class Supervisor:
                         _unpack(ev.get("output"))
                         for g in (ev.get("grads") or {}).values():
                             _unpack(g)
-                        writer.write({"record": "result", "status": "ok", "digest": entry["digest"], **ev})
+                        shared.write({"record": "result", "status": "ok", "digest": entry["digest"], **ev})
+                        shared.tick()
                         summary.finished += 1
                         done_indices.add(i)
                         current = None
-                        now = time.perf_counter()
-                        if now - last_report >= 2.0:
-                            last_report = now
-                            n = summary.skipped + summary.finished + summary.crashed + summary.timed_out
-                            self.progress(f"[{device}] {n}/{summary.total} cases, {now - t0:.1f}s")
                     elif kind == "done":
                         proc.wait()
                         break
@@ -236,7 +355,6 @@ class Supervisor:
                                   f"{_tail(err_path, err_start)}")
             if todo:
                 summary.restarts += 1
-        summary.seconds = time.perf_counter() - t0
         return summary
 
     @staticmethod
@@ -248,9 +366,10 @@ class Supervisor:
 
 
 def run(cases, out_path, devices=("cpu",), python=None, timeout=60.0, resume=False,
-        progress=None, hooks=None, env=None, plan=None) -> list[RunSummary]:
+        progress=None, hooks=None, env=None, plan=None, jobs=None) -> list[RunSummary]:
     """Run every case (or a prebuilt ``plan``) on every device into ``out_path`` (JSONL).
-    With ``resume``, cases already in the file for a device are kept and skipped."""
+    With ``resume``, cases already in the file for a device are kept and skipped.
+    ``jobs``: workers per device (None: see jobs_for)."""
     python = python or sys.executable
     out_path = Path(out_path)
     done: set = set()
@@ -272,5 +391,6 @@ def run(cases, out_path, devices=("cpu",), python=None, timeout=60.0, resume=Fal
             sup = Supervisor(python, timeout, progress, env)
             for device in devices:
                 todo = [i for i, e in enumerate(plan["cases"]) if (e["id"], device) not in done]
-                summaries.append(sup.run_device(plan_path, plan, device, todo, writer, header))
+                n = jobs_for(device, jobs, len(todo))
+                summaries.append(sup.run_device(plan_path, plan, device, todo, writer, {**header, "jobs": n}, n))
     return summaries
