@@ -3,9 +3,10 @@
     python benchmarks/bench_runner.py [--python ENV_PYTHON] [--repeat 3] [--json out.json] [--root CHECKOUT]
 
 (a) throughput: cases per second of `harness run` over the full matrix, after torch's
-    import (the worker reports its import time);
-(b) overhead: the same plan run by a bare loop in one process, making the same tensors
-    and the same F.kl_div / nn.KLDivLoss / autograd.grad calls with nothing else
+    import (the worker reports its import time), with the default number of workers
+    (one per core, harness.runner.jobs_for) and with one worker;
+(b) overhead: the one-worker run against a bare loop in one process, making the same
+    tensors and the same F.kl_div / nn.KLDivLoss / autograd.grad calls with nothing else
     (no warnings capture, no records, no supervisor).  Ratio = runner / bare loop.
 Both are measured in the same invocation, alternating, median of --repeat runs.
 --root runs another checkout's runner and worker (e.g. the commit before an optimisation).
@@ -76,15 +77,18 @@ def bare_loop(python, plan_path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def harness_run(python, plan, tmp) -> dict:
+def harness_run(python, plan, tmp, jobs=None) -> dict:
     from harness.runner import run
 
     out = Path(tmp) / "bench.jsonl"
     t0 = time.perf_counter()
-    (summary,) = run(None, out, devices=["cpu"], python=python, plan=plan)
+    try:
+        (summary,) = run(None, out, devices=["cpu"], python=python, plan=plan, jobs=jobs)
+    except TypeError:  # --root checkout from before --jobs: one worker
+        (summary,) = run(None, out, devices=["cpu"], python=python, plan=plan)
     wall = time.perf_counter() - t0
     return {"wall": wall, "import": summary.env["import_seconds"], "after_import": wall - summary.env["import_seconds"],
-            "cases": summary.finished, "torch": summary.env["torch"]}
+            "cases": summary.finished, "torch": summary.env["torch"], "jobs": getattr(summary, "jobs", 1)}
 
 
 def main(argv=None) -> dict:
@@ -98,30 +102,35 @@ def main(argv=None) -> dict:
     ap.add_argument("--root", help="checkout whose runner to measure (default: this one)")
     args = ap.parse_args(argv)
     plan = build_plan(load_cases())
-    runs, bares = [], []
+    runs, singles, bares = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         plan_path = Path(tmp) / "plan.json"
         plan_path.write_text(json.dumps(plan))
         for _ in range(args.repeat):
             runs.append(harness_run(args.python, plan, tmp))
+            singles.append(harness_run(args.python, plan, tmp, jobs=1))
             bares.append(bare_loop(args.python, plan_path))
     after = statistics.median(r["after_import"] for r in runs)
+    single = statistics.median(r["after_import"] for r in singles)
     bare = statistics.median(b["loop"] for b in bares)
     result = {
         "machine": f"{platform.machine()}, {platform.processor() or '?'}, "
                    f"{__import__('os').cpu_count()} cpus, Python {platform.python_version()}",
         "torch": runs[0]["torch"],
         "cases": runs[0]["cases"],
+        "jobs": runs[0]["jobs"],
         "runner_seconds_after_import": round(after, 3),
         "runner_cases_per_second": round(runs[0]["cases"] / after, 1),
+        "one_worker_seconds_after_import": round(single, 3),
         "torch_import_seconds": round(statistics.median(r["import"] for r in runs), 3),
         "bare_loop_seconds": round(bare, 3),
-        "overhead_ratio": round(after / bare, 2),
+        "overhead_ratio": round(single / bare, 2),
         "repeat": args.repeat,
     }
     print(json.dumps(result, indent=1))
     print(f"runner: {result['runner_cases_per_second']} cases/s ({result['cases']} cases in "
-          f"{result['runner_seconds_after_import']} s after import); bare loop {result['bare_loop_seconds']} s; "
+          f"{result['runner_seconds_after_import']} s after import, {result['jobs']} workers; one worker "
+          f"{result['one_worker_seconds_after_import']} s); bare loop {result['bare_loop_seconds']} s; "
           f"overhead x{result['overhead_ratio']} (target <= 1.5); full matrix after import "
           f"{result['runner_seconds_after_import']} s (target <= 5)")
     if args.json:

@@ -89,3 +89,49 @@ def test_bit_identity_shortcuts_agree_with_numpy(a, b):
     if report._same_bits(a, b):
         assert struct.pack(f"<{len(a)}d", *a) == struct.pack(f"<{len(b)}d", *b)
         assert not report._values_differ(x, y, tol)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is None, reason="needs torch")
+def test_worker_reads_tensor_bytes_exactly_like_packing_floats():
+    """The worker's raw-memory fast path (issue 8) gives the bytes struct.pack gives, for
+    every dtype, non-finite values, -0.0, views that are not contiguous and empty tensors."""
+    import base64
+
+    import torch
+
+    from harness import worker
+
+    values = torch.tensor([[0.0, -0.0, 1.5, -2.25e-300], [math.inf, -math.inf, math.nan, 3.0e38]], dtype=torch.float64)
+    tensors = [values, values.t(), values[:, ::2], values[0, 2], values[:0]]
+    tensors += [values.to(d) for d in (torch.float32, torch.float16, torch.bfloat16)]
+    tensors.append(values.clone().requires_grad_(True) * 2)
+    for t in tensors:
+        flat = t.detach().double().reshape(-1).tolist()
+        slow = struct.pack(f"<{len(flat)}d", *flat)
+        assert worker._f64_bytes(t) == slow, t
+        rec = worker._values(t)
+        assert base64.b64decode(rec["f64"]) == slow and rec["shape"] == list(t.shape)
+        assert rec["dtype"] == str(t.dtype).replace("torch.", "")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is None, reason="needs torch")
+def test_worker_gives_every_case_its_own_input_tensor():
+    """Input arrays are built once per worker; each case still gets a fresh tensor, so a
+    case that sets requires_grad or writes into its input cannot reach the next one."""
+    import torch
+
+    from harness import worker
+
+    arrays = {"k": {"shape": [2, 2], "values": [0.1, 0.2, 0.3, 0.4]}}
+    worker._SOURCES.clear()
+    first = worker._tensor(torch, arrays, "k", torch.float64, "cpu")
+    first.requires_grad_(True)
+    with torch.no_grad():
+        first.add_(1.0)
+    second = worker._tensor(torch, arrays, "k", torch.float64, "cpu")
+    third = worker._tensor(torch, arrays, "k", torch.float16, "cpu")
+    assert not second.requires_grad and second.data_ptr() != first.data_ptr()
+    assert second.tolist() == [[0.1, 0.2], [0.3, 0.4]]
+    expected_half = torch.tensor([[0.1, 0.2], [0.3, 0.4]], dtype=torch.float64).half()
+    assert third.dtype == torch.float16 and third.tolist() == expected_half.tolist()
+    assert set(worker._SOURCES) == {"k"}
