@@ -14,6 +14,7 @@ Environment variables:
     HARNESS_REPORT_OUT    folder the report session writes (default: reports)
     HARNESS_PRUNE=1       remove each environment and its large wheels from the uv cache once
                           its results are written (keeps disk at about one environment)
+    HARNESS_JOBS          workers per run (default: one per core, at most 4; `harness run --jobs`)
 Each session's results go to RESULTS/<release>/<device>.jsonl, replacing only its own.
 """
 
