@@ -175,13 +175,15 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     """Evaluate every results file and write README.md, index.html and summary.json."""
+    from .evaluate import _quiet_gc, save_caches
     from .report import write_report
 
     t0 = time.perf_counter()
-    out = write_report(args.results, args.out, args.cases)
-    from .evaluate import save_caches
-
-    save_caches()  # what this report computed (verdicts, references) serves the next one
+    # Millions of objects kept to the end (rows, outputs, text): cyclic GC would only scan them
+    # again and again, here and in the interpreter's last collection at exit, and free nothing.
+    with _quiet_gc():
+        out = write_report(args.results, args.out, args.cases)
+        save_caches()  # what this report computed (verdicts, references) serves the next one
     d = out["data"]
     sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items())
     print(f"report: {len(d.frame)} results, {len(d.data_releases)} releases with results, "

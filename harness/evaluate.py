@@ -128,15 +128,21 @@ class CaseReference:
     math: reference.Reference
 
 
-_REF_CACHE: dict = {}
+_REF_CACHE: dict = {}  # id -> (case, CaseReference)
+_REF_STORED: dict = {}  # id -> the pickled (case, CaseReference) of a store, read when first needed
 
 
 def case_reference(case: Case) -> CaseReference:
     """Both references for a case; independent of the release, so cached (by id, for an
     equal case: another case file may use the same id for other inputs)."""
     hit = _REF_CACHE.get(case.id)
-    if hit is None and _load_ref_stores():
-        hit = _REF_CACHE.get(case.id)
+    if hit is None:
+        _load_ref_stores()
+        stored = _REF_STORED.pop(case.id, None)
+        if stored is not None:
+            import pickle
+
+            hit = _REF_CACHE[case.id] = pickle.loads(stored)
     if hit is None or (hit[0] is not case and hit[0] != case):
         ci = call_inputs(case)
         hit = _REF_CACHE[case.id] = (case, CaseReference(
@@ -144,6 +150,8 @@ def case_reference(case: Case) -> CaseReference:
             reference.math(ci.meant_input, ci.meant_target, ci.input_meaning, ci.target_meaning,
                            case.reduction, case.order),
         ))
+    elif hit[0] is not case:  # an equal case (e.g. from a store): keep this one, later checks are identities
+        hit = _REF_CACHE[case.id] = (case, hit[1])
     return hit[1]
 
 
@@ -244,6 +252,8 @@ def _frozen(value):
     """An exact, hashable stand-in for a JSON value.  Lists of numbers become tuples as
     they are (equal tuples: equal values; 0.0 == -0.0, which no verdict distinguishes)."""
     if isinstance(value, dict):
+        if not value:
+            return ("{",)
         return ("{",) + tuple((k, _frozen(v)) for k, v in sorted(value.items()))
     if isinstance(value, list):
         if all(not isinstance(v, (dict, list)) for v in value):
@@ -254,12 +264,15 @@ def _frozen(value):
 
 def _tensor_key(t):
     """Fast path of :func:`_frozen` for the usual {dtype, shape, values} tensor: the values
-    as a 128-bit hash of their float64 bytes (NaN-safe, stable across processes, small)."""
+    as their float64 bytes (NaN-safe, stable across processes), more than eight of them as
+    a 128-bit hash of those (small)."""
     if type(t) is dict and len(t) == 3:
         try:
             vals = t["values"]
             packed = struct.pack(f"<{len(vals)}d", *vals)
-            return ("T", t["dtype"], tuple(t["shape"]), hashlib.blake2b(packed, digest_size=16).digest())
+            if len(vals) <= 8:
+                return ("T", t["dtype"], tuple(t["shape"]), packed)
+            return ("H", t["dtype"], tuple(t["shape"]), hashlib.blake2b(packed, digest_size=16).digest())
         except Exception:  # noqa: BLE001 - not a flat list of numbers: the generic form
             pass
     return _frozen(t)
@@ -267,7 +280,7 @@ def _tensor_key(t):
 
 def _grads_key(grads):
     if type(grads) is dict:
-        return ("G",) + tuple((k, _tensor_key(v)) for k, v in sorted(grads.items()))
+        return ("G",) + tuple([(k, _tensor_key(grads[k])) for k in sorted(grads)])
     return _frozen(grads)
 
 
@@ -279,6 +292,7 @@ class _Judge:
         self.memo: dict = {}
         self.digests: dict = {}
         self.case_fields: dict = {}
+        self.texts: dict = {}  # one object per distinct text of the fields (see _shared)
         self.store: Path | None = None
         self.stored = (0, 0)
 
@@ -319,22 +333,23 @@ class _Judge:
         f = self.case_fields.get(case.id)
         if f is None:
             axes = case.axes()
-            f = self.case_fields[case.id] = (case.id, case.family.label, case.family.generator,
-                                             *(axes[a] for a in COLUMNS[3:8]))
+            f = self.case_fields[case.id] = tuple(_shared(x, self.texts) for x in (
+                case.id, case.family.label, case.family.generator, *(axes[a] for a in COLUMNS[3:8])))
         return f
 
-    def verdict(self, case, rec) -> tuple:
+    def verdict(self, case, rec, output_key) -> tuple:
+        """The verdict fields of ``rec``; ``output_key`` is ``_tensor_key(rec.get("output"))``."""
         digest = self.digest(case)
         try:
             key = (case.id, rec.get("status", "ok"), rec.get("detail"), rec.get("digest") in (None, digest),
-                   _frozen(rec.get("error")), _tensor_key(rec.get("output")), _grads_key(rec.get("grads")),
+                   _frozen(rec.get("error")), output_key, _grads_key(rec.get("grads")),
                    _frozen(rec.get("grad_errors")))
             hit = self.memo.get(key)
         except TypeError:  # something unhashable: judge it without the memo
             key, hit = None, None
         if hit is None:
             row = evaluate_record(case, rec, digest)
-            hit = tuple(row[f] for f in VERDICT_FIELDS)
+            hit = tuple(_shared(row[f], self.texts) for f in VERDICT_FIELDS)
             if key is not None:
                 self.memo[key] = hit
         return hit
@@ -376,23 +391,23 @@ def _use_ref_store(path: Path, cases_by_id: dict) -> None:
     _REF_STORES.setdefault(path, [cases_by_id, None])
 
 
-def _load_ref_stores() -> bool:
-    """Read the reference stores not read yet; True if there were any."""
+def _load_ref_stores() -> None:
+    """Read the reference stores not read yet (each reference stays pickled until used)."""
     import pickle
 
     pending = [(path, entry) for path, entry in _REF_STORES.items() if entry[1] is None]
     for path, entry in pending:
         entry[1] = 0
         try:
-            with open(path, "rb") as f, _quiet_gc():
+            with open(path, "rb") as f:
                 data = pickle.load(f)
             if data.get("version") == CACHE_VERSION:
-                for cid, hit in data["refs"].items():
-                    _REF_CACHE.setdefault(cid, hit)
+                for cid, stored in data["refs"].items():
+                    if cid not in _REF_CACHE:
+                        _REF_STORED.setdefault(cid, stored)
                 entry[1] = len(data["refs"])
         except Exception:  # noqa: BLE001 - missing or unusable: none kept
             pass
-    return bool(pending)
 
 
 def save_caches() -> None:
@@ -406,13 +421,20 @@ def save_caches() -> None:
             continue
         refs = {cid: hit for cid, case in cases.items()
                 if (hit := _REF_CACHE.get(cid)) is not None and (hit[0] is case or hit[0] == case)}
-        if len(refs) > n and _dump(path, {"version": CACHE_VERSION, "refs": refs}):
-            entry[1] = len(refs)
+        unread = {cid: _REF_STORED[cid] for cid in cases if cid in _REF_STORED and cid not in refs}
+        if len(refs) + len(unread) > n:
+            import pickle
+
+            refs = {cid: pickle.dumps(hit, protocol=pickle.HIGHEST_PROTOCOL) for cid, hit in refs.items()}
+            if _dump(path, {"version": CACHE_VERSION, "refs": {**refs, **unread}}):
+                entry[1] = len(refs) + len(unread)
 
 
 def _evaluate_results(cases_by_id: dict, results, runs, source: str, judge: _Judge):
     """Rows (tuples in COLUMNS order), claim snippets and the unknown-id count of one file."""
     rows, snippets, unknown = [], [], 0
+    same: dict = {}  # text -> one object for all equal texts: the cache stores (and reads back) each once
+    output_keys: dict = {}  # id(output) -> its _tensor_key (the outputs are kept in the rows: ids stay theirs)
     run_fields = []
     for run in runs:
         env = run.get("env", {})
@@ -427,11 +449,39 @@ def _evaluate_results(cases_by_id: dict, results, runs, source: str, judge: _Jud
         if case is None:
             unknown += 1
             continue
-        verdict = judge.verdict(case, rec)
-        rows.append(judge.fields(case) + (rec.get("device"), rec.get("status", "ok")) + verdict +
-                    ([f"{w['category']}: {w['message']}" for w in rec.get("warnings", [])], rec.get("output"),
-                     rec.get("seconds")) + run_fields[rec["run"]])
+        output = _shared_output(rec.get("output"), same)  # equal outputs: one object, one key
+        if id(output) not in output_keys:
+            output_keys[id(output)] = _tensor_key(output)
+        verdict = judge.verdict(case, rec, output_keys[id(output)])
+        warnings = [f"{w['category']}: {w['message']}" for w in rec.get("warnings", [])]
+        rows.append(judge.fields(case) + (_shared(rec.get("device"), same), _shared(rec.get("status", "ok"), same))
+                    + verdict + ([_shared(w, same) for w in warnings], output, rec.get("seconds"))
+                    + run_fields[rec["run"]])
     return rows, snippets, unknown
+
+
+def _shared(value, same: dict):
+    """``value``, or an equal text seen before (one object, kept once by pickle)."""
+    return same.setdefault(value, value) if type(value) is str else value
+
+
+def _shared_output(out, same: dict):
+    """``out``, or an equal output tensor seen before (see :func:`_shared`): releases and
+    cases often return the same values.  Only the plain form (dtype text, int shape, float
+    values, in that order) is compared; any other keeps its own object, texts shared."""
+    if type(out) is not dict:
+        return out
+    try:
+        if tuple(out) == ("dtype", "shape", "values") and type(out["dtype"]) is str and \
+                all(type(n) is int for n in out["shape"]) and all(type(v) is float for v in out["values"]):
+            vals = out["values"]
+            key = ("output", out["dtype"], tuple(out["shape"]), struct.pack(f"<{len(vals)}d", *vals))
+            if key not in same:
+                same[key] = {"dtype": _shared(out["dtype"], same), "shape": out["shape"], "values": vals}
+            return same[key]
+    except TypeError:  # shape or values not lists
+        pass
+    return {_shared(k, same): _shared(v, same) for k, v in out.items()}
 
 
 def _frame(rows) -> pd.DataFrame:
@@ -538,9 +588,11 @@ def fingerprint(cases_by_id: dict) -> str:
     return h.hexdigest()
 
 
-def evaluate_file(cases_by_id: dict, path, warn=None, cache: Path | None | bool = True) -> EvaluatedFile:
+def evaluate_file(cases_by_id: dict, path, warn=None, cache: Path | None | bool = True,
+                  fp: str | None = None) -> EvaluatedFile:
     """Read and judge one results file, through the cache (``cache``: a folder, True for
-    :func:`cache_dir`, False/None for none).  Raises what :func:`harness.results.read` raises."""
+    :func:`cache_dir`, False/None for none; ``fp``: :func:`fingerprint` of ``cases_by_id``
+    when the caller has it).  Raises what :func:`harness.results.read` raises."""
     import hashlib
     import pickle
 
@@ -548,7 +600,7 @@ def evaluate_file(cases_by_id: dict, path, warn=None, cache: Path | None | bool 
 
     path = Path(path)
     folder = cache_dir() if cache is True else (cache or None)
-    fp = fingerprint(cases_by_id)
+    fp = fp or fingerprint(cases_by_id)
     judge = _judge(cases_by_id, fp)
     entry = None
     if folder is not None:

@@ -25,10 +25,12 @@ import json
 import math
 import re
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import compress
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -107,8 +109,16 @@ def visible(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+_ESCAPED: dict = {}  # text -> esc(text): the page repeats few texts many times
+
+
 def esc(value) -> str:
     """HTML-escape anything (text and attribute values); control characters made visible."""
+    if type(value) is str:
+        hit = _ESCAPED.get(value)
+        if hit is None:
+            hit = _ESCAPED[value] = html.escape(visible(value), quote=True)
+        return hit
     return html.escape(visible("" if value is None else str(value)), quote=True)
 
 
@@ -156,14 +166,20 @@ def _special_text(v: float) -> str | None:
     return None
 
 
+_FLOAT_TEXT: dict = {}  # finite non-zero value -> fmt_float text (zeros differ by sign, equal as keys)
+
+
 def fmt_float(v) -> str:
     """Stable short float text: 6 significant digits, signed zero and specials kept."""
     v = float(v)
-    special = _special_text(v)
-    if special is not None:
-        return special
-    s = format(v, ".6g")
-    return s if any(c in s for c in ".e") else s + ".0"
+    text = _FLOAT_TEXT.get(v) if v else None
+    if text is None:
+        special = _special_text(v)
+        if special is not None:
+            return special
+        s = format(v, ".6g")
+        text = _FLOAT_TEXT[v] = s if any(c in s for c in ".e") else s + ".0"
+    return text
 
 
 def fmt_values(shape, values, limit=VALUES_SHOWN, undefined=None) -> str:
@@ -226,12 +242,18 @@ def index_runs(indices) -> list[tuple[int, int]]:
     return out
 
 
+_BADGES: dict = {}  # (verdict, text) -> badge
+
+
 def badge(verdict: str, text: str | None = None) -> Raw:
     """A verdict as colour and symbol (HTML)."""
-    sym = VERDICT_STYLE.get(verdict, NOT_RUN_STYLE)[0]
-    label = sym if text is None else f"{sym} {text}"
-    title = "" if text == verdict else f' title="{esc(verdict)}"'
-    return Raw(f'<span class="v v-{esc(verdict)}"{title}>{esc(label)}</span>')
+    key = (verdict, text)
+    if key not in _BADGES:
+        sym = VERDICT_STYLE.get(verdict, NOT_RUN_STYLE)[0]
+        label = sym if text is None else f"{sym} {text}"
+        title = "" if text == verdict else f' title="{esc(verdict)}"'
+        _BADGES[key] = Raw(f'<span class="v v-{esc(verdict)}"{title}>{esc(label)}</span>')
+    return _BADGES[key]
 
 
 def md_badge(verdict: str, text: str | None = None) -> str:
@@ -277,13 +299,32 @@ class Section:
     data: object = None
 
 
+class Row(NamedTuple):
+    """The columns of one result the sections read one by one (see :class:`ReportData`)."""
+
+    id: str
+    device: str
+    release: str
+    rk: int
+    verdict: str
+    state: str
+    value: str
+    detail: str
+    warnings: list
+    output: dict | None
+    output_id: int
+    pitfall: bool
+    pitfall_reason: str
+
+
 @dataclass
 class ReportData:
     """Everything the sections draw on.  ``frame`` has one row per (case, release,
     device) with the columns of :func:`harness.evaluate.evaluate` plus ``value``
     (display text), ``kind`` (finite/nan/inf/empty), ``state`` (verdict and what came
-    back; two results with equal state behave alike) and ``rk`` (index of the release
-    in ``releases``)."""
+    back; two results with equal state behave alike), ``output_id`` (equal for outputs
+    of equal shape and float64 bits; -1 for none) and ``rk`` (index of the release in
+    ``releases``)."""
 
     frame: pd.DataFrame
     cases: dict
@@ -293,8 +334,16 @@ class ReportData:
     runs: list  # run headers, each with 'source' (path relative to the results folder)
     notes: list = field(default_factory=list)
     snippets: list = field(default_factory=list)  # records of the published claims' snippets
+    _lists: dict = field(default_factory=dict, init=False, repr=False)
 
     # -------------------------------------------------------------- derived views
+
+    def col(self, name: str) -> list:
+        """A column of ``frame`` as a list, made once (iterating a pandas column is slow)."""
+        out = self._lists.get(name)
+        if out is None:
+            out = self._lists[name] = self.frame[name].tolist()
+        return out
 
     @cached_property
     def case_index(self) -> dict:
@@ -323,10 +372,14 @@ class ReportData:
         """(release, device) -> status, counts and coverage."""
         counts: dict = {}
         if len(self.frame):
-            for (rel, dev, verdict), n in self.frame.groupby(["release", "device", "verdict"]).size().items():
-                counts.setdefault((rel, dev), {})[verdict] = int(n)
-            pit = self.frame.groupby(["release", "device"])["pitfall"].sum()
-            torch_v = self.frame.groupby(["release", "device"])["torch"].agg(lambda s: ", ".join(sorted(set(s))))
+            release, device = self.col("release"), self.col("device")
+            for (rel, dev, verdict), n in sorted(Counter(zip(release, device, self.col("verdict"))).items()):
+                counts.setdefault((rel, dev), {})[verdict] = n
+            pit = Counter(compress(zip(release, device), self.col("pitfall")))
+            torch_v: dict = {}
+            for rel, dev, version in Counter(zip(release, device, self.col("torch"))):  # each triple once
+                torch_v.setdefault((rel, dev), set()).add(version)
+            torch_v = {key: ", ".join(sorted(versions)) for key, versions in torch_v.items()}
         changed = self.events.groupby(["to", "device"])["id"].nunique() if len(self.events) else {}
         out = {}
         for rel in self.releases:
@@ -362,12 +415,9 @@ class ReportData:
     @cached_property
     def ids_present(self) -> dict:
         """(device, release) -> set of case ids with a result."""
-        out: dict = {}
-        if len(self.frame):
-            for dev, rel, cid in zip(self.frame["device"].tolist(), self.frame["release"].tolist(),
-                                     self.frame["id"].tolist()):
-                out.setdefault((dev, rel), set()).add(cid)
-        return out
+        if not len(self.frame):
+            return {}
+        return {key: set(ids.tolist()) for key, ids in self.frame.groupby(["device", "release"], sort=False)["id"]}
 
     @cached_property
     def events(self) -> pd.DataFrame:
@@ -379,20 +429,41 @@ class ReportData:
         return _findings(self)
 
     @cached_property
+    def rows(self) -> list:
+        """One :class:`Row` per row of ``frame``, in its order."""
+        return list(map(Row._make, zip(*(self.col(c) for c in Row._fields))))
+
+    @cached_property
+    def case_codes(self) -> np.ndarray:
+        """Per row of ``frame``: the position of its case in ``cases``."""
+        index = self.case_index
+        return np.fromiter((index[cid] for cid in self.col("id")), dtype=np.int64, count=len(self.frame))
+
+    @cached_property
+    def row_order(self) -> list:
+        """Indices of ``frame``'s rows sorted by case id, device and release (each such
+        triple is unique: no ties)."""
+        if not len(self.frame):
+            return []
+        ids = list(self.cases)
+        id_rank = np.empty(len(ids), dtype=np.int64)
+        id_rank[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
+        dev_rank = {dev: i for i, dev in enumerate(sorted(set(self.col("device")), key=device_key))}
+        devs = np.fromiter((dev_rank[dev] for dev in self.col("device")), dtype=np.int64, count=len(self.frame))
+        return np.lexsort((np.asarray(self.col("rk")), devs, id_rank[self.case_codes])).tolist()
+
+    @cached_property
     def rows_by_case(self) -> dict:
-        """id -> list of row dicts, ordered by device and release."""
-        out: dict = {}
-        if len(self.frame):
-            f = self.frame
-            cols = ["id", "device", "release", "rk", "verdict", "state", "value", "detail", "warnings", "output",
-                    "pitfall", "pitfall_reason"]
-            for rec in zip(*(f[c].tolist() for c in cols)):
-                row = dict(zip(cols, rec))
-                out.setdefault(row["id"], []).append(row)
-            out = {cid: out[cid] for cid in sorted(out)}  # (device, release) is unique per case: no ties
-        for rows in out.values():
-            rows.sort(key=lambda r: (device_key(r["device"]), r["rk"]))
-        return out
+        """id -> list of :class:`Row`, ordered by device and release; ids in sorted order."""
+        ranked = [self.rows[i] for i in self.row_order]
+        bounds = self.case_bounds
+        return {ranked[a].id: ranked[a:b] for a, b in zip(bounds, bounds[1:])}
+
+    @cached_property
+    def case_bounds(self) -> list:
+        """Where the rows of each case start in ``row_order``, then where they all end."""
+        codes = self.case_codes[np.asarray(self.row_order, dtype=np.int64)]
+        return [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist(), len(codes)] if len(codes) else []
 
     @cached_property
     def detailed_set(self) -> set:
@@ -401,16 +472,16 @@ class ReportData:
     @cached_property
     def detailed_ids(self) -> list:
         """Cases shown in full: outcome varies across releases/devices, or a problem verdict."""
+        if not len(self.frame):
+            return []
+        order, bounds = np.asarray(self.row_order, dtype=np.int64), self.case_bounds
+        state = np.fromiter(self.col("state"), dtype=object, count=len(order))[order]
+        first = np.repeat(state[bounds[:-1]], np.diff(bounds))  # each row: its case's first state
+        problem = np.fromiter((v in PROBLEMS for v in self.col("verdict")), dtype=bool, count=len(order))[order]
+        shown = np.logical_or.reduceat((state != first) | problem, bounds[:-1])
+        shown = set(self.case_codes[order[bounds[:-1]]][shown].tolist())
         changed = set(self.events["id"]) if len(self.events) else set()
-        out = []
-        for cid in self.cases:
-            rows = self.rows_by_case.get(cid)
-            if not rows:
-                continue
-            if (cid in changed or len({r["state"] for r in rows}) > 1
-                    or any(r["verdict"] in PROBLEMS for r in rows)):
-                out.append(cid)
-        return out
+        return [cid for k, cid in enumerate(self.cases) if k in shown or cid in changed]
 
 
 def _status(n, counts, expected, files, recorded) -> str:
@@ -458,7 +529,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     ``expected_releases``: the releases to show even without results (default: the
     release catalogue).  A file that cannot be read is reported, not fatal."""
     from .cases import load_cases
-    from .evaluate import evaluate_file, frame_of
+    from .evaluate import evaluate_file, fingerprint, frame_of
     from .results import ResultsError, result_files
 
     roots = [Path(p) for p in results_paths]
@@ -471,13 +542,14 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
         expected_releases = [r.key for r in catalogue.load()]
     cases = load_cases(case_paths)
     cases_by_id = {c.id: c for c in cases}
+    fp = fingerprint(cases_by_id)
     good, sources, files, notes = [], [], [], []
     for path in result_files(roots):
         shown = _display_path(path, roots)
         info = {"path": shown, "release": _release_from_path(path), "device": path.stem, "runs": 0, "results": 0,
                 "expected": None, "note": "", "torch": None}
         try:
-            rf = evaluate_file(cases_by_id, path, warn=lambda msg: None)  # read and judged, or cached
+            rf = evaluate_file(cases_by_id, path, warn=lambda msg: None, fp=fp)  # read and judged, or cached
         except (ResultsError, OSError, UnicodeDecodeError) as exc:
             info["note"] = "unreadable: " + str(exc).replace(str(path), shown)
             files.append(info)
@@ -504,10 +576,10 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
         frame = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
     if unknown:
         notes.append(f"{unknown} results name cases that are not in the case files; they are not shown")
-    before = len(frame)
-    frame = frame.drop_duplicates(subset=["id", "release", "device"], keep="last").reset_index(drop=True)
-    if len(frame) < before:
-        notes.append(f"{before - len(frame)} repeated results of the same case, release and device: "
+    repeated = frame.duplicated(subset=["id", "release", "device"], keep="last")
+    if repeated.any():
+        frame = frame[~repeated].reset_index(drop=True)
+        notes.append(f"{int(repeated.sum())} repeated results of the same case, release and device: "
                      "the last one is used")
     releases = set(expected_releases) | set(frame["release"].tolist()) | {f["release"] for f in files}
     if any("dev" in r for r in releases):
@@ -545,42 +617,53 @@ def _what(verdict, detail) -> str:
     return (detail or "").split(":", 1)[0][:80]
 
 
-_DERIVED: dict = {}
+_DERIVED: dict = {}  # (shape, float64 bits) -> (kind, text, output id)
 
 
 def _kind_and_text(out) -> tuple:
-    """(_kind(out), fmt_output(out)), once per distinct output (shape and float64 bits:
-    many releases return the same values)."""
+    """(_kind(out), fmt_output(out), output id), once per distinct output (shape and
+    float64 bits: many releases return the same values).  Outputs with equal ids have
+    equal shapes and bits; -1 is an output that is not plain numbers."""
     try:
         vals = out["values"]
         key = (tuple(out["shape"]), struct.pack(f"<{len(vals)}d", *vals))
         hit = _DERIVED.get(key)
     except Exception:  # noqa: BLE001 - not a plain output: no memo
-        return _kind(out), fmt_output(out)
+        return _kind(out), fmt_output(out), -1
     if hit is None:
-        hit = _DERIVED[key] = (_kind(out), fmt_output(out))
+        hit = _DERIVED[key] = (_kind(out), fmt_output(out), len(_DERIVED))
     return hit
 
 
+def _derived(verdict, out, detail) -> tuple:
+    """(kind, state, value, output id) of one result (see :class:`ReportData`)."""
+    k, text, output_id = _kind_and_text(out) if out is not None else (None, None, -1)
+    if verdict in ("crash", "timeout", "stale"):
+        state = verdict
+    elif out is None:
+        state = f"{verdict}: {_what(verdict, detail)}"
+    else:
+        state = f"{verdict}, {k}"
+    if out is None:
+        text = str(detail or "")
+        text = text if len(text) <= 160 else text[:157] + "…"
+    return k, state, text, output_id
+
+
 def _derive(frame: pd.DataFrame) -> None:
-    kinds, states, values = [], [], []
+    derived: dict = {}  # once per verdict and output (one object per distinct one in a results file) or detail
+    rows = []
     for verdict, out, detail in zip(frame["verdict"].tolist(), frame["output"].tolist(), frame["detail"].tolist()):
-        k, text = _kind_and_text(out) if out is not None else (None, None)
-        kinds.append(k)
-        if verdict in ("crash", "timeout", "stale"):
-            states.append(verdict)
-        elif out is None:
-            states.append(f"{verdict}: {_what(verdict, detail)}")
-        else:
-            states.append(f"{verdict}, {k}")
-        if out is not None:
-            values.append(text)
-        else:
-            text = str(detail or "")
-            values.append(text if len(text) <= 160 else text[:157] + "…")
-    frame["kind"] = kinds
-    frame["state"] = states
-    frame["value"] = values
+        key = (verdict, id(out)) if out is not None else (verdict, None, detail)
+        hit = derived.get(key)
+        if hit is None:
+            hit = derived[key] = _derived(verdict, out, detail)
+        rows.append(hit)
+    kinds, states, values, output_ids = zip(*rows) if rows else ((), (), (), ())
+    frame["kind"] = list(kinds)
+    frame["state"] = list(states)
+    frame["value"] = list(values)
+    frame["output_id"] = list(output_ids)
 
 
 # ------------------------------------------------------------------ changes
@@ -602,7 +685,7 @@ def _values_differ(a, b, tol) -> bool:
         return (a is None) != (b is None)
     if list(a["shape"]) != list(b["shape"]):
         return True
-    if _same_bits(a["values"], b["values"]):  # the common case, without NumPy
+    if a["values"] == b["values"] or _same_bits(a["values"], b["values"]):  # the common case, without NumPy
         return False
     x = np.asarray(a["values"], dtype=np.float64)
     y = np.asarray(b["values"], dtype=np.float64)
@@ -616,19 +699,20 @@ def _values_differ(a, b, tol) -> bool:
     return bool((np.abs(x[fin] - y[fin]) > bound).any())
 
 
-def change_kind(prev: dict, cur: dict, case) -> str | None:
+def change_kind(prev: Row, cur: Row, case) -> str | None:
     """How ``cur`` differs from ``prev`` (two results of one case): 'verdict', 'outcome'
     (same verdict, other value class or exception), 'value' (beyond the dtype tolerance;
     passing values are not compared, both agree with the reference), 'message' (same
     exception, other text), or None."""
-    if prev["verdict"] != cur["verdict"]:
+    if prev.verdict != cur.verdict:
         return "verdict"
-    if prev["state"] != cur["state"]:
+    if prev.state != cur.state:
         return "outcome"
-    if cur["verdict"] != "pass" and prev["output"] is not None and \
-            _values_differ(prev["output"], cur["output"], tolerance(case)):
+    if cur.verdict != "pass" and prev.output is not None and \
+            not 0 <= prev.output_id == cur.output_id and \
+            _values_differ(prev.output, cur.output, tolerance(case)):  # (equal ids: equal shapes and bits)
         return "value"
-    if prev["output"] is None and cur["output"] is None and prev["detail"] != cur["detail"]:
+    if prev.output is None and cur.output is None and prev.detail != cur.detail:
         return "message"
     return None
 
@@ -637,15 +721,33 @@ def _events(d: ReportData) -> pd.DataFrame:
     cols = ["device", "id", "from", "to", "kind", "old_state", "new_state", "old_verdict", "new_verdict",
             "old_value", "new_value", "new_detail"]
     rows = []
-    for cid, recs in d.rows_by_case.items():
-        case = d.cases[cid]
-        for prev, cur in zip(recs, recs[1:]):
-            if prev["device"] != cur["device"]:
-                continue
-            kind = change_kind(prev, cur, case)
+    order = d.row_order
+    if len(order) > 1:
+        # consecutive rows of one case and device that may differ (see change_kind): another
+        # verdict or state, a value to compare, or a message; the rest are alike
+        index = np.asarray(order)
+
+        def shifted(values):
+            values = np.asarray(values)[index]
+            return values[:-1], values[1:]
+
+        def column(name):
+            return shifted(np.fromiter(d.col(name), dtype=object, count=len(index)))
+
+        (id0, id1), (dev0, dev1), (v0, v1), (s0, s1), (det0, det1) = map(
+            column, ("id", "device", "verdict", "state", "detail"))
+        no_out0, no_out1 = shifted([out is None for out in d.col("output")])
+        out0, out1 = shifted(d.col("output_id"))
+        values_differ = (out0 < 0) | (out0 != out1)  # equal ids: equal shapes and bits
+        maybe = (id0 == id1) & (dev0 == dev1) & (
+            (v0 != v1) | (s0 != s1) | ((v1 != "pass") & ~no_out0 & values_differ)
+            | (no_out0 & no_out1 & (det0 != det1)))
+        for k in np.flatnonzero(maybe).tolist():
+            prev, cur = d.rows[order[k]], d.rows[order[k + 1]]
+            kind = change_kind(prev, cur, d.cases[cur.id])
             if kind:
-                rows.append([cur["device"], cid, prev["release"], cur["release"], kind, prev["state"], cur["state"],
-                             prev["verdict"], cur["verdict"], prev["value"], cur["value"], cur["detail"]])
+                rows.append([cur.device, cur.id, prev.release, cur.release, kind, prev.state,
+                             cur.state, prev.verdict, cur.verdict, prev.value, cur.value, cur.detail])
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -656,60 +758,91 @@ def _describe(members: set, universe: set, axes_of: dict, index: list | None = N
     matching it are exactly the members it covers.  Returns [(pattern, ids)], or one
     pattern marked ``{'scattered': ...}`` when more than MAX_PARTS would be needed."""
 
-    universe = set(universe)
-
-    def values(ids):
-        return [{axes_of[i][a] for i in ids} for a in range(len(AXES))]
-
-    if index is None:  # axis -> value -> ids with it (set algebra instead of loops over ids)
+    if index is None:  # axis -> value -> ids with it
         index = _axes_index({i: axes_of[i] for i in universe})
-    indexed = set().union(*index[0].values()) if index and index[0] else set()
+    # sets of ids as the bits of ints: the set algebra below is a few machine operations each
+    ids, position, masks = _bit_index(index, set(universe) | set(members), axes_of)
 
-    def matching(pattern, pool):
-        outside = {i for i in pool if i not in indexed and all(axes_of[i][a] in pattern[a] for a in range(len(AXES)))}
-        pool = pool & indexed
+    def mask(some) -> int:
+        return _to_mask((position[i] for i in some), len(ids))
+
+    def values(part: int):
+        return [{v for v, m in masks[a].items() if m & part} for a in range(len(AXES))]
+
+    def matching(pattern, pool: int) -> int:
+        """How many ids of ``pool`` match ``pattern``."""
         for a in range(len(AXES)):
-            out = index[a].keys() - pattern[a]
-            if not out:
-                continue
-            keep = [index[a][v] for v in pattern[a] if v in index[a]]
-            if sum(map(len, keep)) < sum(len(index[a][v]) for v in out):
-                pool = pool.intersection(set().union(*keep))
-            else:
-                for v in out:  # ids with a value outside the pattern
-                    pool = pool - index[a][v]
-        return pool | outside
+            if masks[a].keys() - pattern[a]:  # a value outside the pattern: keep the ids with one inside
+                allowed = 0
+                for v in pattern[a]:
+                    allowed |= masks[a].get(v, 0)
+                pool &= allowed
+        return pool.bit_count()
 
-    def split(ids, pool):
-        pattern = values(ids)
-        cube = matching(pattern, pool)
-        if len(cube) == len(ids):
-            return [(pattern, ids)]
+    def split(part: int, pool: int):
+        pattern = values(part)
+        if matching(pattern, pool) == part.bit_count():
+            return [(pattern, part)]
         best = None
         for a in range(len(AXES)):
             if len(pattern[a]) < 2:
                 continue
             parts = []
             for v in sorted(pattern[a]):
-                part = {i for i in ids if axes_of[i][a] == v}
-                sub_pool = {i for i in pool if axes_of[i][a] == v} if not pool <= indexed else \
-                    pool & index[a].get(v, set())
-                parts.append((part, sub_pool, len(matching(values(part), sub_pool)) == len(part)))
+                sub, sub_pool = part & masks[a][v], pool & masks[a][v]
+                parts.append((sub, sub_pool, matching(values(sub), sub_pool) == sub.bit_count()))
             score = (sum(not p[2] for p in parts), len(parts), a)
             if best is None or score < best[0]:
                 best = (score, parts)
         out = []
-        for part, sub_pool, _ in best[1]:
-            out.extend(split(part, sub_pool))
+        for sub, sub_pool, _ in best[1]:
+            out.extend(split(sub, sub_pool))
             if len(out) > MAX_PARTS:
                 return out
         return out
 
-    parts = split(set(members), universe)
+    everyone = mask(universe)
+    parts = split(mask(members), everyone)
     if len(parts) > MAX_PARTS:  # no few patterns: report the smallest pattern around them, and its coverage
-        bounding = values(members)
-        return [({"scattered": True, "pattern": bounding, "cube": len(matching(bounding, universe))}, set(members))]
-    return parts
+        bounding = values(mask(members))
+        return [({"scattered": True, "pattern": bounding, "cube": matching(bounding, everyone)}, set(members))]
+    return [(pattern, _from_mask(part, ids)) for pattern, part in parts]
+
+
+_BIT_INDEX: list = [(None, [], {}, [])]  # the last index given to _bit_index: (index, ids, positions, masks)
+
+
+def _bit_index(index: list, more: set, axes_of: dict) -> tuple:
+    """(ids, id -> position, [axis] -> value -> mask of the ids with it) for the ids of
+    ``index`` and ``more`` (their values from ``axes_of``); bit k of a mask is ``ids[k]``.
+    The masks of the last index are kept: the report asks about one index many times."""
+    last, ids, position, masks = _BIT_INDEX[0]
+    if last is not index:
+        ids = list(dict.fromkeys(i for by_value in index[:1] for members in by_value.values() for i in members))
+        position = {i: k for k, i in enumerate(ids)}
+        masks = [{v: _to_mask((position[i] for i in members), len(ids)) for v, members in index[a].items()}
+                 for a in range(len(AXES))]
+        _BIT_INDEX[0] = (index, ids, position, masks)
+    extra = [i for i in more if i not in position]
+    if extra:  # ids outside the index: their own bits, values from axes_of
+        ids, position = ids + extra, {**position, **{i: k for k, i in enumerate(extra, len(ids))}}
+        masks = [dict(by_value) for by_value in masks]
+        for i in extra:
+            for a in range(len(AXES)):
+                masks[a][axes_of[i][a]] = masks[a].get(axes_of[i][a], 0) | 1 << position[i]
+    return ids, position, masks
+
+
+def _to_mask(positions, size: int) -> int:
+    flags = np.zeros(size, dtype=bool)
+    flags[np.fromiter(positions, dtype=np.int64)] = True
+    return int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
+
+
+def _from_mask(mask: int, ids: list) -> set:
+    flags = np.unpackbits(np.frombuffer(mask.to_bytes((len(ids) + 7) // 8, "little"), dtype=np.uint8),
+                          bitorder="little")
+    return {ids[k] for k in np.flatnonzero(flags).tolist()}
 
 
 def _axes_index(axes_of: dict) -> list:
@@ -771,13 +904,18 @@ def _findings(d: ReportData) -> list:
         key = (r["device"], r["from"], r["to"], r["kind"], r["old_state"], r["new_state"])
         if not any(isinstance(k, float) and k != k for k in key):  # groupby leaves out NaN keys
             groups.setdefault(key, []).append(r)
+    described: dict = {}  # (members, universe) -> _describe's parts: devices often change alike
     for dev, frm, to, kind, _old, _new in sorted(groups):
         if (dev, frm, to) not in universes:
-            u = d.ids_present.get((dev, frm), set()) & d.ids_present.get((dev, to), set())
-            universes[(dev, frm, to)] = (u, [{d.case_axes[i][a] for i in u} for a in range(len(AXES))])
+            u = frozenset(d.ids_present.get((dev, frm), set()) & d.ids_present.get((dev, to), set()))
+            universes[(dev, frm, to)] = (u, [{v for v, ids in d.axes_index[a].items() if not ids.isdisjoint(u)}
+                                             for a in range(len(AXES))])
         universe, uvals = universes[(dev, frm, to)]
         by_id = {r["id"]: r for r in groups[(dev, frm, to, kind, _old, _new)]}
-        for pattern, ids in _describe(set(by_id), universe, d.case_axes, d.axes_index):
+        members = frozenset(by_id)
+        if (members, universe) not in described:
+            described[(members, universe)] = _describe(set(members), universe, d.case_axes, d.axes_index)
+        for pattern, ids in described[(members, universe)]:
             recs = [by_id[i] for i in sorted(ids, key=d.case_index.get)]
             if isinstance(pattern, dict):
                 where = (f"{len(ids)} of the {pattern['cube']} cases with "
@@ -887,17 +1025,24 @@ def sec_headline(d: ReportData) -> Section:
 
 
 def _matrix_counts(d: ReportData, dev: str) -> dict:
-    """(axis, value) -> release -> {verdict: n} for one device (plus ('all', '') row)."""
-    from collections import Counter
-
-    f = d.frame[d.frame["device"] == dev]
-    rels, verdicts = f["release"].tolist(), f["verdict"].tolist()
-    out: dict = {}
-    for (rel, verdict), n in sorted(Counter(zip(rels, verdicts)).items()):  # what a sorted groupby gives
-        out.setdefault(("all", "all cases"), {}).setdefault(rel, {})[verdict] = n
-    axes = [d.case_axes[i] for i in f["id"].tolist()]  # the axis values as text, per row
+    """(axis, value) -> release -> {verdict: n} for one device (plus ('all', 'all cases') row)."""
+    on = np.fromiter(d.col("device"), dtype=object, count=len(d.frame)) == dev
+    cases, rks = d.case_codes[on], np.asarray(d.col("rk"), dtype=np.int64)[on]
+    verdict_codes, verdicts = pd.factorize(np.fromiter(d.col("verdict"), dtype=object, count=len(d.frame))[on])
+    n_rel, n_verdict = len(d.releases), len(verdicts)
+    groups = [("all", np.zeros(len(d.cases), dtype=np.int64), ["all cases"])]
     for a, axis in enumerate(AXES):
-        for (val, rel, verdict), n in sorted(Counter(zip([x[a] for x in axes], rels, verdicts)).items()):
+        codes, values = pd.factorize(np.fromiter((x[a] for x in d.case_axes.values()), dtype=object))
+        groups.append((axis, codes, values.tolist()))
+    out: dict = {}
+    for axis, case_value, values in groups:  # count (value, release, verdict) triples as one number each
+        counts = np.bincount((case_value[cases] * n_rel + rks) * n_verdict + verdict_codes)
+        keys = np.flatnonzero(counts)
+        value, rest = np.divmod(keys, n_rel * n_verdict)
+        counts = counts[keys]
+        found = [(values[v], d.releases[r], verdicts[c], n) for v, r, c, n in
+                 zip(value.tolist(), (rest // n_verdict).tolist(), (rest % n_verdict).tolist(), counts.tolist())]
+        for val, rel, verdict, n in sorted(found):  # the order a sorted groupby gives
             out.setdefault((axis, val), {}).setdefault(rel, {})[verdict] = n
     return out
 
@@ -976,8 +1121,14 @@ def sec_matrix(d: ReportData) -> Section:
     return Section("matrix", "Matrix: case groups × releases", "\n\n".join(md_parts), "".join(html_parts), data)
 
 
+_TOKENS: dict = {}  # (devices, pairs) -> _tokens text: many cases have the same outcomes
+
+
 def _tokens(d: ReportData, pairs) -> str:
     """Filter tokens 'device:release_from-release_to:verdict' (indices), for the page script."""
+    key = (tuple(d.devices), tuple(pairs))
+    if key in _TOKENS:
+        return _TOKENS[key]
     dev_index = {dv: i for i, dv in enumerate(d.devices)}
     by = {}
     for dev, rk, verdict in pairs:
@@ -986,7 +1137,8 @@ def _tokens(d: ReportData, pairs) -> str:
     for (di, verdict), rks in sorted(by.items()):
         for a, b in index_runs(rks):
             out.append(f"{di}:{a}-{b}:{verdict}" if a != b else f"{di}:{a}:{verdict}")
-    return " ".join(out)
+    text = _TOKENS[key] = " ".join(out)
+    return text
 
 
 def _filter_attrs(d: ReportData, cid: str, pairs, cls: str = "f") -> str:
@@ -1062,14 +1214,12 @@ def _split_warning(text: str) -> tuple[str, str]:
 
 
 def sec_warnings(d: ReportData) -> Section:
-    f = d.frame[["release", "device", "rk", "warnings"]]
-    f = f[f["warnings"].map(lambda w: bool(w) if isinstance(w, list) else False)]
-    if not len(f):
+    counts = Counter((text, rk, dev) for texts, rk, dev in zip(d.col("warnings"), d.col("rk"), d.col("device"))
+                     if isinstance(texts, list) for text in texts)
+    if not counts:
         return Section("warnings", "Warnings", "No warnings recorded.", "<p>No warnings recorded.</p>", [])
-    ex = f.explode("warnings")
-    counts = ex.groupby(["warnings", "rk", "device"]).size()
     items: dict = {}
-    for (text, rk, dev), n in counts.items():
+    for (text, rk, dev), n in sorted(counts.items()):  # the order of a sorted groupby
         items.setdefault(text, {}).setdefault(dev, {})[int(rk)] = int(n)
     rows = []
     for text, by_dev in items.items():
@@ -1103,7 +1253,8 @@ def sec_warnings(d: ReportData) -> Section:
 
 
 def sec_pitfalls(d: ReportData) -> Section:
-    f = d.frame[d.frame["pitfall"].astype(bool)] if len(d.frame) else d.frame
+    cols = ["pitfall_reason", "id", "rk", "device", "family"]  # what is read below
+    f = d.frame.loc[d.frame["pitfall"].astype(bool), cols] if len(d.frame) else d.frame
     intro = ("Calls that succeed and do what the documentation says, but do not compute the KL divergence the "
              "user means: KL(target ‖ prediction) per distribution. Each reason names the fix.")
     if not len(f):
@@ -1113,11 +1264,11 @@ def sec_pitfalls(d: ReportData) -> Section:
     for reason, g in f.groupby("pitfall_reason", sort=True):
         problem, _, fix = reason.partition(": ")
         code = next((c for p, c in PITFALL_FIX.items() if reason.startswith(p)), "")
-        ids = sorted(set(g["id"]), key=d.case_index.get)
+        ids = sorted(set(g["id"].tolist()), key=d.case_index.get)
         rows.append({"pitfall": problem, "fix": fix or "", "code": code, "cases": len(ids), "results": len(g),
-                     "releases": ranges(set(g["rk"]), d.releases),
-                     "devices": sorted(set(g["device"]), key=device_key),
-                     "families": _axis_order(d, "family", set(g["family"])),
+                     "releases": ranges(set(g["rk"].tolist()), d.releases),
+                     "devices": sorted(set(g["device"].tolist()), key=device_key),
+                     "families": _axis_order(d, "family", set(g["family"].tolist())),
                      "examples": ids[:3]})
     rows.sort(key=lambda r: (-r["cases"], r["pitfall"]))
     headers = ["pitfall", "fix", "corrected call", "cases", "results", "releases", "devices", "examples"]
@@ -1173,16 +1324,19 @@ _SHORT_CACHE: dict = {}
 def short_literal(v: float, dtype: str) -> str:
     """The shortest decimal that gives back exactly ``v`` in ``dtype`` (v is representable
     there), both converting directly and through float32 (as some torch builds do)."""
-    from .inputs import round_to_dtype
-
     v = float(v)
+    key = (v, dtype)
+    hit = _SHORT_CACHE.get(key) if v else None  # zeros differ by sign, equal as keys: not kept
+    if hit is not None:
+        return hit
     special = _special_text(v)
     if special is not None:
         return special
     if dtype == "float64":
         return repr(v)
-    key = (v, dtype)
     if key not in _SHORT_CACHE:
+        from .inputs import round_to_dtype
+
         text = repr(v)
         cands = [format(v, f".{digits}g") for digits in range(1, 18)]  # every length in one NumPy call
         xs = np.array([float(c) for c in cands])
@@ -1195,13 +1349,20 @@ def short_literal(v: float, dtype: str) -> str:
     return _SHORT_CACHE[key]
 
 
+_LITERALS: dict = {}  # (dtype, shape, float64 bytes) -> _literal text: cases share their inputs
+
+
 def _literal(array: np.ndarray, dtype: str = "float64") -> str:
     def nest(a):
         if isinstance(a, list):
-            return "[" + ", ".join(nest(x) for x in a) + "]"
+            return "[" + ", ".join([nest(x) for x in a]) + "]"
         return short_literal(a, dtype)
 
-    return nest(np.asarray(array).tolist())  # Python floats: the same values, far faster to walk
+    array = np.asarray(array, dtype=np.float64)
+    key = (dtype, array.shape, array.tobytes())
+    if key not in _LITERALS:
+        _LITERALS[key] = nest(array.tolist())  # Python floats: the same values, far faster to walk
+    return _LITERALS[key]
 
 
 def reproduction(case, devices) -> str:
@@ -1262,12 +1423,18 @@ def _clip(text, limit) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_REFERENCE_TEXT: dict = {}  # (dtype, shape, value bytes, undefined bytes) -> text: cases share references
+
+
 def _reference_text(q) -> str:
     if q is None:
         return ""
-    vals = q.value.reshape(-1).tolist()
-    und = q.undefined.reshape(-1).tolist()
-    return fmt_values(q.value.shape, vals, VALUES_SHOWN_DETAIL, und)
+    key = (q.value.dtype.str, q.value.shape, q.value.tobytes(), q.undefined.tobytes())
+    if key not in _REFERENCE_TEXT:
+        vals = q.value.reshape(-1).tolist()
+        und = q.undefined.reshape(-1).tolist()
+        _REFERENCE_TEXT[key] = fmt_values(q.value.shape, vals, VALUES_SHOWN_DETAIL, und)
+    return _REFERENCE_TEXT[key]
 
 
 def _case_runs(d: ReportData, cid: str) -> list:
@@ -1277,11 +1444,25 @@ def _case_runs(d: ReportData, cid: str) -> list:
     out = []
     for r in d.rows_by_case[cid]:
         last = out[-1] if out else None
-        if last and last["first"]["device"] == r["device"] and change_kind(last["first"], r, case) is None:
-            last["rks"].append(r["rk"])
+        if last and last["first"].device == r.device and change_kind(last["first"], r, case) is None:
+            last["rks"].append(r.rk)
         else:
-            out.append({"first": r, "rks": [r["rk"]]})
+            out.append({"first": r, "rks": [r.rk]})
     return out
+
+
+_DETAIL_VALUES: dict = {}  # output id -> the output as text in per-case detail
+
+
+def _detail_value(r: Row) -> str:
+    """A result's value as shown in per-case detail (more values than in tables)."""
+    if r.output is None:
+        return r.value
+    if r.output_id < 0:  # not plain numbers: no id to share it by
+        return fmt_output(r.output, VALUES_SHOWN_DETAIL)
+    if r.output_id not in _DETAIL_VALUES:
+        _DETAIL_VALUES[r.output_id] = fmt_output(r.output, VALUES_SHOWN_DETAIL)
+    return _DETAIL_VALUES[r.output_id]
 
 
 def _case_detail(d: ReportData, cid: str) -> str:
@@ -1290,24 +1471,24 @@ def _case_detail(d: ReportData, cid: str) -> str:
     case = d.cases[cid]
     fam = case.family
     rows = d.rows_by_case[cid]
-    devices = sorted({r["device"] for r in rows}, key=device_key)
-    pairs = [(r["device"], r["rk"], r["verdict"]) for r in rows]
+    devices = sorted({r.device for r in rows}, key=device_key)
+    pairs = [(r.device, r.rk, r.verdict) for r in rows]
     runs = _case_runs(d, cid)
     timeline = []  # one line per device for the summary
     for dev in devices:
-        bits = [badge(run["first"]["verdict"]) + esc(" " + ranges(run["rks"], d.releases))
-                for run in runs if run["first"]["device"] == dev]
+        bits = [badge(run["first"].verdict) + esc(" " + ranges(run["rks"], d.releases))
+                for run in runs if run["first"].device == dev]
         timeline.append(f'<span class="tl">{esc(dev)}: {" ".join(bits)}</span>')
     table = []
     for run in runs:
         r = run["first"]
-        value = fmt_output(r["output"], VALUES_SHOWN_DETAIL) if r["output"] is not None else r["value"]
-        detail = "" if r["detail"] == r["value"] else _clip(r["detail"], 400)
-        table.append([ranges(run["rks"], d.releases), r["device"], badge(r["verdict"], r["verdict"]), value, detail])
+        value = _detail_value(r)
+        detail = "" if r.detail == r.value else _clip(r.detail, 400)
+        table.append([ranges(run["rks"], d.releases), r.device, badge(r.verdict, r.verdict), value, detail])
     warned: dict = {}
     for r in rows:
-        for w in r["warnings"] if isinstance(r["warnings"], list) else ():
-            warned.setdefault(w, {}).setdefault(r["device"], []).append(r["rk"])
+        for w in r.warnings if isinstance(r.warnings, list) else ():
+            warned.setdefault(w, {}).setdefault(r.device, []).append(r.rk)
     warn_html = "".join(
         f"<li>{esc(_clip(w, 400))} <span class=\"muted\">("
         + esc("; ".join(f"{dev} {ranges(rks, d.releases)}" for dev, rks in sorted(where.items(),
@@ -1335,7 +1516,7 @@ def _case_detail(d: ReportData, cid: str) -> str:
         ("KL the user means", math_text),
         ("case file", src),
     ]
-    pitfalls = sorted({r["pitfall_reason"] for r in rows if r["pitfall"]})
+    pitfalls = sorted({r.pitfall_reason for r in rows if r.pitfall})
     if pitfalls:
         info.append(("pitfall", "; ".join(pitfalls)))
     if warn_html:
@@ -1362,13 +1543,11 @@ def sec_cases(d: ReportData) -> Section:
         fams.setdefault(d.cases[cid].family.label, []).append(cid)
     parts = [f"<p>{esc(intro)}</p>"]
     md_rows = []
+    per_family = Counter(zip(d.col("family"), d.col("verdict")))  # results per family and verdict
     for fam, ids in fams.items():
         det = [c for c in ids if c in d.detailed_set]
         rest = [c for c in ids if c not in d.detailed_set]
-        worst_counts: dict = {}
-        for cid in ids:
-            for r in d.rows_by_case[cid]:
-                worst_counts[r["verdict"]] = worst_counts.get(r["verdict"], 0) + 1
+        worst_counts = {v: per_family[(fam, v)] for v in SEVERITY if per_family.get((fam, v))}
         summary_badges = "results: " + " ".join(badge(v, str(worst_counts[v])) for v in SEVERITY
                                                 if worst_counts.get(v))
         md_rows.append([fam, str(len(ids)), str(len(det)),
@@ -1378,14 +1557,14 @@ def sec_cases(d: ReportData) -> Section:
             rows, attrs = [], []
             for cid in rest:
                 rs = d.rows_by_case[cid]
-                last = rs[-1] if len({r["device"] for r in rs}) == 1 else max(rs, key=lambda r: r["rk"])
+                last = rs[-1] if len({r.device for r in rs}) == 1 else max(rs, key=lambda r: r.rk)
                 cover = "; ".join(
-                    f"{dev} {ranges([r['rk'] for r in rs if r['device'] == dev], d.releases)}"
-                    for dev in sorted({r["device"] for r in rs}, key=device_key))
-                rows.append([Raw(f'<code class="cid">{_id_html(cid)}</code>'), badge(last["verdict"], last["verdict"]),
-                             last["value"],
-                             cover, last["pitfall_reason"]])
-                attrs.append(_filter_attrs(d, cid, [(r["device"], r["rk"], r["verdict"]) for r in rs]))
+                    f"{dev} {ranges([r.rk for r in rs if r.device == dev], d.releases)}"
+                    for dev in sorted({r.device for r in rs}, key=device_key))
+                rows.append([Raw(f'<code class="cid">{_id_html(cid)}</code>'), badge(last.verdict, last.verdict),
+                             last.value,
+                             cover, last.pitfall_reason])
+                attrs.append(_filter_attrs(d, cid, [(r.device, r.rk, r.verdict) for r in rs]))
             table = html_table(["case", "verdict", "value", "runs", "pitfall"], rows, "compact", attrs)
             body += f'<div class="fg">{table}</div>'
         family = d.cases[ids[0]].family
@@ -1466,14 +1645,47 @@ def sec_claims(d: ReportData) -> Section:
     return Section("claims", "Published claims vs reality", "\n\n".join(md_parts), "".join(html_parts), data)
 
 
-def sec_cuda_vs_cpu(d: ReportData) -> Section:
-    """Second oracle: CUDA against CPU on the same release and inputs."""
+def _cuda_vs_cpu(d: ReportData) -> pd.DataFrame:
+    """:func:`harness.oracle.cuda_vs_cpu` of the frame, asked once per distinct pair: its
+    answer for a case run on both devices of a release depends on the case and on what each
+    device returned (verdict, output shape and bits), which most releases repeat."""
     from .oracle import cuda_vs_cpu
 
+    n = len(d.frame)
+    column = {c: np.fromiter(d.col(c), dtype=object, count=n)
+              for c in ("release", "id", "family", "dtype", "verdict", "output", "device")}
+    cpu, cuda = np.flatnonzero(column["device"] == "cpu"), np.flatnonzero(column["device"] == "cuda")
+    where = d.case_codes * len(d.releases) + np.asarray(d.col("rk"), dtype=np.int64)  # (case, release)
+    _, on_cpu, on_cuda = np.intersect1d(where[cpu], where[cuda], assume_unique=True, return_indices=True)
+    cpu, cuda = cpu[on_cpu], cuda[on_cuda]  # the rows of each pair
+    if not len(cpu):
+        return pd.DataFrame()
+    # what came back: equal output ids for equal outputs; an output that is not plain numbers is its own
+    returned = np.asarray(d.col("output_id"), dtype=np.int64)
+    odd = (returned < 0) & np.fromiter((out is not None for out in d.col("output")), dtype=bool, count=n)
+    returned = np.where(odd, -2 - np.arange(n), returned)
+    verdict = pd.factorize(column["verdict"])[0]
+    keys = np.stack([d.case_codes[cpu], verdict[cpu], verdict[cuda], returned[cpu], returned[cuda]], axis=1)
+    _, first, which = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    asked = np.sort(np.concatenate([cpu[first], cuda[first]]))
+    comp = cuda_vs_cpu(pd.DataFrame({c: v[asked] for c, v in column.items()}, dtype=object), d.cases)
+    answer = dict(zip(zip(comp["release"].tolist(), comp["id"].tolist()),
+                      zip(comp["agreement"].tolist(), comp["max_abs_diff"].tolist())))
+    agreement, diff = zip(*(answer[key] for key in zip(column["release"][cpu[first]], column["id"][cpu[first]])))
+    which = which.reshape(-1)
+    return pd.DataFrame({"release": column["release"][cpu], "id": column["id"][cpu],
+                         "family": column["family"][cpu], "dtype": column["dtype"][cpu],
+                         "cpu_verdict": column["verdict"][cpu], "cuda_verdict": column["verdict"][cuda],
+                         "agreement": np.array(agreement, dtype=object)[which],
+                         "max_abs_diff": np.array(diff, dtype=np.float64)[which]})
+
+
+def sec_cuda_vs_cpu(d: ReportData) -> Section:
+    """Second oracle: CUDA against CPU on the same release and inputs."""
     intro = ("The same inputs on CUDA and on CPU of one release, compared with each other (a second oracle "
              "beside the analytic reference): same bits, close within the dtype tolerance, different values, "
              "or a different verdict.")
-    comp = cuda_vs_cpu(d.frame, d.cases) if len(d.frame) else pd.DataFrame()
+    comp = _cuda_vs_cpu(d) if len(d.frame) else pd.DataFrame()
     if comp.empty:
         text = "No release has both CUDA and CPU results: CUDA is not run here."
         return Section("cuda", "CUDA vs CPU", md_escape(intro) + "\n\n" + md_escape(text),
@@ -1485,8 +1697,9 @@ def sec_cuda_vs_cpu(d: ReportData) -> Section:
     headers = ["release", *kinds, "cases"]
     bad = comp[comp["agreement"].isin(["differ", "outcome differs"])]
     bad = bad.assign(ix=[d.case_index.get(i, 0) for i in bad["id"]]).sort_values(["release", "ix"], kind="mergesort")
-    f = d.frame
-    value = dict(zip(zip(f["release"].tolist(), f["id"].tolist(), f["device"].tolist()), f["value"].tolist()))
+    shown = set(zip(bad["release"].tolist(), bad["id"].tolist()))
+    value = {(rel, cid, dev): v for rel, cid, dev, v in zip(d.col("release"), d.col("id"), d.col("device"),
+                                                           d.col("value")) if (rel, cid) in shown}
     detail = []
     for r in bad.itertuples(index=False):
         detail.append([r.release, r.id, r.agreement, f"{r.cpu_verdict}: {value[(r.release, r.id, 'cpu')]}",

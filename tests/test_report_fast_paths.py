@@ -1,0 +1,131 @@
+"""The report's fast paths (issue 8, target c) give what their plain definitions give:
+the change finder, the detailed-case choice, the matrix counts, the CUDA oracle asked once
+per distinct pair, the axis-pattern finder on bit masks, shared outputs and the JSON
+line reader."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness import evaluate as ev
+from harness import oracle, report, results
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = sorted((ROOT / "reports" / "results").glob("*/cpu.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Three real releases (first 400 records each) on CPU, and on CUDA with some values
+    nudged, some errors and a case missing."""
+    if len(REAL) < 3:
+        pytest.skip("no committed results")
+    tmp = tmp_path_factory.mktemp("fast")
+    rng = random.Random(3)
+    for src in REAL[:3]:
+        lines = src.read_text().splitlines()[:400]
+        out = tmp / "results" / src.parent.name
+        out.mkdir(parents=True)
+        (out / "cpu.jsonl").write_text("\n".join(lines) + "\n")
+        header, recs = json.loads(lines[0]), [json.loads(x) for x in lines[1:]]
+        header = {**header, "device": "cuda", "env": {**header["env"], "device": "cuda"}}
+        cuda = []
+        for rec in recs[1:]:
+            rec = {**rec, "device": "cuda"}
+            if rec.get("output") and rec["output"]["values"] and rng.random() < 0.2:
+                rec["output"] = {**rec["output"], "values": [v * (1 + 1e-6) for v in rec["output"]["values"]]}
+            elif rng.random() < 0.05:
+                rec = {**rec, "output": None, "error": {"type": "RuntimeError", "message": "x", "phase": "forward"}}
+            cuda.append(rec)
+        (out / "cuda.jsonl").write_text("\n".join(json.dumps(r, sort_keys=True) for r in [header, *cuda]) + "\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HARNESS_CACHE_DIR", str(tmp / "cache"))
+        return report.load([tmp / "results"])
+
+
+def test_rows_events_and_detail_follow_their_definitions(data):
+    d = data
+    by_case: dict = {}
+    for row in d.rows:
+        by_case.setdefault(row.id, []).append(row)
+    by_case = {cid: sorted(rows, key=lambda r: (report.device_key(r.device), r.rk)) for cid, rows in
+               sorted(by_case.items())}
+    assert d.rows_by_case == by_case
+    events = []
+    for cid, rows in by_case.items():
+        for prev, cur in zip(rows, rows[1:]):
+            if prev.device == cur.device and report.change_kind(prev, cur, d.cases[cid]):
+                events.append((cur.device, cid, prev.release, cur.release))
+    assert list(zip(d.events["device"], d.events["id"], d.events["from"], d.events["to"])) == events
+    assert events  # the data has changes to find
+    changed = {cid for _, cid, _, _ in events}
+    detailed = [cid for cid in d.cases if cid in by_case and (
+        cid in changed or len({r.state for r in by_case[cid]}) > 1
+        or any(r.verdict in report.PROBLEMS for r in by_case[cid]))]
+    assert d.detailed_ids == detailed
+    for dev in d.data_devices:
+        on = [r for r in d.rows if r.device == dev]
+        plain: dict = {}
+        for (rel, verdict), n in Counter((r.release, r.verdict) for r in on).items():
+            plain.setdefault(("all", "all cases"), {}).setdefault(rel, {})[verdict] = n
+        for a, axis in enumerate(report.AXES):
+            for (val, rel, verdict), n in Counter((d.case_axes[r.id][a], r.release, r.verdict) for r in on).items():
+                plain.setdefault((axis, val), {}).setdefault(rel, {})[verdict] = n
+        assert report._matrix_counts(d, dev) == plain
+
+
+def test_cuda_oracle_once_per_distinct_pair_gives_every_pair(data):
+    def rows(frame):
+        cols = ("release", "id", "family", "dtype", "cpu_verdict", "cuda_verdict", "agreement", "max_abs_diff")
+        return sorted(tuple(repr(v) for v in row) for row in zip(*(frame[c].tolist() for c in cols)))
+
+    full = oracle.cuda_vs_cpu(data.frame, data.cases)
+    fast = report._cuda_vs_cpu(data)
+    assert rows(fast) == rows(full)
+    assert {"same", "close"} <= set(full["agreement"])  # not only the shortcut is exercised
+
+
+def test_describe_gives_exact_patterns():
+    rng = random.Random(7)
+    for _ in range(300):
+        sizes = [rng.randint(1, 3) for _ in report.AXES]
+        combos = dict.fromkeys(tuple(f"v{rng.randrange(k)}" for k in sizes) for _ in range(rng.randint(2, 80)))
+        axes = {f"c{i}": combo for i, combo in enumerate(combos)}  # one case per combination, as in case files
+        universe = set(axes)
+        members = set(rng.sample(sorted(universe), rng.randint(1, len(universe))))
+        parts = report._describe(members, universe, axes)
+        assert set().union(*(ids for _, ids in parts)) == members
+        for pattern, ids in parts:
+            if "scattered" not in pattern:
+                inside = {i for i in universe if all(axes[i][a] in pattern[a] for a in range(len(report.AXES)))}
+                assert inside == ids  # exact: the pattern covers these members and nothing else
+
+
+def test_shared_outputs_are_only_equal_ones():
+    same: dict = {}
+    a = ev._shared_output({"dtype": "float32", "shape": [2], "values": [1.0, 0.0]}, same)
+    assert ev._shared_output({"dtype": "float32", "shape": [2], "values": [1.0, 0.0]}, same) is a
+    assert ev._shared_output({"dtype": "float32", "shape": [2], "values": [1.0, -0.0]}, same) is not a
+    assert ev._shared_output({"dtype": "float32", "shape": [2], "values": [1, 0.0]}, same) is not a
+    assert ev._shared_output({"dtype": "float64", "shape": [2], "values": [1.0, 0.0]}, same) is not a
+    odd = {"values": [1.0, 0.0], "shape": [2], "dtype": "float32"}  # another key order: its own
+    assert ev._shared_output(odd, same) == odd and list(ev._shared_output(odd, same)) == list(odd)
+
+
+@pytest.mark.parametrize("line", [
+    '{"a": 1, "b": [1.5, NaN, -Infinity], "c": {"d": null}}', '  {"a": 1}', '{"a": 1}  ', '{"a": 1}\r', "[1, 2]",
+    '{"a": 1} {"b": 2}', '{"a": ', "\ufeff{}", '"text"', "{}",
+])
+def test_line_reader_is_json_loads(line):
+    def outcome(loads):
+        try:
+            return "ok", json.dumps(loads(line))
+        except ValueError as exc:
+            return type(exc).__name__, str(exc)
+
+    assert outcome(results._loads) == outcome(json.loads)
