@@ -12,6 +12,7 @@ The supervisor turns a missing result into crash/timeout.
 
 import base64
 import ctypes
+import gc
 import json
 import os
 import platform
@@ -238,6 +239,7 @@ def main(argv):
     import torch
 
     import_seconds = time.perf_counter() - t0
+    gc.freeze()  # torch's many module objects: out of every later collection's way
     with open(plan_path) as f:
         plan = json.load(f)
     with open(indices_path) as f:
