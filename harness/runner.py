@@ -11,11 +11,12 @@ running side by side (one supervising thread each), so a run uses every core.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as _dt
 import hashlib
 import json
 import os
-import queue
+import selectors
 import signal
 import struct
 import subprocess
@@ -107,20 +108,55 @@ class _Shared:
         self.progress(f"[{self.device}] {self.done}/{self.total} cases, {now - self.t0:.1f}s")
 
 
-def _next_event(q, wait, stop):
-    """The worker's next event within ``wait`` seconds; queue.Empty when none came;
-    None at EOF.  Raises _Stopped as soon as another worker asked everyone to stop."""
-    deadline = time.monotonic() + wait
-    while True:
-        if stop.is_set():
-            raise _Stopped
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise queue.Empty
-        try:
-            return q.get(timeout=min(left, POLL))
-        except queue.Empty:
-            continue
+class _Events:
+    """A worker's events, read from its stdout in this thread (no reader thread, no
+    queue): ``next(wait, stop)`` returns the next event, None at EOF, and raises
+    _NoEvent when ``wait`` seconds pass without one or _Stopped once ``stop`` is set."""
+
+    def __init__(self, stream):
+        self.fd = stream.fileno()
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.fd, selectors.EVENT_READ)
+        self.partial = b""
+        self.pending = collections.deque()
+        self.eof = False
+
+    def next(self, wait, stop):
+        deadline = time.monotonic() + wait
+        while not self.pending:
+            if self.eof:
+                return None
+            if stop.is_set():
+                raise _Stopped
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _NoEvent
+            if self.selector.select(min(left, POLL)):
+                self._read()
+        return self.pending.popleft()
+
+    def _read(self):
+        chunk = os.read(self.fd, 1 << 20)
+        if not chunk:
+            self.eof = True
+            lines, self.partial = [self.partial], b""
+        else:
+            *lines, self.partial = (self.partial + chunk).split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                self.pending.append(json.loads(line))
+            except ValueError:
+                self.pending.append({"event": "noise", "text": line[:500].decode("utf-8", "replace")})
+
+    def close(self):
+        self.selector.close()
+
+
+class _NoEvent(Exception):
+    """No event from the worker within the wait."""
 
 
 class _Stopped(Exception):
@@ -158,18 +194,6 @@ def _unpack(tensor):
         raw = base64.b64decode(tensor.pop("f64"))
         tensor["values"] = list(struct.unpack(f"<{len(raw) // 8}d", raw))
     return tensor
-
-
-def _reader(stream, q):
-    for line in stream:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            q.put(json.loads(line))
-        except ValueError:
-            q.put({"event": "noise", "text": line[:500]})
-    q.put(None)  # EOF
 
 
 def _kill(proc):
@@ -273,20 +297,18 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                text=True,
                 start_new_session=True,
                 env={**(self.env or os.environ), "HARNESS_SUPERVISOR_PID": str(os.getpid())},
             )
-            q: queue.Queue = queue.Queue()
-            threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
+            events = _Events(proc.stdout)
             current, ready = None, False
             done_indices = set()
             try:
                 while True:
                     wait = STARTUP_TIMEOUT if not ready else self.timeout
                     try:
-                        ev = _next_event(q, wait, shared.stop)
-                    except queue.Empty:
+                        ev = events.next(wait, shared.stop)
+                    except _NoEvent:
                         if not ready:
                             _kill(proc)
                             raise RunnerError(
@@ -346,6 +368,8 @@ class Supervisor:
                         break
             finally:
                 err.close()
+                events.close()
+                proc.stdout.close()
                 if proc.poll() is None:
                     _kill(proc)
             todo = [i for i in todo if i not in done_indices]
