@@ -110,7 +110,7 @@ def main(argv=None) -> dict:
     out["targets_met"] = met
     try:  # figures measured by hand on an older checkout (--root) are kept
         old = json.loads(Path(args.out).read_text())
-        out.update({k: old[k] for k in ("before", "notes") if k in old})
+        out.update({k: old[k] for k in ("before", "previous", "notes") if k in old})
     except (OSError, ValueError):
         pass
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
