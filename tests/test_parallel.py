@@ -5,9 +5,12 @@ one-worker run's apart from timings and line order."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -118,3 +121,38 @@ def test_bad_jobs_are_refused(tmp_path, value):
     assert by_env.returncode == 2 and "HARNESS_JOBS" in by_env.stderr and repr(value) in by_env.stderr
     assert by_flag.returncode == 2 and "--jobs" in by_flag.stderr
     assert not (tmp_path / "r.jsonl").exists()
+
+
+@needs_torch
+def test_interrupted_shared_out_run_stops_every_worker_and_resumes(tmp_path):
+    """SIGTERM to `harness run` with two workers: both workers end, the finished results
+    are kept, and --resume runs exactly the rest."""
+    from tests.test_resume import _children, _result_count, _wait_gone
+
+    plan, out = tmp_path / "plan.json", tmp_path / "out.jsonl"
+    subprocess.run([sys.executable, "-m", "harness", "plan", "--out", str(plan)], cwd=ROOT, check=True,
+                   capture_output=True)
+    cmd = [sys.executable, "-m", "harness", "run", "--plan", str(plan), "--device", "cpu", "--out", str(out),
+           "--jobs", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = []
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        workers = _children(proc.pid)
+        if len(workers) == 2 and _result_count(out) >= 200:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=60)
+    assert len(workers) == 2, "the run ended before two workers were seen"
+    assert proc.returncode != 0 and "--resume" in err
+    assert all(_wait_gone(pid, 10) for pid in workers), "a worker outlived the interrupted run"
+    kept = {r["id"] for r in results.read(out).results}
+    total = len(json.loads(plan.read_text())["cases"])
+    assert 200 <= len(kept) < total
+
+    second = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert f"{total - len(kept)} finished" in second.stdout and f"{len(kept)} resumed" in second.stdout
+    rf, by_id = _by_id(out)
+    assert len(by_id) == total
