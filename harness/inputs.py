@@ -237,8 +237,20 @@ def plan_entry(case: Case, arrays: dict) -> dict:
         "grad": case.family.grad,
     }
     for name, arr in (("first", ci.first), ("second", ci.second)):
-        enc = encode(arr)
-        key = array_key(enc)
+        key, enc = _encoded(arr)
         arrays[key] = enc
         entry[name] = key
     return entry
+
+
+_ENCODED: dict = {}  # (shape, dtype, bytes) -> (content key, encoded): cases share most arrays
+
+
+def _encoded(arr: np.ndarray) -> tuple:
+    """``array_key(encode(arr))`` and ``encode(arr)``, computed once per distinct array."""
+    ident = (arr.shape, arr.dtype.str, arr.tobytes())
+    hit = _ENCODED.get(ident)
+    if hit is None:
+        enc = encode(arr)
+        hit = _ENCODED[ident] = (array_key(enc), enc)
+    return hit
