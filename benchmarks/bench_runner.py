@@ -15,6 +15,7 @@ Both are measured in the same invocation, alternating, median of --repeat runs.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import statistics
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 
 ROOT = Path(__file__).resolve().parent.parent
 if "--root" in sys.argv[:-1]:  # before anything imports harness
@@ -82,10 +84,8 @@ def harness_run(python, plan, tmp, jobs=None) -> dict:
 
     out = Path(tmp) / "bench.jsonl"
     t0 = time.perf_counter()
-    try:
-        (summary,) = run(None, out, devices=["cpu"], python=python, plan=plan, jobs=jobs)
-    except TypeError:  # --root checkout from before --jobs: one worker
-        (summary,) = run(None, out, devices=["cpu"], python=python, plan=plan)
+    kw = {"jobs": jobs} if "jobs" in inspect.signature(run).parameters else {}  # --root before --jobs: one worker
+    (summary,) = run(None, out, devices=["cpu"], python=python, plan=plan, **kw)
     wall = time.perf_counter() - t0
     return {"wall": wall, "import": summary.env["import_seconds"], "after_import": wall - summary.env["import_seconds"],
             "cases": summary.finished, "torch": summary.env["torch"], "jobs": getattr(summary, "jobs", 1)}

@@ -235,14 +235,15 @@ class Supervisor:
     def run_device(self, plan_path, plan, device, todo, writer, header_extra, jobs=1) -> RunSummary:
         """Run the cases ``todo`` (plan indices) on ``device`` with ``jobs`` workers."""
         todo = list(todo)
-        shared = _Shared(writer, len(plan["cases"]), len(plan["cases"]) - len(todo), self.progress, device)
+        total = len(plan["cases"])
+        shared = _Shared(writer, total, total - len(todo), self.progress, device)
         t0 = time.perf_counter()
         shares = [todo[k::jobs] for k in range(jobs)] if jobs > 1 else [todo]
         if len(shares) == 1:
             parts = [self._run_share(plan_path, plan, device, todo, header_extra, shared, "")]
         else:
             parts = self._run_shares(plan_path, plan, device, shares, header_extra, shared)
-        summary = RunSummary(device=device, total=len(plan["cases"]), skipped=len(plan["cases"]) - len(todo),
+        summary = RunSummary(device=device, total=total, skipped=total - len(todo),
                              jobs=len(shares), env=next((p.env for p in parts if p.env), {}))
         for part in parts:
             summary.finished += part.finished
