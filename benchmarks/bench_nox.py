@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import emit
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = ROOT / "build" / "bench" / "nox"
@@ -155,12 +157,8 @@ def main(argv=None) -> dict:
                            for k, t in mid["timing"].items()},
         "repeat": args.repeat,
     })
-    print(json.dumps(result, indent=1))
-    print(f"warm `nox` rerun {result['warm_rerun_seconds']} s; floor {result['floor_seconds']} s "
-          f"(torch imports + matrix runs); ratio x{result['ratio']} (target <= 1.3)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    return emit(result, f"warm `nox` rerun {result['warm_rerun_seconds']} s; floor {result['floor_seconds']} s "
+                        f"(torch imports + matrix runs); ratio x{result['ratio']} (target <= 1.3)", args.json)
 
 
 if __name__ == "__main__":

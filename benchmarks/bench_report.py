@@ -11,7 +11,6 @@ checkout's harness on the same files (e.g. the commit before an optimisation).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import emit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
@@ -72,12 +73,8 @@ def main(argv=None) -> dict:
     if cold:
         result["cold_seconds"] = round(statistics.median(cold), 2)
         result["cold_all"] = [round(x, 2) for x in cold]
-    print(json.dumps(result, indent=1))
-    print(f"report of {counts['results']} results: {result['warm_seconds']} s with the evaluation cache"
-          + (f", {result['cold_seconds']} s without" if cold else "") + " (target <= 3)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    return emit(result, f"report of {counts['results']} results: {result['warm_seconds']} s with the evaluation cache"
+                        + (f", {result['cold_seconds']} s without" if cold else "") + " (target <= 3)", args.json)
 
 
 if __name__ == "__main__":

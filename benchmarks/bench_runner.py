@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import emit
 
 ROOT = Path(__file__).resolve().parent.parent
 if "--root" in sys.argv[:-1]:  # before anything imports harness
@@ -127,15 +128,11 @@ def main(argv=None) -> dict:
         "overhead_ratio": round(single / bare, 2),
         "repeat": args.repeat,
     }
-    print(json.dumps(result, indent=1))
-    print(f"runner: {result['runner_cases_per_second']} cases/s ({result['cases']} cases in "
-          f"{result['runner_seconds_after_import']} s after import, {result['jobs']} workers; one worker "
-          f"{result['one_worker_seconds_after_import']} s); bare loop {result['bare_loop_seconds']} s; "
-          f"overhead x{result['overhead_ratio']} (target <= 1.5); full matrix after import "
-          f"{result['runner_seconds_after_import']} s (target <= 5)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    return emit(result, f"runner: {result['runner_cases_per_second']} cases/s ({result['cases']} cases in "
+                        f"{result['runner_seconds_after_import']} s after import, {result['jobs']} workers; one worker "
+                        f"{result['one_worker_seconds_after_import']} s); bare loop {result['bare_loop_seconds']} s; "
+                        f"overhead x{result['overhead_ratio']} (target <= 1.5); full matrix after import "
+                        f"{result['runner_seconds_after_import']} s (target <= 5)", args.json)
 
 
 if __name__ == "__main__":
