@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,9 +50,61 @@ def round_to_dtype(x, dtype: str) -> np.ndarray:
     return out
 
 
+# Correctly rounded exp and log.  NumPy's own float64 exp/log are not the same function on
+# every CPU: with AVX512F it runs its own vector kernels, which differ from the C library by
+# one ulp on a few percent of arguments, so inputs made on one machine would not be those
+# made on another, and every committed float64 result would read "stale" elsewhere.  The
+# correctly rounded value is one value everywhere (mpmath: same results with either backend).
+_MP = None
+
+
+def _mp():
+    global _MP
+    if _MP is None:
+        import mpmath
+
+        _MP = mpmath.MPContext()
+        _MP.prec = 120  # then one rounding to float64: correctly rounded but for ~2**-60 of inputs
+    return _MP
+
+
+def _elementwise(x, fn, ok) -> np.ndarray:
+    """``fn`` (an mpmath function) at every element where ``ok``; NumPy's value (an exact
+    special case: exp(-inf) = 0, log(0) = -inf, nan, ...) elsewhere."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        out = np.array((np.exp if fn == "exp" else np.log)(x), dtype=np.float64)  # 0-d stays an array
+    mask = ok(x)
+    if mask.any():
+        mp = _mp()
+        f = getattr(mp, fn)
+        out[mask] = [_to_float(mp, f(mp.mpf(float(v)))) for v in x[mask]]
+    return out
+
+
+_TINY = float.fromhex("0x1p-1022")  # below it float64 is subnormal: a fixed step of 2**-1074
+
+
+def _to_float(mp, y) -> float:
+    """The float64 nearest to mpmath's ``y`` (subnormals rounded once, at their own step)."""
+    if abs(y) >= _TINY:
+        return float(y)
+    return math.ldexp(int(mp.nint(mp.ldexp(y, 1074))), -1074)
+
+
+def exp(x) -> np.ndarray:
+    """Correctly rounded float64 exp, the same bits on every machine."""
+    return _elementwise(x, "exp", lambda v: np.isfinite(v) & (v > -746.0) & (v < 709.78))
+
+
+def log(x) -> np.ndarray:
+    """Correctly rounded float64 log, the same bits on every machine."""
+    return _elementwise(x, "log", lambda v: np.isfinite(v) & (v > 0))
+
+
 def _softmax(z, axis=-1):
     z = z - np.max(z, axis=axis, keepdims=True) if z.size else z
-    e = np.exp(z)
+    e = exp(z)
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
@@ -59,7 +112,7 @@ def _log_softmax(z, axis=-1):
     if z.ndim == 0:
         return np.zeros_like(z)
     m = np.max(z, axis=axis, keepdims=True) if z.size else 0.0
-    return z - m - np.log(np.sum(np.exp(z - m), axis=axis, keepdims=True))
+    return z - m - log(np.sum(exp(z - m), axis=axis, keepdims=True))
 
 
 def _dist(rng, shape, scale):
@@ -81,8 +134,7 @@ def _gen_softmax(fam, rng):
 
 def _gen_identical(fam, rng):
     p = _dist(rng, fam.shape, fam.params.get("scale", 1.0))
-    with np.errstate(divide="ignore"):
-        return np.log(p), p
+    return log(p), p
 
 
 def _gen_near_one_hot(fam, rng):
@@ -174,6 +226,14 @@ def family_data(fam: Family):
     return _FAMILY_CACHE[key]
 
 
+def _log_target(fam: Family, p: np.ndarray) -> np.ndarray:
+    """log of a generated family's target probabilities, computed once per family."""
+    key = (fam.source, fam.label, "log")
+    if key not in _FAMILY_CACHE:
+        _FAMILY_CACHE[key] = log(p)
+    return _FAMILY_CACHE[key]
+
+
 @dataclass(frozen=True)
 class CallInputs:
     """The two arguments of one call, rounded to the case dtype, and what they mean.
@@ -200,8 +260,7 @@ def call_inputs(case: Case) -> CallInputs:
         inp, p = family_data(fam)
         in_mean = "logprob"
         if case.log_target:
-            with np.errstate(all="ignore"):
-                tgt = np.log(p)
+            tgt = _log_target(fam, p)
             tg_mean = "logprob"
         else:
             tgt, tg_mean = p, "prob"

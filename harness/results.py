@@ -147,6 +147,25 @@ class Writer:
         self.close()
 
 
+def drop_results(path, drop) -> int:
+    """Rewrite a results file without the results for which ``drop(record)`` is true
+    (run headers, every other line and their order kept); atomic.  Returns how many went."""
+    path = Path(path)
+    kept, dropped = [], 0
+    for raw in path.read_bytes().split(b"\n"):
+        if raw.strip():
+            rec = _loads(raw.decode("utf-8"))
+            if rec.get("record") == "result" and drop(rec):
+                dropped += 1
+                continue
+        kept.append(raw)
+    if dropped:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(b"\n".join(kept))
+        os.replace(tmp, path)
+    return dropped
+
+
 def _ends_with_newline(path) -> bool:
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)

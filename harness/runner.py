@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .results import SCHEMA_VERSION, Writer, read
+from .results import SCHEMA_VERSION, Writer, drop_results, read
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
 STARTUP_TIMEOUT = 300.0  # importing an old torch from a cold disk can be slow
@@ -398,10 +398,15 @@ def run(cases, out_path, devices=("cpu",), python=None, timeout=60.0, resume=Fal
     python = python or sys.executable
     out_path = Path(out_path)
     done: set = set()
-    if resume and out_path.exists():
-        existing = read(out_path, repair=True)
-        done = {(r["id"], r["device"]) for r in existing.results}
     plan = plan if plan is not None else build_plan(cases, hooks)
+    if resume and out_path.exists():
+        read(out_path, repair=True)  # cut a truncated last line
+        # a result recorded from other inputs than the plan's is stale: run again, not kept
+        digests = {e["id"]: e.get("digest") for e in plan["cases"]}
+        stale = drop_results(out_path, lambda r: r.get("digest") not in (None, digests.get(r["id"], r.get("digest"))))
+        if stale and progress:
+            progress(f"{out_path}: {stale} stale results (inputs changed since they were recorded) run again")
+        done = {(r["id"], r["device"]) for r in read(out_path).results}
     summaries = []
     with tempfile.TemporaryDirectory(prefix="kldiv-plan-") as tmp:
         plan_path = Path(tmp) / "plan.json"

@@ -95,3 +95,68 @@ def test_generated_families_have_their_promised_properties():
     assert data("empty-0x5/sum/log_target=false/intended/float64/module").first.shape == (0, 5)
     huge16 = data("huge_logits-4x5/sum/log_target=false/intended/float16/module")
     assert np.isneginf(huge16.first).any()  # log-probabilities overflow float16
+
+
+def _within_half_ulp(got: float, exact) -> bool:
+    """``got`` is the float64 nearest to the high-precision value ``exact``."""
+    import math
+
+    import mpmath
+
+    if math.isinf(got):
+        return exact > np.finfo(np.float64).max
+    err = abs(mpmath.mpf(got) - exact)
+    gap = mpmath.mpf(math.nextafter(abs(got), math.inf)) - mpmath.mpf(abs(got))
+    return err <= gap / 2
+
+
+@given(st.floats(min_value=-745.0, max_value=709.0, allow_nan=False))
+@settings(max_examples=300, deadline=None)
+def test_exp_is_correctly_rounded(x):
+    """inputs.exp is the float64 nearest to exp(x) (checked at 300 bits): one value on every
+    machine, unlike NumPy's exp, whose AVX512F kernel differs from the C library's."""
+    import mpmath
+
+    from harness.inputs import exp
+
+    with mpmath.workprec(300):
+        assert _within_half_ulp(float(exp(np.array([x]))[0]), mpmath.exp(mpmath.mpf(x)))
+
+
+@given(st.floats(min_value=5e-324, allow_infinity=False, allow_nan=False))
+@settings(max_examples=300, deadline=None)
+def test_log_is_correctly_rounded(x):
+    import mpmath
+
+    from harness.inputs import log
+
+    with mpmath.workprec(300):
+        assert _within_half_ulp(float(log(np.array([x]))[0]), mpmath.log(mpmath.mpf(x)))
+
+
+def test_exp_and_log_special_values():
+    from harness.inputs import exp, log
+
+    e = exp(np.array([-np.inf, np.inf, np.nan, -800.0, 800.0, 0.0, -0.0]))
+    assert e[0] == 0 and e[1] == np.inf and np.isnan(e[2]) and e[3] == 0 and e[4] == np.inf and e[5] == e[6] == 1
+    with np.errstate(all="ignore"):
+        g = log(np.array([0.0, -0.0, -1.0, np.inf, np.nan, 1.0]))
+    assert g[0] == g[1] == -np.inf and np.isnan(g[2]) and g[3] == np.inf and np.isnan(g[4]) and g[5] == 0
+    assert exp(np.float64(0.5)).shape == () and float(exp(np.float64(0.0))) == 1.0  # 0-d in, 0-d out
+
+
+def test_committed_cpu_results_were_made_from_the_inputs_generated_here():
+    """Every committed CPU result's input digest is the one this machine's plan gives: the
+    inputs are machine-independent, so no committed result reads 'stale' anywhere."""
+    from harness.results import read
+
+    digests = {e["id"]: e["digest"] for e in build_plan(load_cases())["cases"]}
+    files = sorted((ROOT / "reports" / "results").glob("*/cpu.jsonl"))
+    if not files:
+        pytest.skip("no committed results")
+    stale = {}
+    for path in files:
+        for rec in read(path).results:
+            if rec["id"] in digests and rec.get("digest") != digests[rec["id"]]:
+                stale.setdefault(path.parent.name, []).append(rec["id"])
+    assert not stale, {k: (len(v), v[:3]) for k, v in stale.items()}

@@ -410,3 +410,43 @@ def test_hooks_do_nothing_without_the_test_switch(tmp_path):
     (summary,) = run(cases, out, hooks={cases[0].id: "crash", cases[1].id: "hang"}, timeout=30, env=env)
     assert (summary.finished, summary.crashed, summary.timed_out) == (2, 0, 0)
     assert [r["status"] for r in results.read(out).results] == ["ok", "ok"]
+
+
+SMALL = """\
+version: 1
+description: two cases.
+families:
+  - name: small
+    generator: softmax
+    shape: [2, 3]
+    seed: 3
+    axes: {reduction: [sum], log_target: [false], order: [intended], dtype: [float64], api: [module, functional]}
+"""
+
+
+@needs_torch
+def test_resume_runs_stale_results_again_and_keeps_the_rest(tmp_path):
+    """A result whose recorded input digest is not the plan's (the inputs changed since)
+    is dropped and run again by --resume; every other line stays byte for byte."""
+    from harness import runner
+
+    case_file = tmp_path / "cases.yaml"
+    case_file.write_text(SMALL)
+    cases = load_cases([case_file])
+    out = tmp_path / "r.jsonl"
+    runner.run(cases, out, jobs=1)
+    lines = out.read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    stale = next(i for i, r in enumerate(recs) if r.get("id") == cases[0].id)
+    recs[stale]["digest"] = "0" * 16
+    lines[stale] = json.dumps(recs[stale], sort_keys=True)
+    out.write_text("\n".join(lines) + "\n")
+    (summary,) = runner.run(cases, out, resume=True, jobs=1)
+    assert (summary.finished, summary.skipped) == (1, 1)
+    after = out.read_text().splitlines()
+    kept = [x for i, x in enumerate(lines) if i != stale]
+    assert after[: len(kept)] == kept  # the rest untouched, in order
+    results_after = [json.loads(x) for x in after if '"record": "result"' in x]
+    assert sorted(r["id"] for r in results_after) == sorted(c.id for c in cases)  # each once
+    plan = runner.build_plan(cases)
+    assert {r["id"]: r["digest"] for r in results_after} == {e["id"]: e["digest"] for e in plan["cases"]}
