@@ -83,8 +83,9 @@ def _ensure_bytecode(session, venv_python: str) -> None:
     site = next(Path(session.virtualenv.location).glob("lib/python*/site-packages"), None)
     if site is None or not (site / "torch").is_dir() or (site / "torch" / "__pycache__").is_dir():
         return
-    session.run(venv_python, "-m", "compileall", "-q", "-j", "0", str(site), external=True, silent=True,
-                success_codes=[0, 1])  # 1: some file that is not Python 3 (a test fixture): not ours to fix
+    session.run(
+        venv_python, "-m", "compileall", "-q", "-j", "0", str(site), external=True, silent=True, success_codes=[0, 1]
+    )  # 1: some file that is not Python 3 (a test fixture): not ours to fix
 
 
 def _reachable(url: str) -> bool:
@@ -110,8 +111,9 @@ def _uv_cache_dir() -> str | None:
 
 def _prune(session, venv_python: str) -> None:
     """Drop the environment and its big wheels (torch, triton, nvidia-*) from uv's cache."""
-    listed = subprocess.run(["uv", "pip", "list", "--python", venv_python, "--format", "json"],
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        ["uv", "pip", "list", "--python", venv_python, "--format", "json"], capture_output=True, text=True
+    )
     names = [p["name"] for p in json.loads(listed.stdout or "[]")]
     big = [n for n in names if n in ("torch", "triton") or n.startswith("nvidia-")]
     if big:
@@ -133,8 +135,12 @@ def _release_session(session, release: catalogue.Release, devices: list[str]) ->
     install_s = time.perf_counter() - t0
     plan = _plan(session)
     out_dir = RESULTS / release.key
-    timing = {"release": release.key, "torch": release.torch, "python": release.python,
-              "install_seconds": round(install_s, 1)}
+    timing = {
+        "release": release.key,
+        "torch": release.torch,
+        "python": release.python,
+        "install_seconds": round(install_s, 1),
+    }
     prune = os.environ.get("HARNESS_PRUNE") == "1"
     if prune:  # full-history mode: measure the disk this environment holds with the cache
         cache = _uv_cache_dir()
@@ -142,8 +148,18 @@ def _release_session(session, release: catalogue.Release, devices: list[str]) ->
         timing["disk_mb"] = {"env": _du_mb(env_dir), "uv_cache": _du_mb(cache), "env_and_cache": _du_mb(env_dir, cache)}
     t1 = time.perf_counter()
     device_args = [arg for d in devices for arg in ("--device", d)]
-    _host(session, "run", "--plan", str(plan), "--python", venv_python, *device_args,
-          "--out", str(out_dir / "{device}.jsonl"), *session.posargs)
+    _host(
+        session,
+        "run",
+        "--plan",
+        str(plan),
+        "--python",
+        venv_python,
+        *device_args,
+        "--out",
+        str(out_dir / "{device}.jsonl"),
+        *session.posargs,
+    )
     timing["run_seconds"] = round(time.perf_counter() - t1, 1)
     timing["devices"] = sorted(p.stem for p in out_dir.glob("*.jsonl"))
     timing["total_seconds"] = round(time.perf_counter() - t0, 1)
@@ -160,8 +176,7 @@ _INTERPRETERS = {r.key: _FOUND[r.python] for r in RELEASES}
 def _params(tags_for, releases=RELEASES):
     """(python, torch) per release; python is the interpreter found for the catalogue's
     rule, or False when none is (the session then says what to install)."""
-    return [nox.param(_INTERPRETERS[r.key] or False, r.key, id=f"torch='{r.key}'", tags=tags_for(r))
-            for r in releases]
+    return [nox.param(_INTERPRETERS[r.key] or False, r.key, id=f"torch='{r.key}'", tags=tags_for(r)) for r in releases]
 
 
 def _release(session, key) -> catalogue.Release:

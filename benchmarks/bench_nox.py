@@ -64,13 +64,17 @@ def nox_rerun(source: Path, log: Path) -> dict:
     results = _fresh_results(source)
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run(["nox"], cwd=ROOT, env=_nox_env(results, WORK / "report"), stdout=f,
-                              stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            ["nox"], cwd=ROOT, env=_nox_env(results, WORK / "report"), stdout=f, stderr=subprocess.STDOUT
+        )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"nox failed (exit {proc.returncode}); see {log}")
-    sessions = {m.group(1): float(m.group(2)) for m in
-                re.finditer(r"\* (\S+): success, took (?:(\d+) seconds|.*)", log.read_text()) if m.group(2)}
+    sessions = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"\* (\S+): success, took (?:(\d+) seconds|.*)", log.read_text())
+        if m.group(2)
+    }
     timings = {}
     for r in default_releases():
         t = results / r.key / "timing.json"
@@ -95,8 +99,26 @@ def import_seconds(python: Path) -> float:
 def matrix_run(python: Path, plan: Path, tmp: Path) -> dict:
     out = tmp / "run.jsonl"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness", "run", "--plan", str(plan), "--python", str(python),
-                    "--device", "cpu", "--out", str(out), "--quiet"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--plan",
+            str(plan),
+            "--python",
+            str(python),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     wall = time.perf_counter() - t0
     header = json.loads(out.read_text().split("\n", 1)[0])
     imp = header["env"]["import_seconds"]
@@ -110,9 +132,11 @@ def floor(plan: Path, repeat: int) -> dict:
             py = env_python(r.key)
             imports = [import_seconds(py) for _ in range(repeat)]
             runs = [matrix_run(py, plan, Path(tmp)) for _ in range(repeat)]
-            out[r.key] = {"import_seconds": statistics.median(imports),
-                          "run_after_import_seconds": statistics.median(x["after_import"] for x in runs),
-                          "run_wall_seconds": statistics.median(x["wall"] for x in runs)}
+            out[r.key] = {
+                "import_seconds": statistics.median(imports),
+                "run_after_import_seconds": statistics.median(x["after_import"] for x in runs),
+                "run_wall_seconds": statistics.median(x["wall"] for x in runs),
+            }
             out[r.key]["floor_seconds"] = out[r.key]["import_seconds"] + out[r.key]["run_after_import_seconds"]
     return out
 
@@ -127,15 +151,18 @@ def main(argv=None) -> dict:
     WORK.mkdir(parents=True, exist_ok=True)
     missing = [r.key for r in default_releases() if not env_python(r.key).exists()]
     if missing and not args.setup:
-        raise SystemExit(f"no environment under .nox/ for {', '.join(missing)}: run `nox` once (without "
-                         "HARNESS_PRUNE), or pass --setup")
+        raise SystemExit(
+            f"no environment under .nox/ for {', '.join(missing)}: run `nox` once (without "
+            "HARNESS_PRUNE), or pass --setup"
+        )
     result = {}
     if missing:
         cold = nox_rerun(Path(args.source), WORK / "cold.log")
         result["cold_seconds"] = round(cold["wall"], 1)
     plan = WORK / "plan.json"
-    subprocess.run([sys.executable, "-m", "harness", "plan", "--out", str(plan)], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "harness", "plan", "--out", str(plan)], cwd=ROOT, check=True, capture_output=True
+    )
     reruns = []
     for i in range(args.repeat):  # alternate with the floor's parts so load drifts hit both alike
         reruns.append(nox_rerun(Path(args.source), WORK / f"warm-{i}.log"))
@@ -144,21 +171,29 @@ def main(argv=None) -> dict:
     warm = statistics.median(r["wall"] for r in reruns)
     fl = sum(p["floor_seconds"] for p in parts.values())
     mid = sorted(reruns, key=lambda r: r["wall"])[len(reruns) // 2]
-    result.update({
-        "releases": [r.key for r in default_releases()],
-        "warm_rerun_seconds": round(warm, 2),
-        "warm_rerun_all": [round(r["wall"], 2) for r in reruns],
-        "floor_seconds": round(fl, 2),
-        "ratio": round(warm / fl, 2),
-        "floor_parts": {k: {n: round(v, 2) for n, v in p.items()} for k, p in parts.items()},
-        "nox_list_seconds": round(startup, 2),
-        "sessions_seconds": mid["sessions"],
-        "session_timing": {k: {n: t.get(n) for n in ("install_seconds", "run_seconds", "total_seconds")}
-                           for k, t in mid["timing"].items()},
-        "repeat": args.repeat,
-    })
-    return emit(result, f"warm `nox` rerun {result['warm_rerun_seconds']} s; floor {result['floor_seconds']} s "
-                        f"(torch imports + matrix runs); ratio x{result['ratio']} (target <= 1.3)", args.json)
+    result.update(
+        {
+            "releases": [r.key for r in default_releases()],
+            "warm_rerun_seconds": round(warm, 2),
+            "warm_rerun_all": [round(r["wall"], 2) for r in reruns],
+            "floor_seconds": round(fl, 2),
+            "ratio": round(warm / fl, 2),
+            "floor_parts": {k: {n: round(v, 2) for n, v in p.items()} for k, p in parts.items()},
+            "nox_list_seconds": round(startup, 2),
+            "sessions_seconds": mid["sessions"],
+            "session_timing": {
+                k: {n: t.get(n) for n in ("install_seconds", "run_seconds", "total_seconds")}
+                for k, t in mid["timing"].items()
+            },
+            "repeat": args.repeat,
+        }
+    )
+    return emit(
+        result,
+        f"warm `nox` rerun {result['warm_rerun_seconds']} s; floor {result['floor_seconds']} s "
+        f"(torch imports + matrix runs); ratio x{result['ratio']} (target <= 1.3)",
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,13 @@ def _report(root: Path, results: Path, out: Path, cache: Path) -> float:
     env = {**os.environ, "HARNESS_CACHE_DIR": str(cache)}
     env.pop("HARNESS_CACHE", None)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness", "report", "--results", str(results), "--out", str(out)],
-                   cwd=root, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "harness", "report", "--results", str(results), "--out", str(out)],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - t0
 
 
@@ -73,8 +78,13 @@ def main(argv=None) -> dict:
     if cold:
         result["cold_seconds"] = round(statistics.median(cold), 2)
         result["cold_all"] = [round(x, 2) for x in cold]
-    return emit(result, f"report of {counts['results']} results: {result['warm_seconds']} s with the evaluation cache"
-                        + (f", {result['cold_seconds']} s without" if cold else "") + " (target <= 3)", args.json)
+    return emit(
+        result,
+        f"report of {counts['results']} results: {result['warm_seconds']} s with the evaluation cache"
+        + (f", {result['cold_seconds']} s without" if cold else "")
+        + " (target <= 3)",
+        args.json,
+    )
 
 
 if __name__ == "__main__":

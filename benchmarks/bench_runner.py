@@ -88,8 +88,14 @@ def harness_run(python, plan, tmp, jobs=None) -> dict:
     kw = {"jobs": jobs} if "jobs" in inspect.signature(run).parameters else {}  # --root before --jobs: one worker
     (summary,) = run(None, out, devices=["cpu"], python=python, plan=plan, **kw)
     wall = time.perf_counter() - t0
-    return {"wall": wall, "import": summary.env["import_seconds"], "after_import": wall - summary.env["import_seconds"],
-            "cases": summary.finished, "torch": summary.env["torch"], "jobs": getattr(summary, "jobs", 1)}
+    return {
+        "wall": wall,
+        "import": summary.env["import_seconds"],
+        "after_import": wall - summary.env["import_seconds"],
+        "cases": summary.finished,
+        "torch": summary.env["torch"],
+        "jobs": getattr(summary, "jobs", 1),
+    }
 
 
 def main(argv=None) -> dict:
@@ -116,7 +122,7 @@ def main(argv=None) -> dict:
     bare = statistics.median(b["loop"] for b in bares)
     result = {
         "machine": f"{platform.machine()}, {platform.processor() or '?'}, "
-                   f"{__import__('os').cpu_count()} cpus, Python {platform.python_version()}",
+        f"{__import__('os').cpu_count()} cpus, Python {platform.python_version()}",
         "torch": runs[0]["torch"],
         "cases": runs[0]["cases"],
         "jobs": runs[0]["jobs"],
@@ -128,11 +134,15 @@ def main(argv=None) -> dict:
         "overhead_ratio": round(single / bare, 2),
         "repeat": args.repeat,
     }
-    return emit(result, f"runner: {result['runner_cases_per_second']} cases/s ({result['cases']} cases in "
-                        f"{result['runner_seconds_after_import']} s after import, {result['jobs']} workers; one worker "
-                        f"{result['one_worker_seconds_after_import']} s); bare loop {result['bare_loop_seconds']} s; "
-                        f"overhead x{result['overhead_ratio']} (target <= 1.5); full matrix after import "
-                        f"{result['runner_seconds_after_import']} s (target <= 5)", args.json)
+    return emit(
+        result,
+        f"runner: {result['runner_cases_per_second']} cases/s ({result['cases']} cases in "
+        f"{result['runner_seconds_after_import']} s after import, {result['jobs']} workers; one worker "
+        f"{result['one_worker_seconds_after_import']} s); bare loop {result['bare_loop_seconds']} s; "
+        f"overhead x{result['overhead_ratio']} (target <= 1.5); full matrix after import "
+        f"{result['runner_seconds_after_import']} s (target <= 5)",
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -41,20 +41,28 @@ def machine() -> dict:
     mem = None
     try:
         kb = int(next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1])
-        mem = round(kb / 2 ** 20, 1)
+        mem = round(kb / 2**20, 1)
     except (OSError, StopIteration, ValueError):
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "platform": platform.platform(),
-            "python": platform.python_version(), "load_average_at_start": [round(x, 2) for x in load] if load else None}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in load] if load else None,
+    }
 
 
 def _git() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return sha + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "?"
@@ -72,8 +80,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--source", default=str(ROOT / "reports" / "results"), help="real results (c) and (d) use")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args(argv)
-    out = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": _git(),
-           "machine": machine(), "targets": TARGETS, "repeat": args.repeat}
+    out = {
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git(),
+        "machine": machine(),
+        "targets": TARGETS,
+        "repeat": args.repeat,
+    }
 
     # (a), (b): per default release with an environment; else this interpreter
     runner = {}
@@ -100,8 +113,9 @@ def main(argv=None) -> dict:
     met = {}
     for key, r in runner.items():
         met[f"overhead_ratio[{key}]"] = r["overhead_ratio"] <= TARGETS["overhead_ratio"]
-        met[f"runner_seconds_after_import[{key}]"] = (r["runner_seconds_after_import"]
-                                                     <= TARGETS["runner_seconds_after_import"])
+        met[f"runner_seconds_after_import[{key}]"] = (
+            r["runner_seconds_after_import"] <= TARGETS["runner_seconds_after_import"]
+        )
     met["report_seconds[warm]"] = out["report"]["warm_seconds"] <= TARGETS["report_seconds"]
     if "cold_seconds" in out["report"]:
         met["report_seconds[cold]"] = out["report"]["cold_seconds"] <= TARGETS["report_seconds"]

@@ -58,8 +58,7 @@ def generate(source: Path, out: Path, releases: int = 24, n_cases: int = 3000) -
     from harness.evaluate import release_of, release_sort_key
 
     files = sorted(source.glob("*/cpu.jsonl"))
-    real = sorted(((release_of(_read(f)[0]["env"]["torch"]), f) for f in files),
-                  key=lambda x: release_sort_key(x[0]))
+    real = sorted(((release_of(_read(f)[0]["env"]["torch"]), f) for f in files), key=lambda x: release_sort_key(x[0]))
     if not real:
         raise SystemExit(f"no */cpu.jsonl under {source}")
     loaded = [(rel, *_read(f)) for rel, f in real]
@@ -89,9 +88,14 @@ def generate(source: Path, out: Path, releases: int = 24, n_cases: int = 3000) -
     for rel, header, res in plan:
         cpu = [res[i] for i in claims + ids]
         _write(out / rel / "cpu.jsonl", header, cpu)
-        env = {**header["env"], "device": "cuda", "cuda_available": True,
-               "device_name": (cuda_env or {}).get("device_name", "NVIDIA H200"),
-               "cudnn": (cuda_env or {}).get("cudnn"), "threads": (cuda_env or {}).get("threads", 16)}
+        env = {
+            **header["env"],
+            "device": "cuda",
+            "cuda_available": True,
+            "device_name": (cuda_env or {}).get("device_name", "NVIDIA H200"),
+            "cudnn": (cuda_env or {}).get("cudnn"),
+            "threads": (cuda_env or {}).get("threads", 16),
+        }
         cuda = [{**res[i], **cuda_swap.get(i, {}), "device": "cuda"} for i in ids]
         _write(out / rel / "cuda.jsonl", {**header, "device": "cuda", "env": env}, cuda)
         counts["results"] += len(cpu) + len(cuda)

@@ -144,8 +144,12 @@ class _LineLoader(_Base):
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             value = f" {node.value[:40]!r}" if isinstance(node.value, str) else ""
             detail = str(exc).split("\n")[0][:120]
-            raise CaseFileError(self._path, node.start_mark.line + 1, "",
-                                f"cannot read {tag} value{value} ({type(exc).__name__}: {detail})") from None
+            raise CaseFileError(
+                self._path,
+                node.start_mark.line + 1,
+                "",
+                f"cannot read {tag} value{value} ({type(exc).__name__}: {detail})",
+            ) from None
 
     def construct_mapping(self, node, deep=False):
         if not isinstance(node, yaml.MappingNode):
@@ -163,8 +167,12 @@ class _LineLoader(_Base):
             except TypeError:
                 raise CaseFileError(self._path, line, "", "mapping key is not a scalar") from None
             if key in result:
-                raise CaseFileError(self._path, line, repr(key) if not isinstance(key, str) else key,
-                                    f"duplicate key (first at line {result.key_lines[key]})")
+                raise CaseFileError(
+                    self._path,
+                    line,
+                    repr(key) if not isinstance(key, str) else key,
+                    f"duplicate key (first at line {result.key_lines[key]})",
+                )
             result[key] = self.construct_object(value_node, deep=True)
             result.key_lines[key] = line
         return result
@@ -298,8 +306,9 @@ def read_yaml(path: Path):
         line = before.count(b"\n" if isinstance(before, bytes) else "\n") + 1
         raise CaseFileError(path, line, "", f"character #x{exc.character:04x} is not allowed in YAML") from None
     except yaml.YAMLError as exc:
-        raise CaseFileError(path, 1, "", f"YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
-            from None
+        raise CaseFileError(
+            path, 1, "", f"YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
     except RecursionError:
         raise CaseFileError(path, 1, "", "nesting too deep") from None
     except Exception as exc:  # the YAML library failed in a way not foreseen above
@@ -409,8 +418,12 @@ def _literal_shape(value, path, line, where, depth=0) -> tuple:
             if shape is None:
                 shape = s
             elif s != shape:
-                raise CaseFileError(path, item_line, f"{where}[{i}]",
-                                    f"ragged nested list: shape {list(s)} differs from {list(shape)} before it")
+                raise CaseFileError(
+                    path,
+                    item_line,
+                    f"{where}[{i}]",
+                    f"ragged nested list: shape {list(s)} differs from {list(shape)} before it",
+                )
         return (len(value),) + (shape or ())
     if isinstance(value, str) and value in LITERAL_SPECIALS:
         return ()
@@ -421,8 +434,9 @@ def _literal_shape(value, path, line, where, depth=0) -> tuple:
             raise CaseFileError(path, line, where, f"{str(value)[:20]}... does not fit a float64") from None
         return ()
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    raise CaseFileError(path, line, where,
-                        f"{shown} is not a number or one of {', '.join(repr(s) for s in LITERAL_SPECIALS)}")
+    raise CaseFileError(
+        path, line, where, f"{shown} is not a number or one of {', '.join(repr(s) for s in LITERAL_SPECIALS)}"
+    )
 
 
 def _count_nodes(doc, path, skip) -> None:
@@ -457,15 +471,17 @@ def _precheck(doc, path) -> dict:
             continue
         excl = fam.get("exclude")
         if isinstance(excl, _Sequence) and len(excl) > MAX_EXCLUDE:
-            raise CaseFileError(path, excl.item_lines[MAX_EXCLUDE], f"families[{i}].exclude",
-                                f"more than {MAX_EXCLUDE} items")
+            raise CaseFileError(
+                path, excl.item_lines[MAX_EXCLUDE], f"families[{i}].exclude", f"more than {MAX_EXCLUDE} items"
+            )
         for key in ("input", "target"):
             if key in fam:
                 where = f"families[{i}].{key}"
                 shape = _literal_shape(fam[key], path, fam.key_lines[key], where)
                 if _numel(shape) > MAX_ELEMENTS:
-                    raise CaseFileError(path, fam.key_lines[key], where,
-                                        f"{_numel(shape)} elements exceed {MAX_ELEMENTS}")
+                    raise CaseFileError(
+                        path, fam.key_lines[key], where, f"{_numel(shape)} elements exceed {MAX_ELEMENTS}"
+                    )
                 shapes[(i, key)] = shape
                 if isinstance(fam[key], _Sequence):  # (a scalar may be a shared object such as a small int)
                     literals.add(id(fam[key]))
@@ -483,14 +499,15 @@ def _check_semantics(doc, path, literal_shapes: dict) -> None:
         for key in ("shape", "target_shape"):
             for j, item in enumerate(fam.get(key, ())):
                 if not isinstance(item, int):
-                    raise CaseFileError(path, fam[key].item_lines[j], f"{where}.{key}[{j}]",
-                                        f"{item!r} is not an integer")
+                    raise CaseFileError(
+                        path, fam[key].item_lines[j], f"{where}.{key}[{j}]", f"{item!r} is not an integer"
+                    )
         checks = [("seed", fam.get("seed", 0), fam.key_lines.get("seed", line))]
         for holder in ("params", "tolerance"):
             for k, v in fam.get(holder, {}).items():
-                for k2, v2 in (v.items() if isinstance(v, dict) else [(None, v)]):
+                for k2, v2 in v.items() if isinstance(v, dict) else [(None, v)]:
                     at = f"{holder}.{k}" + (f".{k2}" if k2 else "")
-                    at_line = (v.key_lines[k2] if k2 else fam[holder].key_lines[k])
+                    at_line = v.key_lines[k2] if k2 else fam[holder].key_lines[k]
                     checks.append((at, v2, at_line))
         for at, value, at_line in checks:
             if at in ("seed", "params.count") and not isinstance(value, int):
@@ -511,8 +528,9 @@ def _check_semantics(doc, path, literal_shapes: dict) -> None:
                 raise CaseFileError(path, line, where, f"generator '{gen}' needs 'shape'")
             for key in ("input", "target", "meaning"):
                 if key in fam:
-                    raise CaseFileError(path, fam.key_lines[key], f"{where}.{key}",
-                                        "only the literal generator takes it")
+                    raise CaseFileError(
+                        path, fam.key_lines[key], f"{where}.{key}", "only the literal generator takes it"
+                    )
             for key in ("shape", "target_shape"):
                 if key in fam and _numel(fam[key]) > MAX_ELEMENTS:
                     raise CaseFileError(
@@ -522,9 +540,12 @@ def _check_semantics(doc, path, literal_shapes: dict) -> None:
             at_key = "target_shape" if "target_shape" in fam else "shape"
         both = _broadcast(first, second)  # shapes that cannot broadcast are an expected error, not a size
         if both is not None and _numel(both) > MAX_ELEMENTS:
-            raise CaseFileError(path, fam.key_lines[at_key], f"{where}.{at_key}",
-                                f"{list(first)} and {list(second)} broadcast to {_numel(both)} elements, "
-                                f"more than {MAX_ELEMENTS}")
+            raise CaseFileError(
+                path,
+                fam.key_lines[at_key],
+                f"{where}.{at_key}",
+                f"{list(first)} and {list(second)} broadcast to {_numel(both)} elements, more than {MAX_ELEMENTS}",
+            )
 
 
 def _build_families(doc, path) -> list[Family]:
@@ -563,8 +584,9 @@ def load_file(path) -> list[Family]:
     path = Path(path)
     doc = read_yaml(path)
     if not isinstance(doc, _Mapping):
-        raise CaseFileError(path, getattr(doc, "line", 1), "",
-                            "top level must be a mapping with 'version' and 'families'")
+        raise CaseFileError(
+            path, getattr(doc, "line", 1), "", "top level must be a mapping with 'version' and 'families'"
+        )
     literal_shapes = _precheck(doc, path)
     instance = _plain(doc)
     for i, key in literal_shapes:  # already checked: keep the schema off big literals
@@ -616,8 +638,12 @@ def load_families(paths) -> list[Family]:
     for fam in families:
         if fam.label in seen:
             other = seen[fam.label]
-            raise CaseFileError(fam.source, fam.line, fam.name,
-                                f"duplicate family id '{fam.label}' (also at {other.source}:{other.line})")
+            raise CaseFileError(
+                fam.source,
+                fam.line,
+                fam.name,
+                f"duplicate family id '{fam.label}' (also at {other.source}:{other.line})",
+            )
         seen[fam.label] = fam
     return families
 

@@ -62,9 +62,15 @@ def load(path: Path = CATALOGUE) -> list[Release]:
             raise ValueError(f"{path}: releases[{i}]: needs torch and python; unknown keys {sorted(unknown)}")
         if not re.fullmatch(r"\d+\.\d+", raw["python"]):
             raise ValueError(f"{path}: releases[{i}]: python must be 'X.Y', got {raw['python']!r}")
-        rel = Release(torch=raw["torch"], python=raw["python"], extra=tuple(raw.get("extra", ())),
-                      tags=tuple(raw.get("tags", ())), index=raw.get("index"), pre=bool(raw.get("pre", False)),
-                      note=raw.get("note", ""))
+        rel = Release(
+            torch=raw["torch"],
+            python=raw["python"],
+            extra=tuple(raw.get("extra", ())),
+            tags=tuple(raw.get("tags", ())),
+            index=raw.get("index"),
+            pre=bool(raw.get("pre", False)),
+            note=raw.get("note", ""),
+        )
         tags = {"all", *rel.tags}
         if rel.torch != "nightly" and rel.version_tuple < (1, 13):
             tags.add("legacy")
@@ -81,8 +87,9 @@ def torch_index(release: Release) -> str:
 
 def _version_of(exe: str) -> str | None:
     try:
-        out = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -112,8 +119,9 @@ def find_interpreter(version: str) -> str | None:
     uv = shutil.which("uv")
     if uv:
         try:
-            out = subprocess.run([uv, "python", "find", "--no-project", version], capture_output=True,
-                                 text=True, timeout=60)
+            out = subprocess.run(
+                [uv, "python", "find", "--no-project", version], capture_output=True, text=True, timeout=60
+            )
             if out.returncode == 0 and out.stdout.strip():
                 return out.stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
@@ -122,6 +130,8 @@ def find_interpreter(version: str) -> str | None:
 
 
 def missing_interpreter_message(version: str) -> str:
-    return (f"no Python {version} found (looked on PATH for python{version}, in pyenv's versions, "
-            f"and for uv-managed Pythons): install one with `uv python install {version}` "
-            f"or `pyenv install {version}`")
+    return (
+        f"no Python {version} found (looked on PATH for python{version}, in pyenv's versions, "
+        f"and for uv-managed Pythons): install one with `uv python install {version}` "
+        f"or `pyenv install {version}`"
+    )

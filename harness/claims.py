@@ -76,8 +76,9 @@ def load(path=CLAIMS_PATH) -> tuple[list[Snippet], list[Claim]]:
             if key not in raw:
                 raise CaseFileError(path, raw.line, f"claims[{i}]", f"a {raw['kind']} claim needs '{key}'")
         if raw["kind"] == "example" and raw["snippet"] not in known:
-            raise CaseFileError(path, raw.key_lines["snippet"], f"claims[{i}].snippet",
-                                f"unknown snippet {raw['snippet']!r}")
+            raise CaseFileError(
+                path, raw.key_lines["snippet"], f"claims[{i}].snippet", f"unknown snippet {raw['snippet']!r}"
+            )
         claims.append(Claim(**{k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}))
     return snippets, claims
 
@@ -104,7 +105,7 @@ def _tolerance(claim: Claim) -> float:
     if "e" in shown.lower() or "." not in shown:
         return abs(float(shown)) * 1e-9
     decimals = len(shown.split(".")[1])
-    return 0.5 * 10.0 ** -decimals if decimals > 1 else abs(float(shown)) * 1e-9
+    return 0.5 * 10.0**-decimals if decimals > 1 else abs(float(shown)) * 1e-9
 
 
 def _encode(values: np.ndarray, meaning: str) -> np.ndarray:
@@ -119,8 +120,9 @@ def call_is_kl(claim: Claim) -> bool:
     p = rng.dirichlet(np.ones(4), size=3)
     first, second = _encode(q, claim.meaning["first"]), _encode(p, claim.meaning["second"])
     doc = reference.documented(first, second, claim.call["reduction"], claim.call["log_target"])
-    meant = reference.math(first, second, claim.meaning["first"], claim.meaning["second"],
-                           claim.call["reduction"], "intended")
+    meant = reference.math(
+        first, second, claim.meaning["first"], claim.meaning["second"], claim.call["reduction"], "intended"
+    )
     if doc.forward.undefined.any():
         return False
     return bool(np.allclose(doc.forward.value, meant.forward.value, rtol=1e-9, atol=1e-12))
@@ -131,8 +133,9 @@ def reference_values(claim: Claim) -> tuple[float, float]:
     first = round_to_dtype(np.array(claim.args["first"], dtype=float), "float32")
     second = round_to_dtype(np.array(claim.args["second"], dtype=float), "float32")
     doc = reference.documented(first, second, claim.call["reduction"], claim.call["log_target"])
-    meant = reference.math(first, second, claim.meaning["first"], claim.meaning["second"],
-                           claim.call["reduction"], "intended")
+    meant = reference.math(
+        first, second, claim.meaning["first"], claim.meaning["second"], claim.call["reduction"], "intended"
+    )
 
     def val(q):
         return float("nan") if q.forward.all_undefined else float(q.forward.value)
@@ -143,8 +146,14 @@ def reference_values(claim: Claim) -> tuple[float, float]:
 def judge_example(claim: Claim, record: dict | None) -> dict:
     """Status of one printed-line claim given the snippet's result record."""
     doc_value, meant_value = reference_values(claim)
-    out = {"expected": claim.printed, "reference": doc_value, "meant": meant_value, "printed": None,
-           "identical": False, "measured": None}
+    out = {
+        "expected": claim.printed,
+        "reference": doc_value,
+        "meant": meant_value,
+        "printed": None,
+        "identical": False,
+        "measured": None,
+    }
     if record is None:
         return {**out, "status": "not run", "detail": "no result for this snippet"}
     if record.get("status") in ("crash", "timeout"):
@@ -195,8 +204,11 @@ def _check_batchmean_not_mean(rows, release):
     if b is None or m is None:
         return "not run", None, "case rows missing"
     holds = _is_kl(b) and not _is_kl(m)
-    return ("holds" if holds else "does not hold"), {"batchmean": _value(b), "mean": _value(m)}, \
-        f"batchmean {'is' if _is_kl(b) else 'is not'} the KL; mean {'is' if _is_kl(m) else 'is not'}"
+    return (
+        ("holds" if holds else "does not hold"),
+        {"batchmean": _value(b), "mean": _value(m)},
+        f"batchmean {'is' if _is_kl(b) else 'is not'} the KL; mean {'is' if _is_kl(m) else 'is not'}",
+    )
 
 
 def _check_mean_from_2(rows, release):
@@ -208,8 +220,11 @@ def _check_mean_from_2(rows, release):
     if b is None or m is None:
         return "not run", None, "case rows missing"
     same = _is_kl(m)
-    return ("holds" if same else "does not hold"), {"batchmean": _value(b), "mean": _value(m)}, \
-        "'mean' equals 'batchmean'" if same else "'mean' still divides by every element"
+    return (
+        ("holds" if same else "does not hold"),
+        {"batchmean": _value(b), "mean": _value(m)},
+        "'mean' equals 'batchmean'" if same else "'mean' still divides by every element",
+    )
 
 
 def _check_log_target_probs(rows, release):
@@ -217,8 +232,10 @@ def _check_log_target_probs(rows, release):
     if t is None or f is None:
         return "not run", None, "case rows missing"
     holds = _is_kl(t) and not _is_kl(f)
-    detail = (f"with probability targets log_target=True {'gives' if _is_kl(t) else 'does not give'} the KL; "
-              f"log_target=False {'gives' if _is_kl(f) else 'does not give'} it")
+    detail = (
+        f"with probability targets log_target=True {'gives' if _is_kl(t) else 'does not give'} the KL; "
+        f"log_target=False {'gives' if _is_kl(f) else 'does not give'} it"
+    )
     measured = {"log_target=True": _value(t), "log_target=False": _value(f)}
     return ("holds" if holds else "does not hold"), measured, detail
 
@@ -228,9 +245,11 @@ def _check_never_swap(rows, release):
     if any(r is None for r in rs):
         return "not run", None, "case rows missing"
     wrong = [not _is_kl(r) for r in rs]
-    return ("holds" if all(wrong) else "does not hold"), \
-        {"log_target=False": _value(rs[0]), "log_target=True": _value(rs[1])}, \
-        "swapped calls are not the KL for either log_target" if all(wrong) else "a swapped call gave the KL"
+    return (
+        ("holds" if all(wrong) else "does not hold"),
+        {"log_target=False": _value(rs[0]), "log_target=True": _value(rs[1])},
+        "swapped calls are not the KL for either log_target" if all(wrong) else "a swapped call gave the KL",
+    )
 
 
 def _check_symmetric(rows, release):
@@ -240,8 +259,11 @@ def _check_symmetric(rows, release):
     if va is None or vb is None:
         return "not run", None, "case rows missing"
     same = math.isclose(va, vb, rel_tol=1e-6)
-    return ("holds" if same else "does not hold"), {"KL(p||q)": va, "KL(q||p)": vb}, \
-        "equal" if same else f"KL(p||q) = {va:.6g} but KL(q||p) = {vb:.6g}"
+    return (
+        ("holds" if same else "does not hold"),
+        {"KL(p||q)": va, "KL(q||p)": vb},
+        "equal" if same else f"KL(p||q) = {va:.6g} but KL(q||p) = {vb:.6g}",
+    )
 
 
 CHECKS = {
@@ -265,22 +287,32 @@ def evaluate_claims(frame, claims=None) -> pd.DataFrame:
     if frame.attrs:  # pandas deep-copies attrs on every operation: work on a frame without them
         frame = frame.copy(deep=False)
         frame.attrs = {}
-    keys = sorted({(r["release"], r["device"]) for r in snippet_records} |
-                  (set(zip(frame["release"].tolist(), frame["device"].tolist())) if len(frame) else set()),
-                  key=lambda k: (release_sort_key(k[0]), k[1]))
+    keys = sorted(
+        {(r["release"], r["device"]) for r in snippet_records}
+        | (set(zip(frame["release"].tolist(), frame["device"].tolist())) if len(frame) else set()),
+        key=lambda k: (release_sort_key(k[0]), k[1]),
+    )
     by_release = {}
     if len(frame):  # the checks read the rows _row() names: float64, functional (not the whole frame)
         used = frame[frame["id"].str.endswith(_ROW.rsplit("}", 1)[1])]
         cols = list(used.columns)
         for (rel, dev), group in used.groupby(["release", "device"]):
-            by_release[(rel, dev)] = {row["id"]: row for row in
-                                      (dict(zip(cols, vals)) for vals in zip(*(group[c].tolist() for c in cols)))}
+            by_release[(rel, dev)] = {
+                row["id"]: row for row in (dict(zip(cols, vals)) for vals in zip(*(group[c].tolist() for c in cols)))
+            }
     snippets = {(r["release"], r["device"], r["id"]): r for r in snippet_records}
     rows = []
     for claim in claims:
         for rel, dev in keys:
-            base = {"claim": claim.id, "kind": claim.kind, "statement": claim.statement, "release": rel,
-                    "device": dev, "explanation": claim.explanation, "fix": claim.fix}
+            base = {
+                "claim": claim.id,
+                "kind": claim.kind,
+                "statement": claim.statement,
+                "release": rel,
+                "device": dev,
+                "explanation": claim.explanation,
+                "fix": claim.fix,
+            }
             if claim.kind == "example":
                 res = judge_example(claim, snippets.get((rel, dev, PREFIX + claim.snippet)))
                 rows.append({**base, **res})

@@ -104,8 +104,17 @@ def cmd_run(args) -> int:
             device_plan = {**plan, "cases": [e for e in plan["cases"] if "snippet" not in e]}
         progress(f"[{device}] {len(device_plan['cases'])} cases -> {out}")
         try:
-            (summary,) = run(None, out, devices=[device], python=python, timeout=args.timeout,
-                             resume=args.resume, progress=progress, plan=device_plan, jobs=jobs)
+            (summary,) = run(
+                None,
+                out,
+                devices=[device],
+                python=python,
+                timeout=args.timeout,
+                resume=args.resume,
+                progress=progress,
+                plan=device_plan,
+                jobs=jobs,
+            )
         except RunnerError as exc:
             _err(str(exc))
             return EXIT_ENV
@@ -113,12 +122,16 @@ def cmd_run(args) -> int:
         torch_version = summary.env.get("torch", torch_version)
         for k in total:
             total[k] += getattr(summary, k)
-        progress(f"[{device}] done in {summary.seconds:.1f}s by {summary.jobs} worker(s): {summary.finished} finished, "
-                 f"{summary.crashed} crashed, {summary.timed_out} timed out, {summary.skipped} already present, "
-                 f"{summary.restarts} worker restarts")
-    print(f"run: torch {torch_version} on {', '.join(done_devices)}: {total['finished']} finished, "
-          f"{total['crashed']} crash, {total['timed_out']} timeout, {total['skipped']} resumed "
-          f"in {time.perf_counter() - t0:.1f}s -> {args.out}")
+        progress(
+            f"[{device}] done in {summary.seconds:.1f}s by {summary.jobs} worker(s): {summary.finished} finished, "
+            f"{summary.crashed} crashed, {summary.timed_out} timed out, {summary.skipped} already present, "
+            f"{summary.restarts} worker restarts"
+        )
+    print(
+        f"run: torch {torch_version} on {', '.join(done_devices)}: {total['finished']} finished, "
+        f"{total['crashed']} crash, {total['timed_out']} timeout, {total['skipped']} resumed "
+        f"in {time.perf_counter() - t0:.1f}s -> {args.out}"
+    )
     return EXIT_OK
 
 
@@ -143,14 +156,12 @@ def cmd_evaluate(args) -> int:
     if frame.empty:
         _err("no results to evaluate")
         return EXIT_INPUT
-    counts = frame.pivot_table(index=["torch", "device"], columns="verdict", values="id", aggfunc="count",
-                               fill_value=0)
+    counts = frame.pivot_table(index=["torch", "device"], columns="verdict", values="id", aggfunc="count", fill_value=0)
     counts["pitfalls"] = frame.groupby(["torch", "device"])["pitfall"].sum()
     counts["total"] = frame.groupby(["torch", "device"]).size()
     print(tabulate(counts.reset_index(), headers="keys", tablefmt="github", showindex=False))
     if frame.attrs.get("unknown_ids"):
-        print(f"note: {frame.attrs['unknown_ids']} results name cases not in the case files (skipped)",
-              file=sys.stderr)
+        print(f"note: {frame.attrs['unknown_ids']} results name cases not in the case files (skipped)", file=sys.stderr)
     if args.show:
         from .report import visible
 
@@ -166,8 +177,11 @@ def cmd_evaluate(args) -> int:
         else:
             flat.to_json(out, orient="records", indent=1)
     total = frame["verdict"].value_counts()
-    print("evaluate: " + ", ".join(f"{k} {v}" for k, v in sorted(total.items())) +
-          f"; {int(frame['pitfall'].sum())} pitfalls; {len(frame)} results")
+    print(
+        "evaluate: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(total.items()))
+        + f"; {int(frame['pitfall'].sum())} pitfalls; {len(frame)} results"
+    )
     if args.fail_on and frame["verdict"].isin(args.fail_on).any():
         return EXIT_CONDITION
     return EXIT_OK
@@ -186,8 +200,10 @@ def cmd_report(args) -> int:
         save_caches()  # what this report computed (verdicts, references) serves the next one
     d = out["data"]
     sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items())
-    print(f"report: {len(d.frame)} results, {len(d.data_releases)} releases with results, "
-          f"{len(d.findings)} change findings -> {args.out} ({sizes}) in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"report: {len(d.frame)} results, {len(d.data_releases)} releases with results, "
+        f"{len(d.findings)} change findings -> {args.out} ({sizes}) in {time.perf_counter() - t0:.1f}s"
+    )
     for note in d.notes:
         print(f"note: {note}", file=sys.stderr)
     return EXIT_OK
@@ -196,26 +212,50 @@ def cmd_report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate import SEVERITY
 
-    parser = argparse.ArgumentParser(prog="python -m harness", description="KLDivLoss cross-version regression harness",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="KLDivLoss cross-version regression harness",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run the case matrix on a torch environment -> JSONL results",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="run the case matrix on a torch environment -> JSONL results",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
-    p.add_argument("--filter", action="append", default=[], metavar="PATTERN",
-                   help="only case ids matching this glob or substring (repeatable)")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only case ids matching this glob or substring (repeatable)",
+    )
     p.add_argument("--plan", metavar="JSON", help="run a plan made by 'python -m harness plan' instead of --cases")
-    p.add_argument("--device", action="append", metavar="DEV",
-                   help="cpu, cuda, cuda:N or auto (= cpu, plus cuda when available; default)")
+    p.add_argument(
+        "--device",
+        action="append",
+        metavar="DEV",
+        help="cpu, cuda, cuda:N or auto (= cpu, plus cuda when available; default)",
+    )
     p.add_argument("--python", metavar="EXE", help="interpreter of the torch environment (default: this one)")
-    p.add_argument("--out", default="results-{device}.jsonl",
-                   help="results file; '{device}' is replaced by the device (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        default="results-{device}.jsonl",
+        help="results file; '{device}' is replaced by the device (default: %(default)s)",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="per-case timeout in seconds (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="keep results already in the file, run the rest")
-    p.add_argument("--jobs", type=int, metavar="N",
-                   help="workers per device (default: $HARNESS_JOBS, else one per core on the CPU, at most "
-                        "4, and one per 500 cases; 1 on a GPU)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="workers per device (default: $HARNESS_JOBS, else one per core on the CPU, at most "
+        "4, and one per 500 cases; 1 on a GPU)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_run)
 
@@ -225,8 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="build/plan.json", help="plan file (default: %(default)s)")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("evaluate", help="results -> verdicts table and counts",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "evaluate",
+        help="results -> verdicts table and counts",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("results", nargs="*", default=["reports/results"], help="results files or folders")
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--show", nargs="+", choices=SEVERITY, metavar="VERDICT", help="list the cases with these verdicts")
@@ -234,21 +278,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on", nargs="+", choices=SEVERITY, metavar="VERDICT", help="exit 1 if any result has these")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("report", help="results -> reports/README.md, index.html and summary.json",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", nargs="+", default=["reports/results"], metavar="PATH",
-                   help="results files or folders (default: %(default)s)")
+    p = sub.add_parser(
+        "report",
+        help="results -> reports/README.md, index.html and summary.json",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--results",
+        nargs="+",
+        default=["reports/results"],
+        metavar="PATH",
+        help="results files or folders (default: %(default)s)",
+    )
     p.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.set_defaults(func=cmd_report)
 
     from .gate import cmd_gate  # standard library only at import
 
-    p = sub.add_parser("gate", help="compare results with a committed baseline; exit 1 listing changed cases",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "gate",
+        help="compare results with a committed baseline; exit 1 listing changed cases",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--baseline", default="reports/baseline.json", help="baseline JSON (default: %(default)s)")
-    p.add_argument("--results", nargs="+", default=["reports/results"], metavar="PATH",
-                   help="results files or folders (default: %(default)s)")
+    p.add_argument(
+        "--results",
+        nargs="+",
+        default=["reports/results"],
+        metavar="PATH",
+        help="results files or folders (default: %(default)s)",
+    )
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from the current results")
     p.add_argument("--markdown", metavar="FILE", help="also write the summary as Markdown (e.g. $GITHUB_STEP_SUMMARY)")

@@ -25,8 +25,18 @@ if TYPE_CHECKING:
 
     from .cases import Case
 
-SEVERITY = ["crash", "timeout", "error", "nan", "mismatch", "unsupported", "undefined", "expected-error",
-            "stale", "pass"]
+SEVERITY = [
+    "crash",
+    "timeout",
+    "error",
+    "nan",
+    "mismatch",
+    "unsupported",
+    "undefined",
+    "expected-error",
+    "stale",
+    "pass",
+]
 RANK = {v: i for i, v in enumerate(SEVERITY)}
 
 # rtol, atol per dtype; error bound = atol + rtol * max(|reference|, magnitude of the summed terms)
@@ -145,11 +155,15 @@ def case_reference(case: Case) -> CaseReference:
             hit = _REF_CACHE[case.id] = pickle.loads(stored)
     if hit is None or (hit[0] is not case and hit[0] != case):
         ci = call_inputs(case)
-        hit = _REF_CACHE[case.id] = (case, CaseReference(
-            reference.documented(ci.first, ci.second, case.reduction, case.log_target),
-            reference.math(ci.meant_input, ci.meant_target, ci.input_meaning, ci.target_meaning,
-                           case.reduction, case.order),
-        ))
+        hit = _REF_CACHE[case.id] = (
+            case,
+            CaseReference(
+                reference.documented(ci.first, ci.second, case.reduction, case.log_target),
+                reference.math(
+                    ci.meant_input, ci.meant_target, ci.input_meaning, ci.target_meaning, case.reduction, case.order
+                ),
+            ),
+        )
     elif hit[0] is not case:  # an equal case (e.g. from a store): keep this one, later checks are identities
         hit = _REF_CACHE[case.id] = (case, hit[1])
     return hit[1]
@@ -179,12 +193,23 @@ def pitfall_reason(case: Case) -> str:
 def evaluate_record(case: Case, rec: dict, digest: str | None = None) -> dict:
     """One verdict row (a flat dict) for one result record."""
     row = {
-        "id": case.id, "family": case.family.label, "generator": case.family.generator, **case.axes(),
-        "device": rec.get("device"), "status": rec.get("status", "ok"),
-        "verdict": "pass", "forward": None, "grad": None, "detail": "", "pitfall": False, "pitfall_reason": "",
-        "max_abs_err": float("nan"), "max_rel_err": float("nan"),
+        "id": case.id,
+        "family": case.family.label,
+        "generator": case.family.generator,
+        **case.axes(),
+        "device": rec.get("device"),
+        "status": rec.get("status", "ok"),
+        "verdict": "pass",
+        "forward": None,
+        "grad": None,
+        "detail": "",
+        "pitfall": False,
+        "pitfall_reason": "",
+        "max_abs_err": float("nan"),
+        "max_rel_err": float("nan"),
         "warnings": [f"{w['category']}: {w['message']}" for w in rec.get("warnings", [])],
-        "output": rec.get("output"), "seconds": rec.get("seconds"),
+        "output": rec.get("output"),
+        "seconds": rec.get("seconds"),
     }
     status = rec.get("status", "ok")
     if status in ("crash", "timeout"):
@@ -201,8 +226,11 @@ def evaluate_record(case: Case, rec: dict, digest: str | None = None) -> dict:
         row.update(verdict=fwd, forward=fwd, detail=detail)
         return row
     if expected_error:
-        row.update(verdict="mismatch", forward="mismatch",
-                   detail=f"expected an error ({ref.documented.broadcast_error or 'declared'}), got a value")
+        row.update(
+            verdict="mismatch",
+            forward="mismatch",
+            detail=f"expected an error ({ref.documented.broadcast_error or 'declared'}), got a value",
+        )
         return row
     cmp = compare(rec["output"], ref.documented.forward, tol)
     row.update(forward=cmp.verdict, detail=cmp.detail, max_abs_err=cmp.max_abs, max_rel_err=cmp.max_rel)
@@ -239,9 +267,28 @@ def evaluate_record(case: Case, rec: dict, digest: str | None = None) -> dict:
 # fingerprint of the harness code and case files (``evaluate_file``).
 
 VERDICT_FIELDS = ("verdict", "forward", "grad", "detail", "pitfall", "pitfall_reason", "max_abs_err", "max_rel_err")
-COLUMNS = ("id", "family", "generator", "reduction", "log_target", "order", "dtype", "api", "device", "status",
-           *VERDICT_FIELDS, "warnings", "output", "seconds", "torch", "release", "python", "source", "cuda",
-           "device_name")
+COLUMNS = (
+    "id",
+    "family",
+    "generator",
+    "reduction",
+    "log_target",
+    "order",
+    "dtype",
+    "api",
+    "device",
+    "status",
+    *VERDICT_FIELDS,
+    "warnings",
+    "output",
+    "seconds",
+    "torch",
+    "release",
+    "python",
+    "source",
+    "cuda",
+    "device_name",
+)
 CACHE_VERSION = 1
 # the modules a verdict row depends on (a change to any of them empties the cache)
 VERDICT_CODE = ("__init__.py", "cases.py", "evaluate.py", "inputs.py", "reference.py", "results.py", "runner.py")
@@ -333,17 +380,26 @@ class _Judge:
         f = self.case_fields.get(case.id)
         if f is None:
             axes = case.axes()
-            f = self.case_fields[case.id] = tuple(_shared(x, self.texts) for x in (
-                case.id, case.family.label, case.family.generator, *(axes[a] for a in COLUMNS[3:8])))
+            f = self.case_fields[case.id] = tuple(
+                _shared(x, self.texts)
+                for x in (case.id, case.family.label, case.family.generator, *(axes[a] for a in COLUMNS[3:8]))
+            )
         return f
 
     def verdict(self, case, rec, output_key) -> tuple:
         """The verdict fields of ``rec``; ``output_key`` is ``_tensor_key(rec.get("output"))``."""
         digest = self.digest(case)
         try:
-            key = (case.id, rec.get("status", "ok"), rec.get("detail"), rec.get("digest") in (None, digest),
-                   _frozen(rec.get("error")), output_key, _grads_key(rec.get("grads")),
-                   _frozen(rec.get("grad_errors")))
+            key = (
+                case.id,
+                rec.get("status", "ok"),
+                rec.get("detail"),
+                rec.get("digest") in (None, digest),
+                _frozen(rec.get("error")),
+                output_key,
+                _grads_key(rec.get("grads")),
+                _frozen(rec.get("grad_errors")),
+            )
             hit = self.memo.get(key)
         except TypeError:  # something unhashable: judge it without the memo
             key, hit = None, None
@@ -419,8 +475,11 @@ def save_caches() -> None:
         cases, n = entry
         if n is None:  # never needed: nothing new to keep
             continue
-        refs = {cid: hit for cid, case in cases.items()
-                if (hit := _REF_CACHE.get(cid)) is not None and (hit[0] is case or hit[0] == case)}
+        refs = {
+            cid: hit
+            for cid, case in cases.items()
+            if (hit := _REF_CACHE.get(cid)) is not None and (hit[0] is case or hit[0] == case)
+        }
         unread = {cid: _REF_STORED[cid] for cid in cases if cid in _REF_STORED and cid not in refs}
         if len(refs) + len(unread) > n:
             import pickle
@@ -438,8 +497,16 @@ def _evaluate_results(cases_by_id: dict, results, runs, source: str, judge: _Jud
     run_fields = []
     for run in runs:
         env = run.get("env", {})
-        run_fields.append((env.get("torch"), release_of(env.get("torch")), env.get("python"), source,
-                           env.get("cuda"), env.get("device_name")))
+        run_fields.append(
+            (
+                env.get("torch"),
+                release_of(env.get("torch")),
+                env.get("python"),
+                source,
+                env.get("cuda"),
+                env.get("device_name"),
+            )
+        )
     for rec in results:
         if rec["id"].startswith("claim/"):  # published snippets, judged by harness.claims
             env = runs[rec["run"]].get("env", {})
@@ -454,9 +521,13 @@ def _evaluate_results(cases_by_id: dict, results, runs, source: str, judge: _Jud
             output_keys[id(output)] = _tensor_key(output)
         verdict = judge.verdict(case, rec, output_keys[id(output)])
         warnings = [f"{w['category']}: {w['message']}" for w in rec.get("warnings", [])]
-        rows.append(judge.fields(case) + (_shared(rec.get("device"), same), _shared(rec.get("status", "ok"), same))
-                    + verdict + ([_shared(w, same) for w in warnings], output, rec.get("seconds"))
-                    + run_fields[rec["run"]])
+        rows.append(
+            judge.fields(case)
+            + (_shared(rec.get("device"), same), _shared(rec.get("status", "ok"), same))
+            + verdict
+            + ([_shared(w, same) for w in warnings], output, rec.get("seconds"))
+            + run_fields[rec["run"]]
+        )
     return rows, snippets, unknown
 
 
@@ -472,8 +543,12 @@ def _shared_output(out, same: dict):
     if type(out) is not dict:
         return out
     try:
-        if tuple(out) == ("dtype", "shape", "values") and type(out["dtype"]) is str and \
-                all(type(n) is int for n in out["shape"]) and all(type(v) is float for v in out["values"]):
+        if (
+            tuple(out) == ("dtype", "shape", "values")
+            and type(out["dtype"]) is str
+            and all(type(n) is int for n in out["shape"])
+            and all(type(v) is float for v in out["values"])
+        ):
             vals = out["values"]
             key = ("output", out["dtype"], tuple(out["shape"]), struct.pack(f"<{len(vals)}d", *vals))
             if key not in same:
@@ -588,8 +663,9 @@ def fingerprint(cases_by_id: dict) -> str:
     return h.hexdigest()
 
 
-def evaluate_file(cases_by_id: dict, path, warn=None, cache: Path | None | bool = True,
-                  fp: str | None = None) -> EvaluatedFile:
+def evaluate_file(
+    cases_by_id: dict, path, warn=None, cache: Path | None | bool = True, fp: str | None = None
+) -> EvaluatedFile:
     """Read and judge one results file, through the cache (``cache``: a folder, True for
     :func:`cache_dir`, False/None for none; ``fp``: :func:`fingerprint` of ``cases_by_id``
     when the caller has it).  Raises what :func:`harness.results.read` raises."""
@@ -616,8 +692,9 @@ def evaluate_file(cases_by_id: dict, path, warn=None, cache: Path | None | bool 
             with open(entry, "rb") as f, _quiet_gc():
                 hit = pickle.load(f)
             if hit.get("version") == CACHE_VERSION:
-                return EvaluatedFile(path, hit["runs"], hit["results"], False, hit["columns"], hit["snippets"],
-                                     hit["unknown"])
+                return EvaluatedFile(
+                    path, hit["runs"], hit["results"], False, hit["columns"], hit["snippets"], hit["unknown"]
+                )
         except Exception:  # noqa: BLE001 - a missing or unusable entry is a miss
             pass
     if entry is not None:
@@ -629,8 +706,17 @@ def evaluate_file(cases_by_id: dict, path, warn=None, cache: Path | None | bool 
     judge.save_store()
     out = EvaluatedFile(path, rf.runs, len(rf.results), rf.dropped_tail, columns, snippets, unknown)
     if entry is not None and not rf.dropped_tail:  # a truncated file is rewritten soon: not worth keeping
-        if _dump(entry, {"version": CACHE_VERSION, "runs": rf.runs, "results": len(rf.results), "columns": columns,
-                         "snippets": snippets, "unknown": unknown}):
+        if _dump(
+            entry,
+            {
+                "version": CACHE_VERSION,
+                "runs": rf.runs,
+                "results": len(rf.results),
+                "columns": columns,
+                "snippets": snippets,
+                "unknown": unknown,
+            },
+        ):
             _prune(entry.parent)
     return out
 

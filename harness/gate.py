@@ -42,6 +42,7 @@ class BaselineError(Exception):
 
 # --- values ------------------------------------------------------------------------------
 
+
 def _canon(v) -> str:
     v = float(v)
     if math.isnan(v):
@@ -71,8 +72,10 @@ def value_hash(output) -> str:
 
 
 def _value_hash(output) -> str:
-    blob = json.dumps([list(output.get("shape") or []), output.get("dtype"),
-                       [_canon(v) for v in output.get("values") or []]], separators=(",", ":"))
+    blob = json.dumps(
+        [list(output.get("shape") or []), output.get("dtype"), [_canon(v) for v in output.get("values") or []]],
+        separators=(",", ":"),
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
 
 
@@ -84,6 +87,7 @@ def release_key(release: str) -> tuple:
 
 
 # --- snapshots -----------------------------------------------------------------------------
+
 
 @dataclass
 class Block:
@@ -137,8 +141,9 @@ def load_baseline(path) -> dict:
     """Read and validate a baseline; BaselineError (one line, naming the file) on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise BaselineError(f"baseline {path} not found; create it with "
-                            f"'python -m harness gate --update-baseline --baseline {path}'")
+        raise BaselineError(
+            f"baseline {path} not found; create it with 'python -m harness gate --update-baseline --baseline {path}'"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -165,8 +170,10 @@ def load_baseline(path) -> dict:
             raise bad(f"blocks[{i}] ({raw['release']}/{raw['device']}): 'cases' must be an object")
         for case_id, entry in cases.items():
             if not isinstance(entry, str) or not _ENTRY.match(entry):
-                raise bad(f"blocks[{i}] ({raw['release']}/{raw['device']}): case {case_id!r}: "
-                          f"expected '<verdict> <{HASH_LEN} hex digits or ->', got {entry!r}")
+                raise bad(
+                    f"blocks[{i}] ({raw['release']}/{raw['device']}): case {case_id!r}: "
+                    f"expected '<verdict> <{HASH_LEN} hex digits or ->', got {entry!r}"
+                )
         key = (raw["release"], raw["device"])
         if key in blocks:
             raise bad(f"blocks[{i}]: {key[0]}/{key[1]} appears twice")
@@ -175,6 +182,7 @@ def load_baseline(path) -> dict:
 
 
 # --- comparison ----------------------------------------------------------------------------
+
 
 @dataclass
 class Change:
@@ -205,8 +213,7 @@ class Change:
 
 def _short(output: dict, n: int = 4) -> str:
     values = output.get("values") or []
-    shown = ", ".join(repr(float(v)) for v in values[:n]) + (f", ... ({len(values)} values)" if len(values) > n
-                                                                 else "")
+    shown = ", ".join(repr(float(v)) for v in values[:n]) + (f", ... ({len(values)} values)" if len(values) > n else "")
     return shown if output.get("shape") == [] else f"[{shown}]"
 
 
@@ -253,8 +260,9 @@ def _compare_cases(result: BlockResult, ref: Block, cur: Block, missing_fails: b
         if old_v != new_v:
             result.changes.append(Change(case_id, "verdict", old, new))
         elif old_h != new_h:
-            result.changes.append(Change(case_id, "value", old, new, ref_outputs.get(case_id),
-                                         cur.outputs.get(case_id)))
+            result.changes.append(
+                Change(case_id, "value", old, new, ref_outputs.get(case_id), cur.outputs.get(case_id))
+            )
 
 
 def compare(baseline: dict, current: dict) -> list:
@@ -266,8 +274,9 @@ def compare(baseline: dict, current: dict) -> list:
             res = BlockResult(cur, "baseline", baseline[key], "baseline")
             _compare_cases(res, baseline[key], cur, True, {})
         else:
-            older = [k for k in set(baseline) | set(current)
-                     if k[1] == key[1] and release_key(k[0]) < release_key(key[0])]
+            older = [
+                k for k in set(baseline) | set(current) if k[1] == key[1] and release_key(k[0]) < release_key(key[0])
+            ]
             if not older:
                 res = BlockResult(cur, "first")
                 res.added = len(cur.cases)
@@ -283,6 +292,7 @@ def compare(baseline: dict, current: dict) -> list:
 
 
 # --- output --------------------------------------------------------------------------------
+
 
 def _counts(res: BlockResult) -> str:
     if res.status == "not-run":
@@ -327,17 +337,29 @@ def _md_escape(text: str) -> str:
 
 def format_markdown(results: list, baseline_path, budget: int = MARKDOWN_BUDGET) -> str:
     failed = any(r.failed for r in results)
-    out = [f"## Regression gate: {'❌' if failed else '✅'} {headline(results)}", "",
-           f"Baseline `{baseline_path}`: each case's verdict and output value, compared exactly.", "",
-           "| Release | Device | torch | Compared with | Cases | Changed |", "|---|---|---|---|---|---:|"]
+    out = [
+        f"## Regression gate: {'❌' if failed else '✅'} {headline(results)}",
+        "",
+        f"Baseline `{baseline_path}`: each case's verdict and output value, compared exactly.",
+        "",
+        "| Release | Device | torch | Compared with | Cases | Changed |",
+        "|---|---|---|---|---|---:|",
+    ]
     for res in results:
-        out.append(f"| {res.block.release} | {res.block.device} | {res.block.torch or ''} | "
-                   f"{_md_escape(res.against_text())} | {_md_escape(_counts(res))} | "
-                   f"{len(res.changes) if res.status != 'not-run' else ''} |")
+        out.append(
+            f"| {res.block.release} | {res.block.device} | {res.block.torch or ''} | "
+            f"{_md_escape(res.against_text())} | {_md_escape(_counts(res))} | "
+            f"{len(res.changes) if res.status != 'not-run' else ''} |"
+        )
     used = sum(len(line) + 1 for line in out)
     for res in (r for r in results if r.failed):
-        out += ["", f"### {res.block.label}: {len(res.changes)} changed, vs {_md_escape(res.against_text())}", "",
-                "<details open><summary>cases</summary>", ""]
+        out += [
+            "",
+            f"### {res.block.label}: {len(res.changes)} changed, vs {_md_escape(res.against_text())}",
+            "",
+            "<details open><summary>cases</summary>",
+            "",
+        ]
         for i, change in enumerate(res.changes):
             line = f"- `{change.case_id}`: {_md_escape(change.what())}"
             if used + len(line) > budget:
@@ -350,6 +372,7 @@ def format_markdown(results: list, baseline_path, budget: int = MARKDOWN_BUDGET)
 
 
 # --- command -------------------------------------------------------------------------------
+
 
 def cmd_gate(args) -> int:
     from .cli import EXIT_CONDITION, EXIT_INPUT, EXIT_OK, _err, verdict_frame
@@ -368,14 +391,16 @@ def cmd_gate(args) -> int:
         write_baseline(baseline_path, current)
         dropped = sorted(set(previous) - set(current), key=_sort_key)
         changed = sum(len(r.changes) for r in compare(previous, current) if r.status == "baseline")
-        text = (f"gate: baseline written: {len(current)} release/device blocks, "
-                f"{sum(len(b.cases) for b in current.values())} cases -> {baseline_path}")
+        text = (
+            f"gate: baseline written: {len(current)} release/device blocks, "
+            f"{sum(len(b.cases) for b in current.values())} cases -> {baseline_path}"
+        )
         if previous:
             text += f" (replaced {changed} changed case entries"
             text += f"; dropped {', '.join(f'{r}/{d}' for r, d in dropped)})" if dropped else ")"
         print(text)
         if args.markdown:
-            Path(args.markdown).write_text(f"## Regression gate: baseline updated\n\n{text[len('gate: '):]}\n")
+            Path(args.markdown).write_text(f"## Regression gate: baseline updated\n\n{text[len('gate: ') :]}\n")
         return EXIT_OK
     try:
         baseline = load_baseline(baseline_path)

@@ -62,8 +62,11 @@ def compare_outputs(a, b, dtype: str, magnitude=None) -> tuple[str, float]:
     if np.array_equal(va, vb, equal_nan=True):
         return "same", 0.0
     nan_a, nan_b = np.isnan(va), np.isnan(vb)
-    if (nan_a != nan_b).any() or (np.isinf(va) | np.isinf(vb))[~nan_a].any() and \
-            not np.array_equal(va[np.isinf(va)], vb[np.isinf(va)]):
+    if (
+        (nan_a != nan_b).any()
+        or (np.isinf(va) | np.isinf(vb))[~nan_a].any()
+        and not np.array_equal(va[np.isinf(va)], vb[np.isinf(va)])
+    ):
         return "differ", float("nan")
     fin = np.isfinite(va) & np.isfinite(vb)
     diff = np.abs(va[fin] - vb[fin])
@@ -84,8 +87,9 @@ def cuda_vs_cpu(frame, cases: dict | None = None) -> pd.DataFrame:
     from .evaluate import case_reference
 
     if frame.empty or not {"cpu", "cuda"} <= set(frame["device"].tolist()):
-        return pd.DataFrame(columns=["release", "id", "family", "dtype", "cpu_verdict", "cuda_verdict",
-                                     "agreement", "max_abs_diff"])
+        return pd.DataFrame(
+            columns=["release", "id", "family", "dtype", "cpu_verdict", "cuda_verdict", "agreement", "max_abs_diff"]
+        )
     cols = ["release", "id", "family", "dtype", "verdict", "output"]
     cpu = frame[frame["device"] == "cpu"][cols]
     cuda = frame[frame["device"] == "cuda"][cols]
@@ -105,7 +109,16 @@ def cuda_vs_cpu(frame, cases: dict | None = None) -> pd.DataFrame:
             kind, diff = seen[key]
         if r.verdict_cpu != r.verdict_cuda:
             kind = "outcome differs"
-        rows.append({"release": r.release, "id": r.id, "family": r.family, "dtype": r.dtype,
-                     "cpu_verdict": r.verdict_cpu, "cuda_verdict": r.verdict_cuda, "agreement": kind,
-                     "max_abs_diff": diff})
+        rows.append(
+            {
+                "release": r.release,
+                "id": r.id,
+                "family": r.family,
+                "dtype": r.dtype,
+                "cpu_verdict": r.verdict_cpu,
+                "cuda_verdict": r.verdict_cuda,
+                "agreement": kind,
+                "max_abs_diff": diff,
+            }
+        )
     return pd.DataFrame(rows)

@@ -48,8 +48,11 @@ class Reference:
 
 def _q(value, undefined, magnitude):
     value = np.asarray(value, dtype=np.float64)
-    return Quantity(value, np.broadcast_to(np.asarray(undefined, bool), value.shape).copy(),
-                    np.abs(np.asarray(magnitude, dtype=np.float64)) + np.zeros(value.shape))
+    return Quantity(
+        value,
+        np.broadcast_to(np.asarray(undefined, bool), value.shape).copy(),
+        np.abs(np.asarray(magnitude, dtype=np.float64)) + np.zeros(value.shape),
+    )
 
 
 def _xlogx(t):
@@ -110,8 +113,11 @@ def _sum_to_shape(arr, shape):
 def _grad(g, und, mag, scale, shape):
     with np.errstate(all="ignore"):
         gs = np.where(und, 0.0, g) * scale
-        return _q(_sum_to_shape(gs, shape), _sum_to_shape(und.astype(np.int64), shape) > 0,
-                  _sum_to_shape(np.abs(mag * scale), shape))
+        return _q(
+            _sum_to_shape(gs, shape),
+            _sum_to_shape(und.astype(np.int64), shape) > 0,
+            _sum_to_shape(np.abs(mag * scale), shape),
+        )
 
 
 def _broadcast(a, b):

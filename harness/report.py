@@ -72,8 +72,17 @@ STATUS_MEANING = {
     "limited": "no failures; some features unsupported",
     "ok": "no failures, nothing unsupported",
 }
-STATUS_CLASS = {NOT_RUN: "nr", "unreadable": "bad", "no results": "bad", "crashed": "bad", "partial": "warn",
-                "crashes": "bad", "failures": "warn", "limited": "meh", "ok": "good"}
+STATUS_CLASS = {
+    NOT_RUN: "nr",
+    "unreadable": "bad",
+    "no results": "bad",
+    "crashed": "bad",
+    "partial": "warn",
+    "crashes": "bad",
+    "failures": "warn",
+    "limited": "meh",
+    "ok": "good",
+}
 MEANING_TEXT = {"logprob": "log-probabilities", "prob": "probabilities"}
 
 # pitfall reason prefix -> the corrected call
@@ -189,8 +198,7 @@ def fmt_values(shape, values, limit=VALUES_SHOWN, undefined=None) -> str:
         return "undefined" if undefined is not None and undefined[0] else fmt_float(values[0])
     if not len(values):
         return f"empty, shape {'x'.join(map(str, shape))}"
-    shown = ["undef" if undefined is not None and undefined[i] else fmt_float(v)
-             for i, v in enumerate(values[:limit])]
+    shown = ["undef" if undefined is not None and undefined[i] else fmt_float(v) for i, v in enumerate(values[:limit])]
     more = ", …" if len(values) > limit else ""
     return f"[{', '.join(shown)}{more}] shape {'x'.join(map(str, shape))}"
 
@@ -202,9 +210,9 @@ def fmt_output(out, limit=VALUES_SHOWN) -> str:
 def release_key(release: str) -> tuple:
     """Order of releases: numeric, a dev build before its release, 'nightly' and '?' last."""
     if release == "nightly":
-        return (10 ** 6, 0, 0, 0, release)
+        return (10**6, 0, 0, 0, release)
     if release == "?" or not re.match(r"\d", release):
-        return (10 ** 6 + 1, 0, 0, 0, release)
+        return (10**6 + 1, 0, 0, 0, release)
     nums = list(release_sort_key(release)[:-1])[:3]
     nums += [0] * (3 - len(nums))
     return (*nums, 0 if "dev" in release or "a" in release.split(".")[-1] else 1, release)
@@ -389,9 +397,18 @@ class ReportData:
                 n = sum(c.values())
                 expected = max([f["expected"] or 0 for f in files], default=0)
                 recorded = sum(f["results"] for f in files)
-                cell = {"release": rel, "device": dev, "results": n, "recorded": recorded,
-                        "expected": expected or None, "counts": c,
-                        "files": [f["path"] for f in files], "pitfalls": 0, "changed": None, "torch": ""}
+                cell = {
+                    "release": rel,
+                    "device": dev,
+                    "results": n,
+                    "recorded": recorded,
+                    "expected": expected or None,
+                    "counts": c,
+                    "files": [f["path"] for f in files],
+                    "pitfalls": 0,
+                    "changed": None,
+                    "torch": "",
+                }
                 if n:
                     cell["pitfalls"] = int(pit[(rel, dev)])
                     cell["torch"] = torch_v[(rel, dev)]
@@ -405,8 +422,10 @@ class ReportData:
     @cached_property
     def case_axes(self) -> dict:
         """id -> tuple of axis values as text, in AXES order."""
-        return {cid: (c.family.label, c.reduction, _axis_text(c.log_target), c.order, c.dtype, c.api)
-                for cid, c in self.cases.items()}
+        return {
+            cid: (c.family.label, c.reduction, _axis_text(c.log_target), c.order, c.dtype, c.api)
+            for cid, c in self.cases.items()
+        }
 
     @cached_property
     def axes_index(self) -> list:
@@ -518,9 +537,35 @@ def _release_from_path(path: Path) -> str:
     return name if re.fullmatch(r"\d+\.\d+|nightly", name) else "?"
 
 
-COLUMNS = ["id", "family", "generator", "reduction", "log_target", "order", "dtype", "api", "device", "status",
-           "verdict", "forward", "grad", "detail", "pitfall", "pitfall_reason", "max_abs_err", "max_rel_err",
-           "warnings", "output", "seconds", "torch", "release", "python", "source", "cuda", "device_name"]
+COLUMNS = [
+    "id",
+    "family",
+    "generator",
+    "reduction",
+    "log_target",
+    "order",
+    "dtype",
+    "api",
+    "device",
+    "status",
+    "verdict",
+    "forward",
+    "grad",
+    "detail",
+    "pitfall",
+    "pitfall_reason",
+    "max_abs_err",
+    "max_rel_err",
+    "warnings",
+    "output",
+    "seconds",
+    "torch",
+    "release",
+    "python",
+    "source",
+    "cuda",
+    "device_name",
+]
 
 
 def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
@@ -546,8 +591,16 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     good, sources, files, notes = [], [], [], []
     for path in result_files(roots):
         shown = _display_path(path, roots)
-        info = {"path": shown, "release": _release_from_path(path), "device": path.stem, "runs": 0, "results": 0,
-                "expected": None, "note": "", "torch": None}
+        info = {
+            "path": shown,
+            "release": _release_from_path(path),
+            "device": path.stem,
+            "runs": 0,
+            "results": 0,
+            "expected": None,
+            "note": "",
+            "torch": None,
+        }
         try:
             rf = evaluate_file(cases_by_id, path, warn=lambda msg: None, fp=fp)  # read and judged, or cached
         except (ResultsError, OSError, UnicodeDecodeError) as exc:
@@ -557,9 +610,13 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
             continue
         if rf.runs:
             last = rf.runs[-1]
-            info.update(release=release_of(last.get("env", {}).get("torch")), device=last.get("device", path.stem),
-                        runs=len(rf.runs), torch=last.get("env", {}).get("torch"),
-                        expected=max(int(r.get("cases") or 0) for r in rf.runs) or None)
+            info.update(
+                release=release_of(last.get("env", {}).get("torch")),
+                device=last.get("device", path.stem),
+                runs=len(rf.runs),
+                torch=last.get("env", {}).get("torch"),
+                expected=max(int(r.get("cases") or 0) for r in rf.runs) or None,
+            )
         info["results"] = rf.results
         if rf.dropped_tail:
             info["note"] = "truncated last line dropped (interrupted run)"
@@ -579,22 +636,39 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     repeated = frame.duplicated(subset=["id", "release", "device"], keep="last")
     if repeated.any():
         frame = frame[~repeated].reset_index(drop=True)
-        notes.append(f"{int(repeated.sum())} repeated results of the same case, release and device: "
-                     "the last one is used")
+        notes.append(
+            f"{int(repeated.sum())} repeated results of the same case, release and device: the last one is used"
+        )
     releases = set(expected_releases) | set(frame["release"].tolist()) | {f["release"] for f in files}
     if any("dev" in r for r in releases):
         releases.discard("nightly")  # the nightly build shows under its own version
     releases = sorted(releases, key=release_key)
-    devices = sorted(set(STANDARD_DEVICES) | set(frame["device"].tolist()) | {f["device"] for f in files},
-                     key=device_key)
+    devices = sorted(
+        set(STANDARD_DEVICES) | set(frame["device"].tolist()) | {f["device"] for f in files}, key=device_key
+    )
     rank = {r: i for i, r in enumerate(releases)}
     frame["rk"] = [rank[r] for r in frame["release"].tolist()]
     _derive(frame)
     files.sort(key=lambda f: (release_key(f["release"]), device_key(f["device"]), f["path"]))
-    runs = sorted(runs, key=lambda r: (release_key(release_of(r.get("env", {}).get("torch"))),
-                                       device_key(str(r.get("device"))), str(r.get("started")), r["source"]))
-    return ReportData(frame=frame, cases=cases_by_id, releases=releases, devices=devices, files=files, runs=runs,
-                      notes=notes, snippets=snippets)
+    runs = sorted(
+        runs,
+        key=lambda r: (
+            release_key(release_of(r.get("env", {}).get("torch"))),
+            device_key(str(r.get("device"))),
+            str(r.get("started")),
+            r["source"],
+        ),
+    )
+    return ReportData(
+        frame=frame,
+        cases=cases_by_id,
+        releases=releases,
+        devices=devices,
+        files=files,
+        runs=runs,
+        notes=notes,
+        snippets=snippets,
+    )
 
 
 def _kind(out) -> str | None:
@@ -708,9 +782,12 @@ def change_kind(prev: Row, cur: Row, case) -> str | None:
         return "verdict"
     if prev.state != cur.state:
         return "outcome"
-    if cur.verdict != "pass" and prev.output is not None and \
-            not 0 <= prev.output_id == cur.output_id and \
-            _values_differ(prev.output, cur.output, tolerance(case)):  # (equal ids: equal shapes and bits)
+    if (
+        cur.verdict != "pass"
+        and prev.output is not None
+        and not 0 <= prev.output_id == cur.output_id
+        and _values_differ(prev.output, cur.output, tolerance(case))
+    ):  # (equal ids: equal shapes and bits)
         return "value"
     if prev.output is None and cur.output is None and prev.detail != cur.detail:
         return "message"
@@ -718,8 +795,20 @@ def change_kind(prev: Row, cur: Row, case) -> str | None:
 
 
 def _events(d: ReportData) -> pd.DataFrame:
-    cols = ["device", "id", "from", "to", "kind", "old_state", "new_state", "old_verdict", "new_verdict",
-            "old_value", "new_value", "new_detail"]
+    cols = [
+        "device",
+        "id",
+        "from",
+        "to",
+        "kind",
+        "old_state",
+        "new_state",
+        "old_verdict",
+        "new_verdict",
+        "old_value",
+        "new_value",
+        "new_detail",
+    ]
     rows = []
     order = d.row_order
     if len(order) > 1:
@@ -735,19 +824,41 @@ def _events(d: ReportData) -> pd.DataFrame:
             return shifted(np.fromiter(d.col(name), dtype=object, count=len(index)))
 
         (id0, id1), (dev0, dev1), (v0, v1), (s0, s1), (det0, det1) = map(
-            column, ("id", "device", "verdict", "state", "detail"))
+            column, ("id", "device", "verdict", "state", "detail")
+        )
         no_out0, no_out1 = shifted([out is None for out in d.col("output")])
         out0, out1 = shifted(d.col("output_id"))
         values_differ = (out0 < 0) | (out0 != out1)  # equal ids: equal shapes and bits
-        maybe = (id0 == id1) & (dev0 == dev1) & (
-            (v0 != v1) | (s0 != s1) | ((v1 != "pass") & ~no_out0 & values_differ)
-            | (no_out0 & no_out1 & (det0 != det1)))
+        maybe = (
+            (id0 == id1)
+            & (dev0 == dev1)
+            & (
+                (v0 != v1)
+                | (s0 != s1)
+                | ((v1 != "pass") & ~no_out0 & values_differ)
+                | (no_out0 & no_out1 & (det0 != det1))
+            )
+        )
         for k in np.flatnonzero(maybe).tolist():
             prev, cur = d.rows[order[k]], d.rows[order[k + 1]]
             kind = change_kind(prev, cur, d.cases[cur.id])
             if kind:
-                rows.append([cur.device, cur.id, prev.release, cur.release, kind, prev.state,
-                             cur.state, prev.verdict, cur.verdict, prev.value, cur.value, cur.detail])
+                rows.append(
+                    [
+                        cur.device,
+                        cur.id,
+                        prev.release,
+                        cur.release,
+                        kind,
+                        prev.state,
+                        cur.state,
+                        prev.verdict,
+                        cur.verdict,
+                        prev.value,
+                        cur.value,
+                        cur.detail,
+                    ]
+                )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -820,8 +931,10 @@ def _bit_index(index: list, more: set, axes_of: dict) -> tuple:
     if last is not index:
         ids = list(dict.fromkeys(i for by_value in index[:1] for members in by_value.values() for i in members))
         position = {i: k for k, i in enumerate(ids)}
-        masks = [{v: _to_mask((position[i] for i in members), len(ids)) for v, members in index[a].items()}
-                 for a in range(len(AXES))]
+        masks = [
+            {v: _to_mask((position[i] for i in members), len(ids)) for v, members in index[a].items()}
+            for a in range(len(AXES))
+        ]
         _BIT_INDEX[0] = (index, ids, position, masks)
     extra = [i for i in more if i not in position]
     if extra:  # ids outside the index: their own bits, values from axes_of
@@ -840,8 +953,9 @@ def _to_mask(positions, size: int) -> int:
 
 
 def _from_mask(mask: int, ids: list) -> set:
-    flags = np.unpackbits(np.frombuffer(mask.to_bytes((len(ids) + 7) // 8, "little"), dtype=np.uint8),
-                          bitorder="little")
+    flags = np.unpackbits(
+        np.frombuffer(mask.to_bytes((len(ids) + 7) // 8, "little"), dtype=np.uint8), bitorder="little"
+    )
     return {ids[k] for k in np.flatnonzero(flags).tolist()}
 
 
@@ -887,7 +1001,7 @@ def _side_text(states, values, verdicts) -> str:
             return verdict
     state = states[0] if len(set(states)) == 1 else verdict
     if state.startswith(verdict + ", "):
-        return f"{state[len(verdict) + 2:]} values ({verdict})"
+        return f"{state[len(verdict) + 2 :]} values ({verdict})"
     return state
 
 
@@ -908,8 +1022,10 @@ def _findings(d: ReportData) -> list:
     for dev, frm, to, kind, _old, _new in sorted(groups):
         if (dev, frm, to) not in universes:
             u = frozenset(d.ids_present.get((dev, frm), set()) & d.ids_present.get((dev, to), set()))
-            universes[(dev, frm, to)] = (u, [{v for v, ids in d.axes_index[a].items() if not ids.isdisjoint(u)}
-                                             for a in range(len(AXES))])
+            universes[(dev, frm, to)] = (
+                u,
+                [{v for v, ids in d.axes_index[a].items() if not ids.isdisjoint(u)} for a in range(len(AXES))],
+            )
         universe, uvals = universes[(dev, frm, to)]
         by_id = {r["id"]: r for r in groups[(dev, frm, to, kind, _old, _new)]}
         members = frozenset(by_id)
@@ -918,19 +1034,30 @@ def _findings(d: ReportData) -> list:
         for pattern, ids in described[(members, universe)]:
             recs = [by_id[i] for i in sorted(ids, key=d.case_index.get)]
             if isinstance(pattern, dict):
-                where = (f"{len(ids)} of the {pattern['cube']} cases with "
-                         f"{_pattern_text(d, pattern['pattern'], uvals)} (no simpler axis pattern)")
+                where = (
+                    f"{len(ids)} of the {pattern['cube']} cases with "
+                    f"{_pattern_text(d, pattern['pattern'], uvals)} (no simpler axis pattern)"
+                )
             else:
                 where = _pattern_text(d, pattern, uvals)
-            per_device.append({
-                "device": dev, "previous": frm, "since": to, "kind": kind, "where": where,
-                "old": _side_text([r["old_state"] for r in recs], [r["old_value"] for r in recs],
-                                  [r["old_verdict"] for r in recs]),
-                "new": _side_text([r["new_state"] for r in recs], [r["new_value"] for r in recs],
-                                  [r["new_verdict"] for r in recs]),
-                "old_verdict": recs[0]["old_verdict"], "new_verdict": recs[0]["new_verdict"],
-                "events": recs,
-            })
+            per_device.append(
+                {
+                    "device": dev,
+                    "previous": frm,
+                    "since": to,
+                    "kind": kind,
+                    "where": where,
+                    "old": _side_text(
+                        [r["old_state"] for r in recs], [r["old_value"] for r in recs], [r["old_verdict"] for r in recs]
+                    ),
+                    "new": _side_text(
+                        [r["new_state"] for r in recs], [r["new_value"] for r in recs], [r["new_verdict"] for r in recs]
+                    ),
+                    "old_verdict": recs[0]["old_verdict"],
+                    "new_verdict": recs[0]["new_verdict"],
+                    "events": recs,
+                }
+            )
     merged: dict = {}
     for f in per_device:
         key = (f["previous"], f["since"], f["kind"], f["where"], f["old"], f["new"])
@@ -947,8 +1074,18 @@ def _findings(d: ReportData) -> list:
         worse = RANK[f["new_verdict"]] < RANK[f["old_verdict"]]
         better = RANK[f["new_verdict"]] > RANK[f["old_verdict"]]
         f["direction"] = "worse" if worse else "better" if better else "changed"
-    out.sort(key=lambda f: (release_key(f["since"]), [device_key(x) for x in f["devices"]],
-                            RANK[f["new_verdict"]], -f["cases"], f["where"], f["old"], f["new"], f["kind"]))
+    out.sort(
+        key=lambda f: (
+            release_key(f["since"]),
+            [device_key(x) for x in f["devices"]],
+            RANK[f["new_verdict"]],
+            -f["cases"],
+            f["where"],
+            f["old"],
+            f["new"],
+            f["kind"],
+        )
+    )
     return out
 
 
@@ -961,8 +1098,7 @@ def finding_title(f) -> str:
 
 
 def _status_html(status: str) -> str:
-    return (f'<span class="st st-{STATUS_CLASS[status]}" title="{esc(STATUS_MEANING[status])}">'
-            f"{esc(status)}</span>")
+    return f'<span class="st st-{STATUS_CLASS[status]}" title="{esc(STATUS_MEANING[status])}">{esc(status)}</span>'
 
 
 def sec_headline(d: ReportData) -> Section:
@@ -993,33 +1129,43 @@ def sec_headline(d: ReportData) -> Section:
             if c["status"] == NOT_RUN and dev not in d.data_devices:
                 continue  # a device with no results anywhere is shown in the grid only
             n = c["results"]
-            res = "" if c["status"] == NOT_RUN else (f"{c['recorded']}/{c['expected']}" if c["status"] == "partial"
-                                                      else str(n))
+            res = (
+                ""
+                if c["status"] == NOT_RUN
+                else (f"{c['recorded']}/{c['expected']}" if c["status"] == "partial" else str(n))
+            )
             counts = [str(c["counts"].get(v, 0)) if n else "" for v in present]
             base = [rel, dev, c["status"], res]
             tail = [str(c["pitfalls"]) if n else "", "" if c["changed"] is None else str(c["changed"]), c["torch"]]
             rows_md.append(base + counts + tail)
-            hcounts = [badge(v, str(c["counts"][v])) if c["counts"].get(v) else ("" if not n else "0")
-                       for v in present]
+            hcounts = [badge(v, str(c["counts"][v])) if c["counts"].get(v) else ("" if not n else "0") for v in present]
             hstatus = Raw(_status_html(c["status"]))
             rows_html.append([rel, dev, hstatus, res] + hcounts + tail)
     legend = [[s, STATUS_MEANING[s]] for s in STATUS_MEANING]
-    intro = ("One line per release and device. *problems*: results with verdict crash, timeout, error, nan, "
-             "mismatch or stale. *changed*: cases whose outcome or value differs from the previous tested release "
-             "on the same device (see *What changed*).")
-    md = "\n\n".join([
-        md_table(["release", *d.devices], grid_md),
-        md_escape("Counts per verdict (results: evaluated results; recorded/planned where the run is partial):"),
-        md_table(headers, rows_md),
-        intro,
-        "<details><summary>Status words</summary>\n\n" + md_table(["status", "meaning"], legend) + "\n\n</details>",
-    ])
-    h = "".join([
-        html_table(["release", *d.devices], grid_html, "grid"),
-        f"<p>{esc(intro.replace('*', ''))}</p>",
-        html_table(headers, rows_html, "headline"),
-        "<details><summary>Status words</summary>", html_table(["status", "meaning"], legend, "small"), "</details>",
-    ])
+    intro = (
+        "One line per release and device. *problems*: results with verdict crash, timeout, error, nan, "
+        "mismatch or stale. *changed*: cases whose outcome or value differs from the previous tested release "
+        "on the same device (see *What changed*)."
+    )
+    md = "\n\n".join(
+        [
+            md_table(["release", *d.devices], grid_md),
+            md_escape("Counts per verdict (results: evaluated results; recorded/planned where the run is partial):"),
+            md_table(headers, rows_md),
+            intro,
+            "<details><summary>Status words</summary>\n\n" + md_table(["status", "meaning"], legend) + "\n\n</details>",
+        ]
+    )
+    h = "".join(
+        [
+            html_table(["release", *d.devices], grid_html, "grid"),
+            f"<p>{esc(intro.replace('*', ''))}</p>",
+            html_table(headers, rows_html, "headline"),
+            "<details><summary>Status words</summary>",
+            html_table(["status", "meaning"], legend, "small"),
+            "</details>",
+        ]
+    )
     data = [{k: v for k, v in c.items()} for c in (cells[(r, dv)] for r in d.releases for dv in d.devices)]
     return Section("headline", "Headline: status per release and device", md, h, data)
 
@@ -1040,8 +1186,12 @@ def _matrix_counts(d: ReportData, dev: str) -> dict:
         keys = np.flatnonzero(counts)
         value, rest = np.divmod(keys, n_rel * n_verdict)
         counts = counts[keys]
-        found = [(values[v], d.releases[r], verdicts[c], n) for v, r, c, n in
-                 zip(value.tolist(), (rest // n_verdict).tolist(), (rest % n_verdict).tolist(), counts.tolist())]
+        found = [
+            (values[v], d.releases[r], verdicts[c], n)
+            for v, r, c, n in zip(
+                value.tolist(), (rest // n_verdict).tolist(), (rest % n_verdict).tolist(), counts.tolist()
+            )
+        ]
         for val, rel, verdict, n in sorted(found):  # the order a sorted groupby gives
             out.setdefault((axis, val), {}).setdefault(rel, {})[verdict] = n
     return out
@@ -1049,7 +1199,7 @@ def _matrix_counts(d: ReportData, dev: str) -> dict:
 
 def _axis_order(d: ReportData, axis: str, values) -> list:
     if axis == "family":
-        return sorted(values, key=lambda v: (d.family_rank.get(v, 10 ** 6), v))
+        return sorted(values, key=lambda v: (d.family_rank.get(v, 10**6), v))
     from .cases import DEFAULT_AXES
 
     ref = [_axis_text(x) for x in DEFAULT_AXES.get(axis, [])]
@@ -1067,15 +1217,20 @@ def _cell(counts: dict | None):
 
 
 def sec_matrix(d: ReportData) -> Section:
-    md_parts = [md_escape(
-        "Each cell: the most severe verdict among the group's cases in that release (colour and symbol), and "
-        "the number of cases with a problem verdict (crash, timeout, error, nan, mismatch, stale) when there "
-        "are any. '·' = not run.")]
+    md_parts = [
+        md_escape(
+            "Each cell: the most severe verdict among the group's cases in that release (colour and symbol), and "
+            "the number of cases with a problem verdict (crash, timeout, error, nan, mismatch, stale) when there "
+            "are any. '·' = not run."
+        )
+    ]
     legend = " ".join(f"{md_badge(v)} {v}" for v in SEVERITY) + f" {NOT_RUN_STYLE[1]}{NOT_RUN_STYLE[0]} not run"
     md_parts.append(legend)
-    html_parts = ["<p>Each cell shows the most severe verdict among the group's cases in that release (colour and "
-                  "symbol) and, when there are any, the number of cases with a problem verdict (crash, timeout, "
-                  "error, nan, mismatch, stale). Hover a cell for all counts. A blank '·' cell was not run.</p>"]
+    html_parts = [
+        "<p>Each cell shows the most severe verdict among the group's cases in that release (colour and "
+        "symbol) and, when there are any, the number of cases with a problem verdict (crash, timeout, "
+        "error, nan, mismatch, stale). Hover a cell for all counts. A blank '·' cell was not run.</p>"
+    ]
     data = {}
     rels = d.data_releases
     if not rels:
@@ -1104,20 +1259,28 @@ def sec_matrix(d: ReportData) -> Section:
                     text = str(problems) if problems else ""
                     md_cells.append(md_badge(worst, text))
                     sym = VERDICT_STYLE[worst][0]
-                    hcells.append(f'<td class="v-{esc(worst)}" title="{esc(rel)} {esc(dev)} {esc(label)}: {esc(tip)}">'
-                                  f'{esc(sym)}{" " + esc(text) if text else ""}</td>')
+                    hcells.append(
+                        f'<td class="v-{esc(worst)}" title="{esc(rel)} {esc(dev)} {esc(label)}: {esc(tip)}">'
+                        f"{esc(sym)}{' ' + esc(text) if text else ''}</td>"
+                    )
             md_rows.append(md_cells)
             if axis != last_axis and axis != "all":
                 hrows.append(f'<tr class="axis"><th colspan="{len(rels) + 1}">by {esc(axis)}</th></tr>')
             last_axis = axis
             hrows.append(f"<tr><th>{esc(label)}</th>{''.join(hcells)}</tr>")
         gap = f"Not run on {dev}: {', '.join(missing)}." if missing else ""
-        md_parts.append(f"**{md_escape(dev)}**" + (f" — {md_escape(gap)}" if gap else "") + "\n\n"
-                        + md_table(["group", *rels], md_rows))
+        md_parts.append(
+            f"**{md_escape(dev)}**"
+            + (f" — {md_escape(gap)}" if gap else "")
+            + "\n\n"
+            + md_table(["group", *rels], md_rows)
+        )
         head = "".join(f"<th>{esc(r)}</th>" for r in rels)
         gap_html = f'<p class="muted">{esc(gap)}</p>' if gap else ""
-        html_parts.append(f'<h3>{esc(dev)}</h3>{gap_html}<div class="wrap"><table class="matrix"><thead><tr>'
-                          f"<th>group</th>{head}</tr></thead><tbody>{''.join(hrows)}</tbody></table></div>")
+        html_parts.append(
+            f'<h3>{esc(dev)}</h3>{gap_html}<div class="wrap"><table class="matrix"><thead><tr>'
+            f"<th>group</th>{head}</tr></thead><tbody>{''.join(hrows)}</tbody></table></div>"
+        )
     return Section("matrix", "Matrix: case groups × releases", "\n\n".join(md_parts), "".join(html_parts), data)
 
 
@@ -1142,8 +1305,10 @@ def _tokens(d: ReportData, pairs) -> str:
 
 
 def _filter_attrs(d: ReportData, cid: str, pairs, cls: str = "f") -> str:
-    return (f' class="{cls}" data-id="{esc(cid)}" data-a="{esc("|".join(d.case_axes[cid]))}"'
-            f' data-t="{esc(_tokens(d, pairs))}"')
+    return (
+        f' class="{cls}" data-id="{esc(cid)}" data-a="{esc("|".join(d.case_axes[cid]))}"'
+        f' data-t="{esc(_tokens(d, pairs))}"'
+    )
 
 
 def _id_html(cid: str) -> str:
@@ -1160,52 +1325,102 @@ def _case_link(d: ReportData, cid: str) -> Raw:
 def sec_changes(d: ReportData) -> Section:
     findings = d.findings
     n_events = len(d.events)
-    intro = ("Every case whose outcome (verdict, value class, exception) or value (beyond the dtype tolerance; "
-             "values of passing results are not compared, they agree with the reference) differs between "
-             "consecutive tested releases on the same device, grouped by the axis pattern that covers exactly the "
-             "changed cases. *since* is the first release with the new behaviour; *after* is the previous tested "
-             "release.")
+    intro = (
+        "Every case whose outcome (verdict, value class, exception) or value (beyond the dtype tolerance; "
+        "values of passing results are not compared, they agree with the reference) differs between "
+        "consecutive tested releases on the same device, grouped by the axis pattern that covers exactly the "
+        "changed cases. *since* is the first release with the new behaviour; *after* is the previous tested "
+        "release."
+    )
     if not findings:
         text = "No changes between consecutive tested releases."
-        return Section("changes", "What changed", md_escape(intro) + "\n\n" + text,
-                       f"<p>{esc(intro.replace('*', ''))}</p><p>{text}</p>", {"findings": [], "events": 0})
-    md_lines = [md_escape(intro.replace("*", "")), "",
-                md_escape(f"{len(findings)} findings, {n_events} changes (case × device × release step). The cases of "
-                          "each finding are listed in index.html and summary.json."), ""]
-    html_parts = [f"<p>{esc(intro.replace('*', ''))}</p>",
-                  f"<p>{len(findings)} findings, {n_events} changes (case × device × release step). "
-                  "Open a finding for its cases.</p>"]
+        return Section(
+            "changes",
+            "What changed",
+            md_escape(intro) + "\n\n" + text,
+            f"<p>{esc(intro.replace('*', ''))}</p><p>{text}</p>",
+            {"findings": [], "events": 0},
+        )
+    md_lines = [
+        md_escape(intro.replace("*", "")),
+        "",
+        md_escape(
+            f"{len(findings)} findings, {n_events} changes (case × device × release step). The cases of "
+            "each finding are listed in index.html and summary.json."
+        ),
+        "",
+    ]
+    html_parts = [
+        f"<p>{esc(intro.replace('*', ''))}</p>",
+        f"<p>{len(findings)} findings, {n_events} changes (case × device × release step). "
+        "Open a finding for its cases.</p>",
+    ]
     rk = {r: i for i, r in enumerate(d.releases)}
     for f in findings:
         devs = ", ".join(f["devices"])
         arrow = {"worse": "▼", "better": "▲", "changed": "◆"}[f["direction"]]
-        md_lines.append(f"- {arrow} **since {md_escape(f['since'])}** (after {md_escape(f['previous'])}; "
-                        f"{md_escape(devs)}): {md_escape(finding_title(f))} — {f['cases']} cases")
+        md_lines.append(
+            f"- {arrow} **since {md_escape(f['since'])}** (after {md_escape(f['previous'])}; "
+            f"{md_escape(devs)}): {md_escape(finding_title(f))} — {f['cases']} cases"
+        )
         rows, attrs = [], []
         for e in f["events"]:
             pairs = [(e["device"], rk[e["to"]], e["old_verdict"]), (e["device"], rk[e["to"]], e["new_verdict"])]
             attrs.append(_filter_attrs(d, e["id"], pairs))
-            rows.append([_case_link(d, e["id"]), e["device"], Raw(badge(e["old_verdict"]) + " " + esc(e["old_value"])),
-                         Raw(badge(e["new_verdict"]) + " " + esc(e["new_value"])),
-                         _clip(e["new_detail"], 160) if e["new_detail"] != e["new_value"] else ""])
+            rows.append(
+                [
+                    _case_link(d, e["id"]),
+                    e["device"],
+                    Raw(badge(e["old_verdict"]) + " " + esc(e["old_value"])),
+                    Raw(badge(e["new_verdict"]) + " " + esc(e["new_value"])),
+                    _clip(e["new_detail"], 160) if e["new_detail"] != e["new_value"] else "",
+                ]
+            )
         html_parts.append(
             f'<details class="fg finding dir-{f["direction"]}"><summary><span class="arrow">{arrow}</span> '
             f'<b>since {esc(f["since"])}</b> <span class="muted">(after {esc(f["previous"])}; {esc(devs)})</span> '
-            f'{badge(f["old_verdict"])}→{badge(f["new_verdict"])} {esc(finding_title(f))} — '
+            f"{badge(f['old_verdict'])}→{badge(f['new_verdict'])} {esc(finding_title(f))} — "
             f'<span class="fc">{len(f["events"])}</span> of {len(f["events"])} changes</summary>'
-            + html_table(["case", "device", f"in {f['previous']}", f"in {f['since']}", "detail"], rows, "events",
-                         attrs) + "</details>")
-    data = {"events": n_events, "findings": [
-        {**{k: f[k] for k in ("since", "previous", "devices", "kind", "where", "old", "new", "direction", "cases",
-                              "old_verdict", "new_verdict")},
-         "title": finding_title(f),
-         "changes": [{k: e[k] for k in ("id", "device", "from", "to", "old_state", "new_state", "old_value",
-                                          "new_value")} for e in f["events"]]}
-        for f in findings]}
+            + html_table(["case", "device", f"in {f['previous']}", f"in {f['since']}", "detail"], rows, "events", attrs)
+            + "</details>"
+        )
+    data = {
+        "events": n_events,
+        "findings": [
+            {
+                **{
+                    k: f[k]
+                    for k in (
+                        "since",
+                        "previous",
+                        "devices",
+                        "kind",
+                        "where",
+                        "old",
+                        "new",
+                        "direction",
+                        "cases",
+                        "old_verdict",
+                        "new_verdict",
+                    )
+                },
+                "title": finding_title(f),
+                "changes": [
+                    {
+                        k: e[k]
+                        for k in ("id", "device", "from", "to", "old_state", "new_state", "old_value", "new_value")
+                    }
+                    for e in f["events"]
+                ],
+            }
+            for f in findings
+        ],
+    }
     legend = "▼ worse verdict, ▲ better verdict, ◆ same severity, different outcome or value."
     html_parts.insert(2, f"<p>{esc(legend)}</p>")
-    return Section("changes", "What changed", "\n".join(md_lines) + "\n\n" + md_escape(legend),
-                   "".join(html_parts), data)
+    return Section(
+        "changes", "What changed", "\n".join(md_lines) + "\n\n" + md_escape(legend), "".join(html_parts), data
+    )
 
 
 def _split_warning(text: str) -> tuple[str, str]:
@@ -1214,8 +1429,12 @@ def _split_warning(text: str) -> tuple[str, str]:
 
 
 def sec_warnings(d: ReportData) -> Section:
-    counts = Counter((text, rk, dev) for texts, rk, dev in zip(d.col("warnings"), d.col("rk"), d.col("device"))
-                     if isinstance(texts, list) for text in texts)
+    counts = Counter(
+        (text, rk, dev)
+        for texts, rk, dev in zip(d.col("warnings"), d.col("rk"), d.col("device"))
+        if isinstance(texts, list)
+        for text in texts
+    )
     if not counts:
         return Section("warnings", "Warnings", "No warnings recorded.", "<p>No warnings recorded.</p>", [])
     items: dict = {}
@@ -1239,64 +1458,162 @@ def sec_warnings(d: ReportData) -> Section:
             texts.append(f"{dev} " + "; ".join(f"{ranges(r, d.releases)}: {n}" for r, n in parts))
         all_rks = {rk for per_rel in by_dev.values() for rk in per_rel}
         cat, msg = _split_warning(text)
-        rows.append({"category": cat, "message": msg, "releases": ranges(all_rks, d.releases),
-                     "devices": sorted(by_dev, key=device_key), "per_release": " · ".join(texts),
-                     "total": sum(n for per_rel in by_dev.values() for n in per_rel.values()), "first": min(all_rks)})
+        rows.append(
+            {
+                "category": cat,
+                "message": msg,
+                "releases": ranges(all_rks, d.releases),
+                "devices": sorted(by_dev, key=device_key),
+                "per_release": " · ".join(texts),
+                "total": sum(n for per_rel in by_dev.values() for n in per_rel.values()),
+                "first": min(all_rks),
+            }
+        )
     rows.sort(key=lambda r: (r["first"], -r["total"], r["category"], r["message"]))
     headers = ["category", "message", "seen in", "devices", "results per device and release"]
     table = [[r["category"], r["message"], r["releases"], ", ".join(r["devices"]), r["per_release"]] for r in rows]
-    intro = (f"{len(rows)} distinct warnings (category and message, deduplicated), with the number of results "
-             "(case runs) that emitted each.")
+    intro = (
+        f"{len(rows)} distinct warnings (category and message, deduplicated), with the number of results "
+        "(case runs) that emitted each."
+    )
     data = [{k: v for k, v in r.items() if k != "first"} for r in rows]
-    return Section("warnings", "Warnings", md_escape(intro) + "\n\n" + md_table(headers, table),
-                   f"<p>{esc(intro)}</p>" + html_table(headers, table, "warnings"), data)
+    return Section(
+        "warnings",
+        "Warnings",
+        md_escape(intro) + "\n\n" + md_table(headers, table),
+        f"<p>{esc(intro)}</p>" + html_table(headers, table, "warnings"),
+        data,
+    )
 
 
 def sec_pitfalls(d: ReportData) -> Section:
     cols = ["pitfall_reason", "id", "rk", "device", "family"]  # what is read below
     f = d.frame.loc[d.frame["pitfall"].astype(bool), cols] if len(d.frame) else d.frame
-    intro = ("Calls that succeed and do what the documentation says, but do not compute the KL divergence the "
-             "user means: KL(target ‖ prediction) per distribution. Each reason names the fix.")
+    intro = (
+        "Calls that succeed and do what the documentation says, but do not compute the KL divergence the "
+        "user means: KL(target ‖ prediction) per distribution. Each reason names the fix."
+    )
     if not len(f):
-        return Section("pitfalls", "Pitfalls", md_escape(intro) + "\n\nNone found.",
-                       f"<p>{esc(intro)}</p><p>None found.</p>", [])
+        return Section(
+            "pitfalls", "Pitfalls", md_escape(intro) + "\n\nNone found.", f"<p>{esc(intro)}</p><p>None found.</p>", []
+        )
     rows = []
     for reason, g in f.groupby("pitfall_reason", sort=True):
         problem, _, fix = reason.partition(": ")
         code = next((c for p, c in PITFALL_FIX.items() if reason.startswith(p)), "")
         ids = sorted(set(g["id"].tolist()), key=d.case_index.get)
-        rows.append({"pitfall": problem, "fix": fix or "", "code": code, "cases": len(ids), "results": len(g),
-                     "releases": ranges(set(g["rk"].tolist()), d.releases),
-                     "devices": sorted(set(g["device"].tolist()), key=device_key),
-                     "families": _axis_order(d, "family", set(g["family"].tolist())),
-                     "examples": ids[:3]})
+        rows.append(
+            {
+                "pitfall": problem,
+                "fix": fix or "",
+                "code": code,
+                "cases": len(ids),
+                "results": len(g),
+                "releases": ranges(set(g["rk"].tolist()), d.releases),
+                "devices": sorted(set(g["device"].tolist()), key=device_key),
+                "families": _axis_order(d, "family", set(g["family"].tolist())),
+                "examples": ids[:3],
+            }
+        )
     rows.sort(key=lambda r: (-r["cases"], r["pitfall"]))
     headers = ["pitfall", "fix", "corrected call", "cases", "results", "releases", "devices", "examples"]
-    md_rows = [[r["pitfall"], r["fix"], r["code"], r["cases"], r["results"], r["releases"], ", ".join(r["devices"]),
-                "\n".join(r["examples"])] for r in rows]
-    h_rows = [[r["pitfall"], r["fix"], Raw(f"<code>{esc(r['code'])}</code>"), r["cases"], r["results"], r["releases"],
-               ", ".join(r["devices"]), Raw("<br>".join(_case_link(d, i) for i in r["examples"]))] for r in rows]
-    return Section("pitfalls", "Pitfalls", md_escape(intro) + "\n\n" + md_table(headers, md_rows),
-                   f"<p>{esc(intro)}</p>" + html_table(headers, h_rows, "pitfalls"), rows)
+    md_rows = [
+        [
+            r["pitfall"],
+            r["fix"],
+            r["code"],
+            r["cases"],
+            r["results"],
+            r["releases"],
+            ", ".join(r["devices"]),
+            "\n".join(r["examples"]),
+        ]
+        for r in rows
+    ]
+    h_rows = [
+        [
+            r["pitfall"],
+            r["fix"],
+            Raw(f"<code>{esc(r['code'])}</code>"),
+            r["cases"],
+            r["results"],
+            r["releases"],
+            ", ".join(r["devices"]),
+            Raw("<br>".join(_case_link(d, i) for i in r["examples"])),
+        ]
+        for r in rows
+    ]
+    return Section(
+        "pitfalls",
+        "Pitfalls",
+        md_escape(intro) + "\n\n" + md_table(headers, md_rows),
+        f"<p>{esc(intro)}</p>" + html_table(headers, h_rows, "pitfalls"),
+        rows,
+    )
 
 
 def sec_environment(d: ReportData) -> Section:
-    headers = ["release", "device", "torch", "git", "CUDA", "cuDNN", "Python", "platform", "device name", "threads",
-               "import s", "started", "harness", "cases", "file"]
+    headers = [
+        "release",
+        "device",
+        "torch",
+        "git",
+        "CUDA",
+        "cuDNN",
+        "Python",
+        "platform",
+        "device name",
+        "threads",
+        "import s",
+        "started",
+        "harness",
+        "cases",
+        "file",
+    ]
     rows, data = [], []
     for run in d.runs:
         env = run.get("env", {})
         imp = env.get("import_seconds")
-        row = [release_of(env.get("torch")), str(run.get("device", "")), env.get("torch") or "",
-               (env.get("torch_git") or "")[:12], env.get("cuda") or "", env.get("cudnn") or "",
-               env.get("python") or "", env.get("platform") or "", env.get("device_name") or "",
-               env.get("threads") or "", "" if imp is None else f"{float(imp):.2f}", run.get("started") or "",
-               run.get("harness") or "", run.get("cases") or "", run["source"]]
+        row = [
+            release_of(env.get("torch")),
+            str(run.get("device", "")),
+            env.get("torch") or "",
+            (env.get("torch_git") or "")[:12],
+            env.get("cuda") or "",
+            env.get("cudnn") or "",
+            env.get("python") or "",
+            env.get("platform") or "",
+            env.get("device_name") or "",
+            env.get("threads") or "",
+            "" if imp is None else f"{float(imp):.2f}",
+            run.get("started") or "",
+            run.get("harness") or "",
+            run.get("cases") or "",
+            run["source"],
+        ]
         rows.append([str(x) for x in row])
-        data.append({"source": run["source"], "device": run.get("device"), "started": run.get("started"),
-                     "harness": run.get("harness"), "cases": run.get("cases"), "env": env})
-    file_rows = [[f["path"], f["release"], f["device"], str(f["runs"]), str(f["results"]),
-                  "" if f["expected"] is None else str(f["expected"]), f["note"]] for f in d.files]
+        data.append(
+            {
+                "source": run["source"],
+                "device": run.get("device"),
+                "started": run.get("started"),
+                "harness": run.get("harness"),
+                "cases": run.get("cases"),
+                "env": env,
+            }
+        )
+    file_rows = [
+        [
+            f["path"],
+            f["release"],
+            f["device"],
+            str(f["runs"]),
+            str(f["results"]),
+            "" if f["expected"] is None else str(f["expected"]),
+            f["note"],
+        ]
+        for f in d.files
+    ]
     fh = ["file", "release", "device", "run headers", "results", "cases in run", "note"]
     intro = "One line per run header (a run of one release on one device; a resumed run adds a header)."
     md = md_escape(intro) + "\n\n" + (md_table(headers, rows) if rows else "No runs.")
@@ -1307,8 +1624,7 @@ def sec_environment(d: ReportData) -> Section:
     h += "<h3>Results files</h3>" + (html_table(fh, file_rows) if file_rows else "<p>None.</p>")
     if d.notes:
         h += "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in d.notes) + "</ul>"
-    return Section("environment", "Environment of each run", md, h, {"runs": data, "files": d.files,
-                                                                      "notes": d.notes})
+    return Section("environment", "Environment of each run", md, h, {"runs": data, "files": d.files, "notes": d.notes})
 
 
 # ------------------------------------------------------------------ per case
@@ -1341,7 +1657,7 @@ def short_literal(v: float, dtype: str) -> str:
         cands = [format(v, f".{digits}g") for digits in range(1, 18)]  # every length in one NumPy call
         xs = np.array([float(c) for c in cands])
         back = round_to_dtype(np.concatenate([xs, xs.astype(np.float32).astype(np.float64)]), dtype)
-        ok = (back[:len(cands)] == v) & (back[len(cands):] == v)
+        ok = (back[: len(cands)] == v) & (back[len(cands) :] == v)
         if ok.any():
             cand = cands[int(np.argmax(ok))]  # the shortest that works
             text = cand if any(c in cand for c in ".e") else cand + ".0"
@@ -1375,8 +1691,10 @@ def reproduction(case, devices) -> str:
     grad = case.family.grad
     ins, tgs = MEANING_TEXT[ci.input_meaning], MEANING_TEXT[ci.target_meaning]
     if case.order == "swapped":
-        comments = (f"input position, holding the target ({tgs}): arguments swapped",
-                    f"target position, holding the prediction ({ins})")
+        comments = (
+            f"input position, holding the target ({tgs}): arguments swapped",
+            f"target position, holding the prediction ({ins})",
+        )
     else:
         comments = (f"input: the prediction as {ins}", f"target: {tgs}")
     dev = devices[0] if devices else "cpu"
@@ -1384,18 +1702,24 @@ def reproduction(case, devices) -> str:
     lines = [f"# {case.id}", "import torch", ""]
     big = max(ci.first.size, ci.second.size) > INLINE_LIMIT
     if big:
-        lines = [f"# {case.id}",
-                 f"# {ci.first.size} + {ci.second.size} input values are too many to inline: run this in the harness",
-                 "# checkout, where the case files and the seeded generator rebuild the exact values.",
-                 "import torch", "from harness.cases import load_cases", "from harness.inputs import call_inputs", "",
-                 f"ci = call_inputs({{c.id: c for c in load_cases()}}[{case.id!r}])"]
+        lines = [
+            f"# {case.id}",
+            f"# {ci.first.size} + {ci.second.size} input values are too many to inline: run this in the harness",
+            "# checkout, where the case files and the seeded generator rebuild the exact values.",
+            "import torch",
+            "from harness.cases import load_cases",
+            "from harness.inputs import call_inputs",
+            "",
+            f"ci = call_inputs({{c.id: c for c in load_cases()}}[{case.id!r}])",
+        ]
     else:
         lines.append('nan, inf = float("nan"), float("inf")')
     lines.append(f"device = {dev!r}  # results for this case: {', '.join(devices) or 'none'}")
     for name, arr, comment in (("first", ci.first, comments[0]), ("second", ci.second, comments[1])):
         if big:
-            expr = (f"torch.tensor(ci.{name}.tolist(), dtype=torch.float64).to(device=device, dtype={dt})"
-                    + (".requires_grad_()" if grad else ""))
+            expr = f"torch.tensor(ci.{name}.tolist(), dtype=torch.float64).to(device=device, dtype={dt})" + (
+                ".requires_grad_()" if grad else ""
+            )
         elif arr.size == 0:
             expr = f"torch.empty({tuple(arr.shape)!r}, dtype={dt}, device=device{rg})"
         else:
@@ -1476,8 +1800,11 @@ def _case_detail(d: ReportData, cid: str) -> str:
     runs = _case_runs(d, cid)
     timeline = []  # one line per device for the summary
     for dev in devices:
-        bits = [badge(run["first"].verdict) + esc(" " + ranges(run["rks"], d.releases))
-                for run in runs if run["first"].device == dev]
+        bits = [
+            badge(run["first"].verdict) + esc(" " + ranges(run["rks"], d.releases))
+            for run in runs
+            if run["first"].device == dev
+        ]
         timeline.append(f'<span class="tl">{esc(dev)}: {" ".join(bits)}</span>')
     table = []
     for run in runs:
@@ -1490,10 +1817,15 @@ def _case_detail(d: ReportData, cid: str) -> str:
         for w in r.warnings if isinstance(r.warnings, list) else ():
             warned.setdefault(w, {}).setdefault(r.device, []).append(r.rk)
     warn_html = "".join(
-        f"<li>{esc(_clip(w, 400))} <span class=\"muted\">("
-        + esc("; ".join(f"{dev} {ranges(rks, d.releases)}" for dev, rks in sorted(where.items(),
-                                                                                   key=lambda x: device_key(x[0]))))
-        + ")</span></li>" for w, where in sorted(warned.items()))
+        f'<li>{esc(_clip(w, 400))} <span class="muted">('
+        + esc(
+            "; ".join(
+                f"{dev} {ranges(rks, d.releases)}" for dev, rks in sorted(where.items(), key=lambda x: device_key(x[0]))
+            )
+        )
+        + ")</span></li>"
+        for w, where in sorted(warned.items())
+    )
     ref = case_reference(case)
     tol = tolerance(case)
     if ref.documented.broadcast_error:
@@ -1503,14 +1835,20 @@ def _case_detail(d: ReportData, cid: str) -> str:
         doc_text = _reference_text(ref.documented.forward)
         math_text = _reference_text(ref.math.forward)
     src = f"{Path(fam.source).name}:{fam.line}"
-    meaning = f"input holds {fam.meaning.get('input')}, target holds {fam.meaning.get('target')}" \
-        if fam.generator == "literal" else f"generator {fam.generator}, seed {fam.seed}"
+    meaning = (
+        f"input holds {fam.meaning.get('input')}, target holds {fam.meaning.get('target')}"
+        if fam.generator == "literal"
+        else f"generator {fam.generator}, seed {fam.seed}"
+    )
     info = [
-        ("inputs", f"values in the snippet below; {meaning}; "
-                   f"shape {list(fam.shape) if fam.generator != 'literal' else 'literal'}"
-                   f"{'; target shape ' + str(list(fam.target_shape)) if fam.target_shape else ''}; "
-                   f"gradients {'checked' if fam.grad else 'not checked'}"
-                   f"{'; an error is expected' if fam.expect_error else ''}"),
+        (
+            "inputs",
+            f"values in the snippet below; {meaning}; "
+            f"shape {list(fam.shape) if fam.generator != 'literal' else 'literal'}"
+            f"{'; target shape ' + str(list(fam.target_shape)) if fam.target_shape else ''}; "
+            f"gradients {'checked' if fam.grad else 'not checked'}"
+            f"{'; an error is expected' if fam.expect_error else ''}",
+        ),
         ("tolerance", f"rtol {tol['rtol']:g}, atol {tol['atol']:g} ({case.dtype})"),
         ("reference (documented)", doc_text),
         ("KL the user means", math_text),
@@ -1522,22 +1860,26 @@ def _case_detail(d: ReportData, cid: str) -> str:
     if warn_html:
         info.append(("warnings", Raw(f"<ul>{warn_html}</ul>")))
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{v if isinstance(v, Raw) else esc(v)}</dd>" for k, v in info)
-    return (f'<details id="{esc(case_anchor(cid))}"{_filter_attrs(d, cid, pairs, "f cased")}><summary><code>{esc(cid)}'
-            f'</code> {" ".join(timeline)}</summary><div class="case"><dl>{dl}</dl>'
-            + html_table(["releases", "device", "verdict", "value (first of the run)", "detail"], table, "runs")
-            + f"<pre><code>{esc(reproduction(case, devices))}</code></pre></div></details>")
+    return (
+        f'<details id="{esc(case_anchor(cid))}"{_filter_attrs(d, cid, pairs, "f cased")}><summary><code>{esc(cid)}'
+        f'</code> {" ".join(timeline)}</summary><div class="case"><dl>{dl}</dl>'
+        + html_table(["releases", "device", "verdict", "value (first of the run)", "detail"], table, "runs")
+        + f"<pre><code>{esc(reproduction(case, devices))}</code></pre></div></details>"
+    )
 
 
 def sec_cases(d: ReportData) -> Section:
     detailed = d.detailed_ids
     with_rows = [cid for cid in d.cases if cid in d.rows_by_case]
     compact = [cid for cid in with_rows if cid not in d.detailed_set]
-    intro = (f"{len(with_rows)} cases have results. Full detail — inputs, reference values, the outcome per "
-             f"release and device, and a reproduction snippet — is given for the {len(detailed)} cases whose "
-             "outcome varies across releases or devices or that have a problem verdict (crash, timeout, error, nan, "
-             f"mismatch, stale) somewhere. The other {len(compact)} cases have one outcome everywhere and are listed "
-             "compactly (value from the newest release). Snippets inline tensors up to "
-             f"{INLINE_LIMIT} elements; larger inputs are rebuilt with the harness. Grouped by input family.")
+    intro = (
+        f"{len(with_rows)} cases have results. Full detail — inputs, reference values, the outcome per "
+        f"release and device, and a reproduction snippet — is given for the {len(detailed)} cases whose "
+        "outcome varies across releases or devices or that have a problem verdict (crash, timeout, error, nan, "
+        f"mismatch, stale) somewhere. The other {len(compact)} cases have one outcome everywhere and are listed "
+        "compactly (value from the newest release). Snippets inline tensors up to "
+        f"{INLINE_LIMIT} elements; larger inputs are rebuilt with the harness. Grouped by input family."
+    )
     fams: dict = {}
     for cid in with_rows:
         fams.setdefault(d.cases[cid].family.label, []).append(cid)
@@ -1548,10 +1890,15 @@ def sec_cases(d: ReportData) -> Section:
         det = [c for c in ids if c in d.detailed_set]
         rest = [c for c in ids if c not in d.detailed_set]
         worst_counts = {v: per_family[(fam, v)] for v in SEVERITY if per_family.get((fam, v))}
-        summary_badges = "results: " + " ".join(badge(v, str(worst_counts[v])) for v in SEVERITY
-                                                if worst_counts.get(v))
-        md_rows.append([fam, str(len(ids)), str(len(det)),
-                        ", ".join(f"{v} {worst_counts[v]}" for v in SEVERITY if worst_counts.get(v))])
+        summary_badges = "results: " + " ".join(badge(v, str(worst_counts[v])) for v in SEVERITY if worst_counts.get(v))
+        md_rows.append(
+            [
+                fam,
+                str(len(ids)),
+                str(len(det)),
+                ", ".join(f"{v} {worst_counts[v]}" for v in SEVERITY if worst_counts.get(v)),
+            ]
+        )
         body = "".join(_case_detail(d, cid) for cid in det)
         if rest:
             rows, attrs = [], []
@@ -1560,19 +1907,33 @@ def sec_cases(d: ReportData) -> Section:
                 last = rs[-1] if len({r.device for r in rs}) == 1 else max(rs, key=lambda r: r.rk)
                 cover = "; ".join(
                     f"{dev} {ranges([r.rk for r in rs if r.device == dev], d.releases)}"
-                    for dev in sorted({r.device for r in rs}, key=device_key))
-                rows.append([Raw(f'<code class="cid">{_id_html(cid)}</code>'), badge(last.verdict, last.verdict),
-                             last.value,
-                             cover, last.pitfall_reason])
+                    for dev in sorted({r.device for r in rs}, key=device_key)
+                )
+                rows.append(
+                    [
+                        Raw(f'<code class="cid">{_id_html(cid)}</code>'),
+                        badge(last.verdict, last.verdict),
+                        last.value,
+                        cover,
+                        last.pitfall_reason,
+                    ]
+                )
                 attrs.append(_filter_attrs(d, cid, [(r.device, r.rk, r.verdict) for r in rs]))
             table = html_table(["case", "verdict", "value", "runs", "pitfall"], rows, "compact", attrs)
             body += f'<div class="fg">{table}</div>'
         family = d.cases[ids[0]].family
-        parts.append(f'<details class="fg fam"><summary><b>{esc(fam)}</b> — <span class="fc">{len(ids)}</span> '
-                     f"of {len(ids)} cases ({len(det)} in detail) {summary_badges}</summary>"
-                     f'<p class="muted">{esc(family.description)}</p>{body}</details>')
-    md = (md_escape(intro.split(" Snippets")[0]) + " " + md_escape("Per-case detail is in index.html.") + "\n\n"
-          + md_table(["family", "cases", "in detail", "results per verdict"], md_rows))
+        parts.append(
+            f'<details class="fg fam"><summary><b>{esc(fam)}</b> — <span class="fc">{len(ids)}</span> '
+            f"of {len(ids)} cases ({len(det)} in detail) {summary_badges}</summary>"
+            f'<p class="muted">{esc(family.description)}</p>{body}</details>'
+        )
+    md = (
+        md_escape(intro.split(" Snippets")[0])
+        + " "
+        + md_escape("Per-case detail is in index.html.")
+        + "\n\n"
+        + md_table(["family", "cases", "in detail", "results per verdict"], md_rows)
+    )
     data = {"cases_with_results": len(with_rows), "detailed": detailed, "compact": len(compact)}
     return Section("cases", "Cases", md, "".join(parts), data)
 
@@ -1608,12 +1969,19 @@ def sec_claims(d: ReportData) -> Section:
     frame = d.frame.copy(deep=False)  # evaluate_claims reads it only
     frame.attrs = {"snippets": d.snippets}
     df = claims_mod.evaluate_claims(frame) if len(frame) or d.snippets else pd.DataFrame()
-    intro = ("Each printed line and each piece of advice of the seed post (cases/claims/seed-post.yaml), "
-             "checked on every release: holds, holds for the wrong reason, or does not hold. Snippets run "
-             "verbatim in each release's environment (CPU); advice is checked against the case matrix.")
+    intro = (
+        "Each printed line and each piece of advice of the seed post (cases/claims/seed-post.yaml), "
+        "checked on every release: holds, holds for the wrong reason, or does not hold. Snippets run "
+        "verbatim in each release's environment (CPU); advice is checked against the case matrix."
+    )
     if df.empty:
-        return Section("claims", "Published claims vs reality", md_escape(intro) + "\n\nNo results.",
-                       f"<p>{esc(intro)}</p><p>No results.</p>", [])
+        return Section(
+            "claims",
+            "Published claims vs reality",
+            md_escape(intro) + "\n\nNo results.",
+            f"<p>{esc(intro)}</p><p>No results.</p>",
+            [],
+        )
     df = df[df["status"] != "not run"] if (df["status"] != "not run").any() else df
     md_parts, html_parts, data = [md_escape(intro)], [f"<p>{esc(intro)}</p>"], []
     for claim_id, g in df.groupby("claim", sort=False):
@@ -1623,25 +1991,39 @@ def sec_claims(d: ReportData) -> Section:
             rows = sorted(gd.to_dict("records"), key=lambda r: release_key(r["release"]))
             for span, row in _claim_runs(d, rows):
                 sym, square, cls = CLAIM_STYLE[row["status"]]
-                seen = (f"prints {row['printed']!r}" if row["kind"] == "example" and row.get("printed") is not None
-                        else str(row.get("detail") or ""))
-                md_lines.append(f"- {square} {sym} **{md_escape(row['status'])}** on {md_escape(span)} ({dev}): "
-                                f"{md_escape(seen)}")
-                html_items.append(f'<li><span class="v v-{cls}">{sym}</span> <b>{esc(row["status"])}</b> on '
-                                  f"{esc(span)} ({esc(dev)}): {esc(seen)}</li>")
-                data.append({"claim": claim_id, "device": dev, "releases": span, "status": row["status"],
-                             "seen": seen})
+                seen = (
+                    f"prints {row['printed']!r}"
+                    if row["kind"] == "example" and row.get("printed") is not None
+                    else str(row.get("detail") or "")
+                )
+                md_lines.append(
+                    f"- {square} {sym} **{md_escape(row['status'])}** on {md_escape(span)} ({dev}): {md_escape(seen)}"
+                )
+                html_items.append(
+                    f'<li><span class="v v-{cls}">{sym}</span> <b>{esc(row["status"])}</b> on '
+                    f"{esc(span)} ({esc(dev)}): {esc(seen)}</li>"
+                )
+                data.append({"claim": claim_id, "device": dev, "releases": span, "status": row["status"], "seen": seen})
         ref = ""
-        if first["kind"] == "example" and not (isinstance(first.get("reference"), float) and
-                                               math.isnan(first["reference"]) and math.isnan(first["meant"])):
-            ref = (f"Reference for this call on the post's inputs (float32): documented formula "
-                   f"{fmt_float(first['reference'])}, the KL the post means {fmt_float(first['meant'])}.")
+        if first["kind"] == "example" and not (
+            isinstance(first.get("reference"), float) and math.isnan(first["reference"]) and math.isnan(first["meant"])
+        ):
+            ref = (
+                f"Reference for this call on the post's inputs (float32): documented formula "
+                f"{fmt_float(first['reference'])}, the KL the post means {fmt_float(first['meant'])}."
+            )
         title = f"{claim_id}: {first['statement']}"
-        md_parts.append(f"**{md_escape(title)}**\n\n" + "\n".join(md_lines) + "\n\n" +
-                        md_escape(" ".join(x for x in (first["explanation"], ref) if x)) +
-                        f"\n\nFix: {md_escape(first['fix'])}")
-        html_parts.append(f"<h3>{esc(title)}</h3><ul>{''.join(html_items)}</ul><p>{esc(first['explanation'])} "
-                          f"{esc(ref)}</p><p>Fix: <code>{esc(first['fix'])}</code></p>")
+        md_parts.append(
+            f"**{md_escape(title)}**\n\n"
+            + "\n".join(md_lines)
+            + "\n\n"
+            + md_escape(" ".join(x for x in (first["explanation"], ref) if x))
+            + f"\n\nFix: {md_escape(first['fix'])}"
+        )
+        html_parts.append(
+            f"<h3>{esc(title)}</h3><ul>{''.join(html_items)}</ul><p>{esc(first['explanation'])} "
+            f"{esc(ref)}</p><p>Fix: <code>{esc(first['fix'])}</code></p>"
+        )
     return Section("claims", "Published claims vs reality", "\n\n".join(md_parts), "".join(html_parts), data)
 
 
@@ -1652,8 +2034,10 @@ def _cuda_vs_cpu(d: ReportData) -> pd.DataFrame:
     from .oracle import cuda_vs_cpu
 
     n = len(d.frame)
-    column = {c: np.fromiter(d.col(c), dtype=object, count=n)
-              for c in ("release", "id", "family", "dtype", "verdict", "output", "device")}
+    column = {
+        c: np.fromiter(d.col(c), dtype=object, count=n)
+        for c in ("release", "id", "family", "dtype", "verdict", "output", "device")
+    }
     cpu, cuda = np.flatnonzero(column["device"] == "cpu"), np.flatnonzero(column["device"] == "cuda")
     where = d.case_codes * len(d.releases) + np.asarray(d.col("rk"), dtype=np.int64)  # (case, release)
     _, on_cpu, on_cuda = np.intersect1d(where[cpu], where[cuda], assume_unique=True, return_indices=True)
@@ -1669,27 +2053,45 @@ def _cuda_vs_cpu(d: ReportData) -> pd.DataFrame:
     _, first, which = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     asked = np.sort(np.concatenate([cpu[first], cuda[first]]))
     comp = cuda_vs_cpu(pd.DataFrame({c: v[asked] for c, v in column.items()}, dtype=object), d.cases)
-    answer = dict(zip(zip(comp["release"].tolist(), comp["id"].tolist()),
-                      zip(comp["agreement"].tolist(), comp["max_abs_diff"].tolist())))
+    answer = dict(
+        zip(
+            zip(comp["release"].tolist(), comp["id"].tolist()),
+            zip(comp["agreement"].tolist(), comp["max_abs_diff"].tolist()),
+        )
+    )
     agreement, diff = zip(*(answer[key] for key in zip(column["release"][cpu[first]], column["id"][cpu[first]])))
     which = which.reshape(-1)
-    return pd.DataFrame({"release": column["release"][cpu], "id": column["id"][cpu],
-                         "family": column["family"][cpu], "dtype": column["dtype"][cpu],
-                         "cpu_verdict": column["verdict"][cpu], "cuda_verdict": column["verdict"][cuda],
-                         "agreement": np.array(agreement, dtype=object)[which],
-                         "max_abs_diff": np.array(diff, dtype=np.float64)[which]})
+    return pd.DataFrame(
+        {
+            "release": column["release"][cpu],
+            "id": column["id"][cpu],
+            "family": column["family"][cpu],
+            "dtype": column["dtype"][cpu],
+            "cpu_verdict": column["verdict"][cpu],
+            "cuda_verdict": column["verdict"][cuda],
+            "agreement": np.array(agreement, dtype=object)[which],
+            "max_abs_diff": np.array(diff, dtype=np.float64)[which],
+        }
+    )
 
 
 def sec_cuda_vs_cpu(d: ReportData) -> Section:
     """Second oracle: CUDA against CPU on the same release and inputs."""
-    intro = ("The same inputs on CUDA and on CPU of one release, compared with each other (a second oracle "
-             "beside the analytic reference): same bits, close within the dtype tolerance, different values, "
-             "or a different verdict.")
+    intro = (
+        "The same inputs on CUDA and on CPU of one release, compared with each other (a second oracle "
+        "beside the analytic reference): same bits, close within the dtype tolerance, different values, "
+        "or a different verdict."
+    )
     comp = _cuda_vs_cpu(d) if len(d.frame) else pd.DataFrame()
     if comp.empty:
         text = "No release has both CUDA and CPU results: CUDA is not run here."
-        return Section("cuda", "CUDA vs CPU", md_escape(intro) + "\n\n" + md_escape(text),
-                       f"<p>{esc(intro)}</p><p>{esc(text)}</p>", [])
+        return Section(
+            "cuda",
+            "CUDA vs CPU",
+            md_escape(intro) + "\n\n" + md_escape(text),
+            f"<p>{esc(intro)}</p><p>{esc(text)}</p>",
+            [],
+        )
     kinds = ["same", "close", "differ", "outcome differs"]
     counts = comp.groupby(["release", "agreement"]).size().unstack(fill_value=0).reindex(columns=kinds, fill_value=0)
     rels = sorted(counts.index, key=release_key)
@@ -1698,22 +2100,46 @@ def sec_cuda_vs_cpu(d: ReportData) -> Section:
     bad = comp[comp["agreement"].isin(["differ", "outcome differs"])]
     bad = bad.assign(ix=[d.case_index.get(i, 0) for i in bad["id"]]).sort_values(["release", "ix"], kind="mergesort")
     shown = set(zip(bad["release"].tolist(), bad["id"].tolist()))
-    value = {(rel, cid, dev): v for rel, cid, dev, v in zip(d.col("release"), d.col("id"), d.col("device"),
-                                                           d.col("value")) if (rel, cid) in shown}
+    value = {
+        (rel, cid, dev): v
+        for rel, cid, dev, v in zip(d.col("release"), d.col("id"), d.col("device"), d.col("value"))
+        if (rel, cid) in shown
+    }
     detail = []
     for r in bad.itertuples(index=False):
-        detail.append([r.release, r.id, r.agreement, f"{r.cpu_verdict}: {value[(r.release, r.id, 'cpu')]}",
-                       f"{r.cuda_verdict}: {value[(r.release, r.id, 'cuda')]}"])
+        detail.append(
+            [
+                r.release,
+                r.id,
+                r.agreement,
+                f"{r.cpu_verdict}: {value[(r.release, r.id, 'cpu')]}",
+                f"{r.cuda_verdict}: {value[(r.release, r.id, 'cuda')]}",
+            ]
+        )
     dh = ["release", "case", "agreement", "cpu", "cuda"]
     groups = bad.groupby(["release", "family", "dtype", "agreement"]).size().reset_index(name="cases")
     gh = ["release", "family", "dtype", "agreement", "cases"]
-    md = (md_escape(intro) + "\n\n" + md_table(headers, summary) + "\n\n" +
-          (md_table(gh, groups.values.tolist()) if len(groups) else "No differences."))
-    h = (f"<p>{esc(intro)}</p>" + html_table(headers, summary, "cuda") +
-         (html_table(gh, groups.values.tolist()) + "<details><summary>every differing case "
-          f"({len(detail)})</summary>" + html_table(dh, detail) + "</details>" if detail else "<p>No differences.</p>"))
-    data = {"counts": {row[0]: dict(zip(kinds, row[1:-1])) for row in summary},
-            "differences": [dict(zip(dh, row)) for row in detail]}
+    md = (
+        md_escape(intro)
+        + "\n\n"
+        + md_table(headers, summary)
+        + "\n\n"
+        + (md_table(gh, groups.values.tolist()) if len(groups) else "No differences.")
+    )
+    h = (
+        f"<p>{esc(intro)}</p>"
+        + html_table(headers, summary, "cuda")
+        + (
+            html_table(gh, groups.values.tolist()) + "<details><summary>every differing case "
+            f"({len(detail)})</summary>" + html_table(dh, detail) + "</details>"
+            if detail
+            else "<p>No differences.</p>"
+        )
+    )
+    data = {
+        "counts": {row[0]: dict(zip(kinds, row[1:-1])) for row in summary},
+        "differences": [dict(zip(dh, row)) for row in detail],
+    }
     return Section("cuda", "CUDA vs CPU", md, h, data)
 
 
@@ -1833,7 +2259,8 @@ SCRIPT = """
 def _filters_html(d: ReportData) -> str:
     def select(name, label, options):
         opts = '<option value="">any</option>' + "".join(
-            f'<option value="{esc(v)}">{esc(t)}</option>' for v, t in options)
+            f'<option value="{esc(v)}">{esc(t)}</option>' for v, t in options
+        )
         return f'<label>{esc(label)} <select name="{esc(name)}">{opts}</select></label>'
 
     parts = [
@@ -1846,29 +2273,39 @@ def _filters_html(d: ReportData) -> str:
         vals = _axis_order(d, axis, {a[AXES.index(axis)] for a in d.case_axes.values()})
         parts.append(select(axis, axis, [(v, v) for v in vals]))
     parts.append('<label>id contains <input name="q" type="search" size="18"></label>')
-    parts.append('<button type="reset">reset</button><span id="fstatus"></span>'
-                 '<span class="muted">(applies to What changed and Cases; the view can be linked)</span>')
-    return (f'<form id="filters" hidden onsubmit="return false" data-releases="{esc(" ".join(d.releases))}" '
-            f'data-devices="{esc(" ".join(d.devices))}">' + "".join(parts) + "</form>"
-            '<noscript><p class="note">The filters need JavaScript. With scripts off every case is listed and the '
-            "collapsible parts still open and close.</p></noscript>")
+    parts.append(
+        '<button type="reset">reset</button><span id="fstatus"></span>'
+        '<span class="muted">(applies to What changed and Cases; the view can be linked)</span>'
+    )
+    return (
+        f'<form id="filters" hidden onsubmit="return false" data-releases="{esc(" ".join(d.releases))}" '
+        f'data-devices="{esc(" ".join(d.devices))}">' + "".join(parts) + "</form>"
+        '<noscript><p class="note">The filters need JavaScript. With scripts off every case is listed and the '
+        "collapsible parts still open and close.</p></noscript>"
+    )
 
 
 def _header(d: ReportData) -> tuple[str, str]:
     n = len(d.frame)
     rels = d.data_releases
     span = f"{rels[0]} to {rels[-1]}" if rels else "none"
-    line = (f"{n} results from {len(d.files)} results files: {len(rels)} of {len(d.releases)} releases have "
-            f"results ({span}); devices with results: {', '.join(d.data_devices) or 'none'}; "
-            f"{len(d.cases)} cases in the case files.")
+    line = (
+        f"{n} results from {len(d.files)} results files: {len(rels)} of {len(d.releases)} releases have "
+        f"results ({span}); devices with results: {', '.join(d.data_devices) or 'none'}; "
+        f"{len(d.cases)} cases in the case files."
+    )
     legend_md = " · ".join(f"{md_badge(v)} {v}: {VERDICT_STYLE[v][2]}" for v in SEVERITY)
-    files = ("The full report, with every changed case, per-case detail and filters, is [index.html](index.html) "
-             "(one self-contained file: download it and open it in a browser); the same findings for machines are in "
-             "[summary.json](summary.json).")
+    files = (
+        "The full report, with every changed case, per-case detail and filters, is [index.html](index.html) "
+        "(one self-contained file: download it and open it in a browser); the same findings for machines are in "
+        "[summary.json](summary.json)."
+    )
     md = f"# {TITLE}\n\n{md_escape(line)}\n\n{files}\n\nVerdicts: {md_escape(legend_md)}"
     legend_html = "".join(f"<li>{badge(v)} <b>{esc(v)}</b>: {esc(VERDICT_STYLE[v][2])}</li>" for v in SEVERITY)
-    h = (f"<h1>{esc(TITLE)}</h1><p>{esc(line)}</p><details><summary>Verdicts: colours and symbols</summary>"
-         f"<ul>{legend_html}<li><span class=\"v nr\">·</span> not run</li></ul></details>")
+    h = (
+        f"<h1>{esc(TITLE)}</h1><p>{esc(line)}</p><details><summary>Verdicts: colours and symbols</summary>"
+        f'<ul>{legend_html}<li><span class="v nr">·</span> not run</li></ul></details>'
+    )
     return md, h
 
 
@@ -1884,12 +2321,22 @@ def render(d: ReportData, sections=None) -> dict:
             md += ["", f'<a id="{esc(s.key)}"></a>', "", f"## {md_escape(s.title)}", "", s.markdown.rstrip()]
     body = [html_head, f"<nav>{toc}</nav>", _filters_html(d)]
     body += [f'<section id="{esc(s.key)}"><h2>{esc(s.title)}</h2>{s.html}</section>' for s in built]
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(TITLE)}</title><style>{CSS}</style></head><body>\n"
-            + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
-    summary = {"title": TITLE, "schema": 1, "releases": d.releases, "releases_with_results": d.data_releases,
-               "devices": d.devices, "results": len(d.frame), "cases": len(d.cases)}
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(TITLE)}</title><style>{CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
+    )
+    summary = {
+        "title": TITLE,
+        "schema": 1,
+        "releases": d.releases,
+        "releases_with_results": d.data_releases,
+        "devices": d.devices,
+        "results": len(d.frame),
+        "cases": len(d.cases),
+    }
     for s in built:
         summary[s.key] = s.data
     text = json.dumps(_json_safe(summary), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)

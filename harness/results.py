@@ -120,8 +120,9 @@ class Writer:
         self._f = None
 
     def _open(self):
-        needs_newline = (self.append and self.path.exists() and self.path.stat().st_size > 0
-                         and not _ends_with_newline(self.path))
+        needs_newline = (
+            self.append and self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
+        )
         self._f = open(self.path, "a" if self.append else "w", encoding="utf-8")
         if needs_newline:
             self._f.write("\n")

@@ -243,8 +243,13 @@ class Supervisor:
             parts = [self._run_share(plan_path, plan, device, todo, header_extra, shared, "")]
         else:
             parts = self._run_shares(plan_path, plan, device, shares, header_extra, shared)
-        summary = RunSummary(device=device, total=total, skipped=total - len(todo),
-                             jobs=len(shares), env=next((p.env for p in parts if p.env), {}))
+        summary = RunSummary(
+            device=device,
+            total=total,
+            skipped=total - len(todo),
+            jobs=len(shares),
+            env=next((p.env for p in parts if p.env), {}),
+        )
         for part in parts:
             summary.finished += part.finished
             summary.crashed += part.crashed
@@ -318,8 +323,17 @@ class Supervisor:
                         _kill(proc)
                         if current is None:  # stalled between cases: restart, nothing to record
                             break
-                        shared.write(self._failure(plan, current, device, "timeout",
-                                                   f"no result within {self.timeout:g}s", err_path, err_start))
+                        shared.write(
+                            self._failure(
+                                plan,
+                                current,
+                                device,
+                                "timeout",
+                                f"no result within {self.timeout:g}s",
+                                err_path,
+                                err_start,
+                            )
+                        )
                         shared.tick()
                         summary.timed_out += 1
                         done_indices.add(current)
@@ -335,8 +349,11 @@ class Supervisor:
                                 )
                             break
                         if current is not None and current not in done_indices:
-                            shared.write(self._failure(plan, current, device, "crash",
-                                                       _exit_detail(proc.returncode), err_path, err_start))
+                            shared.write(
+                                self._failure(
+                                    plan, current, device, "crash", _exit_detail(proc.returncode), err_path, err_start
+                                )
+                            )
                             shared.tick()
                             summary.crashed += 1
                             done_indices.add(current)
@@ -348,8 +365,15 @@ class Supervisor:
                     if kind == "ready":
                         ready = True
                         summary.env = ev["env"]
-                        shared.header({"record": "run", "schema": SCHEMA_VERSION, "device": device,
-                                       "env": ev["env"], **header_extra})
+                        shared.header(
+                            {
+                                "record": "run",
+                                "schema": SCHEMA_VERSION,
+                                "device": device,
+                                "env": ev["env"],
+                                **header_extra,
+                            }
+                        )
                     elif kind == "start":
                         current = ev["index"]
                     elif kind == "result":
@@ -376,8 +400,9 @@ class Supervisor:
             todo = [i for i in todo if i not in done_indices]
             stalls = 0 if done_indices else stalls + 1
             if todo and stalls >= MAX_STARTUP_FAILURES:
-                raise RunnerError(f"{device}: worker restarted {stalls} times without finishing a case:\n"
-                                  f"{_tail(err_path, err_start)}")
+                raise RunnerError(
+                    f"{device}: worker restarted {stalls} times without finishing a case:\n{_tail(err_path, err_start)}"
+                )
             if todo:
                 summary.restarts += 1
         return summary
@@ -385,13 +410,35 @@ class Supervisor:
     @staticmethod
     def _failure(plan, index, device, status, detail, err_path, err_start):
         entry = plan["cases"][index]
-        return {"record": "result", "status": status, "id": entry["id"], "device": device,
-                "digest": entry["digest"], "detail": detail, "stderr": _tail(err_path, err_start, 800),
-                "output": None, "grads": {}, "grad_errors": {}, "error": None, "warnings": []}
+        return {
+            "record": "result",
+            "status": status,
+            "id": entry["id"],
+            "device": device,
+            "digest": entry["digest"],
+            "detail": detail,
+            "stderr": _tail(err_path, err_start, 800),
+            "output": None,
+            "grads": {},
+            "grad_errors": {},
+            "error": None,
+            "warnings": [],
+        }
 
 
-def run(cases, out_path, devices=("cpu",), python=None, timeout=60.0, resume=False,
-        progress=None, hooks=None, env=None, plan=None, jobs=None) -> list[RunSummary]:
+def run(
+    cases,
+    out_path,
+    devices=("cpu",),
+    python=None,
+    timeout=60.0,
+    resume=False,
+    progress=None,
+    hooks=None,
+    env=None,
+    plan=None,
+    jobs=None,
+) -> list[RunSummary]:
     """Run every case (or a prebuilt ``plan``) on every device into ``out_path`` (JSONL).
     With ``resume``, cases already in the file for a device are kept and skipped.
     ``jobs``: workers per device (None: see jobs_for)."""

@@ -97,8 +97,11 @@ _DTYPE_NAMES: dict = {}
 
 
 def _legacy(reduction):
-    return {"none": {"reduce": False}, "sum": {"size_average": False, "reduce": True},
-            "mean": {"size_average": True, "reduce": True}}[reduction]
+    return {
+        "none": {"reduce": False},
+        "sum": {"size_average": False, "reduce": True},
+        "mean": {"size_average": True, "reduce": True},
+    }[reduction]
 
 
 def _call(torch, case, a, b):
@@ -136,7 +139,7 @@ def _test_hook(hook):
     if hook == "crash":
         os.abort()
     if hook == "hang":
-        time.sleep(10 ** 6)
+        time.sleep(10**6)
     if hook == "exit":
         os._exit(3)
 
@@ -147,8 +150,16 @@ def run_snippet(torch, case, device):
     import contextlib
     import io
 
-    rec = {"id": case["id"], "device": device, "output": None, "grads": {}, "grad_errors": {},
-           "error": None, "warnings": [], "printed": []}
+    rec = {
+        "id": case["id"],
+        "device": device,
+        "output": None,
+        "grads": {},
+        "grad_errors": {},
+        "error": None,
+        "warnings": [],
+        "printed": [],
+    }
     t0 = time.perf_counter()
     buf = io.StringIO()
     with warnings.catch_warnings(record=True) as caught:
@@ -169,8 +180,15 @@ def run_snippet(torch, case, device):
 
 def run_case(torch, case, arrays, device):
     """Run one case; every failure is data in the returned record."""
-    rec = {"id": case["id"], "device": device, "output": None, "grads": {}, "grad_errors": {},
-           "error": None, "warnings": []}
+    rec = {
+        "id": case["id"],
+        "device": device,
+        "output": None,
+        "grads": {},
+        "grad_errors": {},
+        "error": None,
+        "warnings": [],
+    }
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -191,8 +209,7 @@ def run_case(torch, case, arrays, device):
         if rec["output"] is not None and case.get("grad"):
             for name, leaf in (("first", a), ("second", b)):
                 try:
-                    (g,) = torch.autograd.grad(out, [leaf], torch.ones_like(out), retain_graph=True,
-                                               allow_unused=True)
+                    (g,) = torch.autograd.grad(out, [leaf], torch.ones_like(out), retain_graph=True, allow_unused=True)
                     rec["grads"][name] = None if g is None else _values(g)
                 except Exception as exc:  # noqa: BLE001
                     rec["grad_errors"][name] = _error(exc, "backward")
@@ -261,8 +278,12 @@ def main(argv):
             else:
                 rec = run_case(torch, cases[i], plan["arrays"], device)
         except BaseException as exc:  # noqa: BLE001 - keep the run going
-            rec = {"id": cases[i]["id"], "device": device, "error": _error(exc, "harness"),
-                   "traceback": traceback.format_exc()[-2000:]}
+            rec = {
+                "id": cases[i]["id"],
+                "device": device,
+                "error": _error(exc, "harness"),
+                "traceback": traceback.format_exc()[-2000:],
+            }
         rec["event"] = "result"
         rec["index"] = i
         finished = json.dumps(rec) + "\n"

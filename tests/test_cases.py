@@ -42,20 +42,26 @@ def test_legacy_api_never_asked_for_batchmean():
 
 def test_ids_are_stable_when_unrelated_families_are_added(write_cases):
     before = {c.id for c in load_cases([write_cases(VALID, "a.yaml")])}
-    more = VALID + """
+    more = (
+        VALID
+        + """
   - name: other
     generator: identical
     shape: [3]
 """
+    )
     after = {c.id for c in load_cases([write_cases(more, "b.yaml")])}
     assert before < after
 
 
 def test_product_minus_exclusions(write_cases):
-    text = VALID + """
+    text = (
+        VALID
+        + """
     axes: {reduction: [sum, mean], dtype: [float32], api: [module], order: [intended]}
     exclude: [{reduction: mean, log_target: true}]
 """
+    )
     (fam,) = load_file(write_cases(text))
     ids = [c.id for c in expand(fam)]
     assert ids == [
@@ -126,8 +132,9 @@ def test_cli_refuses_malformed_file_without_traceback(write_cases):
     import sys
 
     path = write_cases(VALID + "    colour: red\n")
-    out = subprocess.run([sys.executable, "-m", "harness", "run", "--cases", str(path)], capture_output=True,
-                         text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--cases", str(path)], capture_output=True, text=True, cwd=ROOT
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert f"{path}:7:" in out.stderr

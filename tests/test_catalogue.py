@@ -62,11 +62,12 @@ def test_missing_interpreter_message_says_what_to_install():
 
 
 def _nox_list(*args):
-    if shutil.which("nox") is None and subprocess.run([sys.executable, "-m", "nox", "--version"],
-                                                      capture_output=True).returncode != 0:
+    if (
+        shutil.which("nox") is None
+        and subprocess.run([sys.executable, "-m", "nox", "--version"], capture_output=True).returncode != 0
+    ):
         pytest.skip("nox is not installed")
-    out = subprocess.run([sys.executable, "-m", "nox", "-l", "--json", *args], capture_output=True, text=True,
-                         cwd=ROOT)
+    out = subprocess.run([sys.executable, "-m", "nox", "-l", "--json", *args], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -98,8 +99,14 @@ def test_one_real_nox_session_on_the_newest_release(tmp_path):
         pytest.skip("HARNESS_SKIP_SLOW=1")
     newest = STABLE[-1]
     env = {**os.environ, "HARNESS_RESULTS": str(tmp_path), "HARNESS_DEVICES": "cpu"}
-    out = subprocess.run([sys.executable, "-m", "nox", "-s", f"run(torch='{newest.key}')"], capture_output=True,
-                         text=True, cwd=ROOT, env=env, timeout=3000)
+    out = subprocess.run(
+        [sys.executable, "-m", "nox", "-s", f"run(torch='{newest.key}')"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=3000,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = (tmp_path / newest.key / "cpu.jsonl").read_text().splitlines()
     header = json.loads(lines[0])

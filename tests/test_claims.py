@@ -18,8 +18,18 @@ def _results(tmp_path, release_printed: dict) -> list:
         path = tmp_path / torch_version / "cpu.jsonl"
         path.parent.mkdir(parents=True)
         header = {"record": "run", "schema": 1, "device": "cpu", "env": {"torch": torch_version, "python": "3.8"}}
-        rec = {"record": "result", "status": "ok", "id": "claim/example2", "device": "cpu", "output": None,
-               "grads": {}, "grad_errors": {}, "error": None, "warnings": [], "printed": printed}
+        rec = {
+            "record": "result",
+            "status": "ok",
+            "id": "claim/example2",
+            "device": "cpu",
+            "output": None,
+            "grads": {},
+            "grad_errors": {},
+            "error": None,
+            "warnings": [],
+            "printed": printed,
+        }
         path.write_text(json.dumps(header) + "\n" + json.dumps(rec) + "\n")
         paths.append(path)
     return paths
@@ -34,8 +44,13 @@ def test_shipped_claims_load_and_cover_every_example_line():
 
 
 def test_a_claim_that_holds_on_old_releases_and_not_on_new(tmp_path):
-    lines = ["a", "b", "log_target=False, loss is {}", "log_target=False, loss is -2.7026482385394957e-08",
-             "log_target=True, loss is 0.0"]
+    lines = [
+        "a",
+        "b",
+        "log_target=False, loss is {}",
+        "log_target=False, loss is -2.7026482385394957e-08",
+        "log_target=True, loss is 0.0",
+    ]
     old = [ln.format("0.0") for ln in lines]
     new = [ln.format("nan") for ln in lines]
     frame = verdict_frame(_results(tmp_path, {"1.6.0": old, "2.13.0": new}))
@@ -57,10 +72,16 @@ def test_a_snippet_that_raises_does_not_hold():
     assert res["status"] == "does not hold" and "TypeError" in res["detail"]
 
 
-@pytest.mark.parametrize("claim_id, is_kl", [
-    ("example1-log-target-true", False), ("example1-log-target-false", False),
-    ("example2-probabilities-as-input", False), ("example2-swapped", True), ("example2-log-target-same", False),
-])
+@pytest.mark.parametrize(
+    "claim_id, is_kl",
+    [
+        ("example1-log-target-true", False),
+        ("example1-log-target-false", False),
+        ("example2-probabilities-as-input", False),
+        ("example2-swapped", True),
+        ("example2-log-target-same", False),
+    ],
+)
 def test_which_calls_compute_the_kl(claim_id, is_kl):
     claim = next(c for c in claims.load()[1] if c.id == claim_id)
     assert claims.call_is_kl(claim) is is_kl
@@ -75,9 +96,11 @@ def test_reference_values_ground_the_explanations():
 
 def test_claims_file_errors_name_the_line(tmp_path):
     bad = tmp_path / "claims.yaml"
-    bad.write_text("version: 1\nsnippets:\n  - {id: s, code: 'x = 1'}\nclaims:\n"
-                   "  - {id: c, kind: example, snippet: nope, line: 1, printed: '0', call: {reduction: sum, "
-                   "log_target: false}, args: {first: [1], second: [1]}, meaning: {first: prob, second: prob}, "
-                   "explanation: e, fix: f}\n")
+    bad.write_text(
+        "version: 1\nsnippets:\n  - {id: s, code: 'x = 1'}\nclaims:\n"
+        "  - {id: c, kind: example, snippet: nope, line: 1, printed: '0', call: {reduction: sum, "
+        "log_target: false}, args: {first: [1], second: [1]}, meaning: {first: prob, second: prob}, "
+        "explanation: e, fix: f}\n"
+    )
     with pytest.raises(CaseFileError, match=r"claims.yaml:5: claims\[0\].snippet: unknown snippet 'nope'"):
         claims.load(bad)

@@ -17,8 +17,13 @@ pytestmark = [needs_torch, pytest.mark.torch]
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "{device}.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--device", "cpu", "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--device", "cpu", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out.parent / "cpu.jsonl", proc
 
@@ -35,8 +40,9 @@ def test_every_case_is_recorded_once_with_the_environment(full_run):
 
 def test_evaluate_prints_counts_and_known_behaviour(full_run):
     path, _ = full_run
-    proc = subprocess.run([sys.executable, "-m", "harness", "evaluate", str(path)], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "evaluate", str(path)], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr
     assert "pass" in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith("evaluate:")
     frame = verdict_frame([path]).set_index("id")
@@ -53,6 +59,10 @@ def test_evaluate_prints_counts_and_known_behaviour(full_run):
 
 def test_fail_on_exit_code(full_run):
     path, _ = full_run
-    proc = subprocess.run([sys.executable, "-m", "harness", "evaluate", str(path), "--fail-on", "expected-error"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "evaluate", str(path), "--fail-on", "expected-error"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 1

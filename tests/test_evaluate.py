@@ -14,9 +14,15 @@ CASES = {c.id: c for c in load_cases()}
 
 
 def _rec(values, shape=(), grads=None, **extra):
-    rec = {"status": "ok", "device": "cpu", "output": {"shape": list(shape), "dtype": "float64",
-           "values": list(np.ravel(values))}, "grads": grads or {}, "grad_errors": {}, "error": None,
-           "warnings": []}
+    rec = {
+        "status": "ok",
+        "device": "cpu",
+        "output": {"shape": list(shape), "dtype": "float64", "values": list(np.ravel(values))},
+        "grads": grads or {},
+        "grad_errors": {},
+        "error": None,
+        "warnings": [],
+    }
     rec.update(extra)
     return rec
 
@@ -25,8 +31,10 @@ def _ref_record(case_id, scale=1.0, shift=0.0):
     """A record holding the reference values themselves (optionally perturbed)."""
     case = CASES[case_id]
     ref = case_reference(case).documented
-    grads = {k: {"shape": list(q.value.shape), "dtype": "float64", "values": list(q.value.ravel())}
-             for k, q in ref.grads.items()}
+    grads = {
+        k: {"shape": list(q.value.shape), "dtype": "float64", "values": list(q.value.ravel())}
+        for k, q in ref.grads.items()
+    }
     return case, _rec(ref.forward.value * scale + shift, ref.forward.value.shape, grads)
 
 
@@ -56,11 +64,14 @@ def test_nan_where_reference_is_finite():
     assert evaluate_record(case, rec)["forward"] == "nan"
 
 
-@pytest.mark.parametrize("err, expected", [
-    ({"type": "TypeError", "message": "__init__() got an unexpected keyword argument 'log_target'"}, "unsupported"),
-    ({"type": "RuntimeError", "message": "\"log_vml_cpu\" not implemented for 'Half'"}, "unsupported"),
-    ({"type": "RuntimeError", "message": "something else broke"}, "error"),
-])
+@pytest.mark.parametrize(
+    "err, expected",
+    [
+        ({"type": "TypeError", "message": "__init__() got an unexpected keyword argument 'log_target'"}, "unsupported"),
+        ({"type": "RuntimeError", "message": "\"log_vml_cpu\" not implemented for 'Half'"}, "unsupported"),
+        ({"type": "RuntimeError", "message": "something else broke"}, "error"),
+    ],
+)
 def test_errors_are_classified(err, expected):
     case = CASES["softmax-4x5/sum/log_target=true/intended/float16/module"]
     row = evaluate_record(case, {"status": "ok", "output": None, "error": err, "warnings": []})
@@ -70,8 +81,9 @@ def test_errors_are_classified(err, expected):
 def test_target_gradient_not_implemented_is_unsupported_not_error():
     case, rec = _ref_record("softmax-4x5/sum/log_target=false/intended/float64/module")
     del rec["grads"]["second"]
-    rec["grad_errors"] = {"second": {"type": "RuntimeError",
-                                     "message": "the derivative for 'target' is not implemented"}}
+    rec["grad_errors"] = {
+        "second": {"type": "RuntimeError", "message": "the derivative for 'target' is not implemented"}
+    }
     row = evaluate_record(case, rec)
     assert (row["forward"], row["grad"], row["verdict"]) == ("pass", "unsupported", "unsupported")
 
@@ -102,12 +114,15 @@ def test_undefined_reference_reports_what_torch_returned():
     assert row["forward"] == "undefined" and "torch returned nan" in row["detail"]
 
 
-@pytest.mark.parametrize("case_id, reason", [
-    ("softmax-4x5/mean/log_target=false/intended/float64/functional", "'mean'"),
-    ("softmax-5/batchmean/log_target=false/intended/float64/functional", "1-d"),
-    ("softmax-2x3x4/batchmean/log_target=false/intended/float64/functional", "size(0)"),
-    ("post-example1/batchmean/log_target=false/intended/float32/module", "probabilities"),
-])
+@pytest.mark.parametrize(
+    "case_id, reason",
+    [
+        ("softmax-4x5/mean/log_target=false/intended/float64/functional", "'mean'"),
+        ("softmax-5/batchmean/log_target=false/intended/float64/functional", "1-d"),
+        ("softmax-2x3x4/batchmean/log_target=false/intended/float64/functional", "size(0)"),
+        ("post-example1/batchmean/log_target=false/intended/float32/module", "probabilities"),
+    ],
+)
 def test_pitfalls_are_flagged_with_their_reason(case_id, reason):
     case, rec = _ref_record(case_id)
     row = evaluate_record(case, rec)

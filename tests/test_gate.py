@@ -42,9 +42,19 @@ def _tensor(q, values=None):
 def record(case, device="cpu", output=None, status="ok", seconds=0.01):
     """A result line as the runner writes it; by default the reference value itself (a pass)."""
     ref = case_reference(case).documented
-    rec = {"record": "result", "status": status, "id": case.id, "device": device,
-           "digest": input_digest(plan_entry(case, {})), "output": None, "grads": {}, "grad_errors": {},
-           "error": None, "warnings": [], "seconds": seconds}
+    rec = {
+        "record": "result",
+        "status": status,
+        "id": case.id,
+        "device": device,
+        "digest": input_digest(plan_entry(case, {})),
+        "output": None,
+        "grads": {},
+        "grad_errors": {},
+        "error": None,
+        "warnings": [],
+        "seconds": seconds,
+    }
     if status != "ok":
         rec["detail"] = "killed by signal SIGSEGV"
         return rec
@@ -59,8 +69,12 @@ def write_results(root, torch, records, device="cpu"):
     release = ".".join(torch.split(".")[:2])
     path = root / release / f"{device}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"record": "run", "schema": 1, "device": device,
-              "env": {"torch": torch, "python": "3.12.0", "device": device}}
+    header = {
+        "record": "run",
+        "schema": 1,
+        "device": device,
+        "env": {"torch": torch, "python": "3.12.0", "device": device},
+    }
     path.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in [header, *records]))
     return path
 
@@ -136,8 +150,9 @@ def test_new_release_matching_the_previous_exits_0(setup, cases, capsys):
 def test_new_release_differing_from_the_previous_exits_1(setup, cases, capsys):
     results, baseline = setup
     ref = case_reference(cases[2]).documented.forward.value
-    write_results(results, "2.6.0", [record(cases[0], status="timeout"), record(cases[1]),
-                                     record(cases[2], output=ref + 1.0)])
+    write_results(
+        results, "2.6.0", [record(cases[0], status="timeout"), record(cases[1]), record(cases[2], output=ref + 1.0)]
+    )
     code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
     assert code == cli.EXIT_CONDITION
     assert f"{cases[0].id}: pass -> timeout" in out
@@ -175,15 +190,20 @@ def test_release_in_baseline_but_not_run_is_reported_not_failed(setup, cases, ca
     assert "2.5/cpu" in out and "not in the current results" in out
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ("[]", "expected a JSON object with schema 1"),
-    ('{"schema": 1, "blocks": {}}', "'blocks' must be a list"),
-    ('{"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "cases": {"x": "pass 12"}}]}',
-     "case 'x'"),
-    ('{"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "cases": {}},'
-     ' {"release": "2.5", "device": "cpu", "cases": {}}]}', "appears twice"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "expected a JSON object with schema 1"),
+        ('{"schema": 1, "blocks": {}}', "'blocks' must be a list"),
+        ('{"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "cases": {"x": "pass 12"}}]}', "case 'x'"),
+        (
+            '{"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "cases": {}},'
+            ' {"release": "2.5", "device": "cpu", "cases": {}}]}',
+            "appears twice",
+        ),
+    ],
+)
 def test_malformed_baseline_exits_2_naming_the_file(setup, capsys, content, message):
     results, baseline = setup
     baseline.write_text(content)
@@ -215,7 +235,8 @@ def test_update_baseline_rewrites_deterministically(setup, cases, capsys, tmp_pa
     first = baseline.read_text()
     data = json.loads(first)
     assert data["schema"] == 1 and [(b["release"], b["device"], b["torch"]) for b in data["blocks"]] == [
-        ("2.5", "cpu", "2.5.1")]
+        ("2.5", "cpu", "2.5.1")
+    ]
     assert set(data["blocks"][0]["cases"]) == {c.id for c in cases}
     assert all(v.startswith("pass ") for v in data["blocks"][0]["cases"].values())
     assert first == json.dumps(data, indent=1, sort_keys=True) + "\n"

@@ -33,10 +33,39 @@ LOAD_SECONDS = 1.0  # CPU seconds per load; typical is a few milliseconds, the l
 PEAK_BYTES = 64 * 2**20  # Python allocations while loading the worst documents
 CORE_TEXT = (ROOT / "cases" / "core.yaml").read_text()
 CORE = yaml.safe_load(CORE_TEXT)
-SCHEMA_KEYS = {"version", "description", "axes", "exclude", "families", "name", "generator", "shape", "target_shape",
-               "seed", "params", "input", "target", "meaning", "grad", "expect_error", "tolerance", "reduction",
-               "log_target", "order", "dtype", "api", "scale", "eps", "count", "float16", "bfloat16", "float32",
-               "float64", "rtol", "atol"}
+SCHEMA_KEYS = {
+    "version",
+    "description",
+    "axes",
+    "exclude",
+    "families",
+    "name",
+    "generator",
+    "shape",
+    "target_shape",
+    "seed",
+    "params",
+    "input",
+    "target",
+    "meaning",
+    "grad",
+    "expect_error",
+    "tolerance",
+    "reduction",
+    "log_target",
+    "order",
+    "dtype",
+    "api",
+    "scale",
+    "eps",
+    "count",
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "rtol",
+    "atol",
+}
 MINIMAL = "version: 1\nfamilies:\n  - name: f\n    generator: softmax\n    shape: [4, 5]\n"
 FAMILIES = "families:\n  - {name: f, generator: zeros, shape: [2]}\n"
 
@@ -114,10 +143,29 @@ def _python_tags():
 def _raw_snippets(draw):
     """(snippet, words) that fail in the YAML layer, at the snippet's own line."""
     n = draw(st.integers(65, 400))
-    choice = draw(st.sampled_from([
-        "tag", "alias", "nest_seq", "nest_map", "budget", "hugeint", "badint", "badfloat", "badbool", "badtime",
-        "badbinary", "setseq", "mapseq", "seqmap", "unknowntag", "dupflow", "valuetag",
-    ]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "tag",
+                "alias",
+                "nest_seq",
+                "nest_map",
+                "budget",
+                "hugeint",
+                "badint",
+                "badfloat",
+                "badbool",
+                "badtime",
+                "badbinary",
+                "setseq",
+                "mapseq",
+                "seqmap",
+                "unknowntag",
+                "dupflow",
+                "valuetag",
+            ]
+        )
+    )
     if choice == "tag":
         return draw(st.sampled_from(_python_tags())), ("python",)
     return {
@@ -141,8 +189,17 @@ def _raw_snippets(draw):
 
 
 # Python values that are invalid at every position of cores.yaml's document
-UNIVERSAL_BAD = [None, {"zz_unknown": 1}, [{}], -1, float("nan"), datetime.date(2001, 2, 3), b"\x00\xff",
-                 {1, 2}, float("inf")]
+UNIVERSAL_BAD = [
+    None,
+    {"zz_unknown": 1},
+    [{}],
+    -1,
+    float("nan"),
+    datetime.date(2001, 2, 3),
+    b"\x00\xff",
+    {1, 2},
+    float("inf"),
+]
 
 
 def _paths(node, prefix=()):
@@ -179,9 +236,26 @@ def _dump(doc) -> str:
 
 hostile_keys = st.one_of(
     st.text(min_size=1, max_size=40).filter(lambda k: k not in SCHEMA_KEYS),
-    st.sampled_from(["\x1b[31mred\x1b[0m", "a\nb", "<script>alert(1)</script>", "| pipe | table |", "x" * 1000,
-                     "\u2028", "\x00", "${HOME}", "$(touch x)", "__class__", "families ", "Version"]),
-    st.integers(), st.none(), st.booleans(), st.floats(allow_nan=False),
+    st.sampled_from(
+        [
+            "\x1b[31mred\x1b[0m",
+            "a\nb",
+            "<script>alert(1)</script>",
+            "| pipe | table |",
+            "x" * 1000,
+            "\u2028",
+            "\x00",
+            "${HOME}",
+            "$(touch x)",
+            "__class__",
+            "families ",
+            "Version",
+        ]
+    ),
+    st.integers(),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False),
 )
 
 
@@ -189,8 +263,11 @@ hostile_keys = st.one_of(
 def mutated_core(draw):
     """cases/core.yaml with one mutation that must make it invalid."""
     doc = copy.deepcopy(CORE)
-    kind = draw(st.sampled_from(["unknown_key", "drop_required", "bad_value", "raw_value", "empty", "dup_key",
-                                 "bad_bytes", "control_char"]))
+    kind = draw(
+        st.sampled_from(
+            ["unknown_key", "drop_required", "bad_value", "raw_value", "empty", "dup_key", "bad_bytes", "control_char"]
+        )
+    )
     if kind == "unknown_key":
         where = draw(st.sampled_from(_mappings(doc)))
         key = draw(hostile_keys)
@@ -200,8 +277,17 @@ def mutated_core(draw):
         return Doc("core: unknown key", _dump(doc).encode())
     if kind == "drop_required":
         fam = draw(st.integers(0, len(doc["families"]) - 1))
-        path = draw(st.sampled_from([("version",), ("families",), ("families", fam, "name"),
-                                     ("families", fam, "generator"), ("families", fam, "shape")]))
+        path = draw(
+            st.sampled_from(
+                [
+                    ("version",),
+                    ("families",),
+                    ("families", fam, "name"),
+                    ("families", fam, "generator"),
+                    ("families", fam, "shape"),
+                ]
+            )
+        )
         del _get(doc, path[:-1])[path[-1]]
         return Doc("core: required key dropped", _dump(doc).encode(), words=(repr(path[-1]),))
     if kind == "bad_value":
@@ -237,13 +323,21 @@ def mutated_core(draw):
     data = text.encode()
     pos = draw(st.integers(0, len(data)))
     if kind == "bad_bytes":
-        bad = draw(st.sampled_from([b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80", b"\xf8\x88\x80\x80",
-                                    b"\xe2\x82"]))
-        return Doc("core: invalid UTF-8", data[:pos] + bad + data[pos:], data[:pos].count(b"\n") + 1,
-                   ("not valid UTF-8",))
+        bad = draw(
+            st.sampled_from(
+                [b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80", b"\xf8\x88\x80\x80", b"\xe2\x82"]
+            )
+        )
+        return Doc(
+            "core: invalid UTF-8", data[:pos] + bad + data[pos:], data[:pos].count(b"\n") + 1, ("not valid UTF-8",)
+        )
     ctrl = draw(st.sampled_from([c for c in range(32) if c not in (9, 10, 13)] + [127]))
-    return Doc("core: control character", data[:pos] + bytes([ctrl]) + data[pos:], data[:pos].count(b"\n") + 1,
-               ("not allowed",))
+    return Doc(
+        "core: control character",
+        data[:pos] + bytes([ctrl]) + data[pos:],
+        data[:pos].count(b"\n") + 1,
+        ("not allowed",),
+    )
 
 
 @st.composite
@@ -285,13 +379,33 @@ def deep_nesting(draw):
 @st.composite
 def huge_numbers(draw):
     """Numbers and shapes past every limit; the expected line is the offending key's."""
-    kind = draw(st.sampled_from(["seed_digits", "shape_item", "shape_product", "broadcast", "billion",
-                                 "literal_int", "float_item", "inf_item", "float_seed", "float_count", "nan_param",
-                                 "scale_max", "int_digits"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "seed_digits",
+                "shape_item",
+                "shape_product",
+                "broadcast",
+                "billion",
+                "literal_int",
+                "float_item",
+                "inf_item",
+                "float_seed",
+                "float_count",
+                "nan_param",
+                "scale_max",
+                "int_digits",
+            ]
+        )
+    )
     head = "version: 1\nfamilies:\n  - name: f\n    generator: softmax\n"  # lines 1-4
     if kind == "seed_digits":
-        return Doc("huge number", (head + f"    shape: [2]\n    seed: {'9' * draw(st.integers(11, 4300))}\n").encode(),
-                   6, ("seed",))
+        return Doc(
+            "huge number",
+            (head + f"    shape: [2]\n    seed: {'9' * draw(st.integers(11, 4300))}\n").encode(),
+            6,
+            ("seed",),
+        )
     if kind == "int_digits":
         digits = "7" * draw(st.integers(4301, 20000))
         return Doc("huge number", (head + f"    shape: [2]\n    seed: {digits}\n").encode(), 6, ("!!int",))
@@ -308,12 +422,15 @@ def huge_numbers(draw):
         return Doc("huge shape", (head + "    shape: [1000, 1000, 1000]\n").encode(), 5, ("1000000000 elements",))
     if kind == "broadcast":
         a, b = draw(st.integers(1001, 4096)), draw(st.integers(1001, 4096))
-        return Doc("broadcast bomb", (head + f"    shape: [{a}, 1]\n    target_shape: [1, {b}]\n").encode(), 6,
-                   ("broadcast",))
+        return Doc(
+            "broadcast bomb", (head + f"    shape: [{a}, 1]\n    target_shape: [1, {b}]\n").encode(), 6, ("broadcast",)
+        )
     if kind == "literal_int":
         digits = "9" * draw(st.integers(310, 4300))
-        text = ("version: 1\nfamilies:\n  - name: f\n    generator: literal\n    meaning: {input: prob, target: prob}\n"
-                f"    target: [1, 2]\n    input: [1, {digits}]\n")
+        text = (
+            "version: 1\nfamilies:\n  - name: f\n    generator: literal\n    meaning: {input: prob, target: prob}\n"
+            f"    target: [1, 2]\n    input: [1, {digits}]\n"
+        )
         return Doc("huge literal number", text.encode(), 7, ("float64",))
     if kind == "float_item":
         return Doc("float shape", (head + "    shape: [4.0, 5]\n").encode(), 5, ("not an integer",))
@@ -334,26 +451,38 @@ def huge_numbers(draw):
 @st.composite
 def big_literals(draw):
     kind = draw(st.sampled_from(["items", "nodes", "rank", "ragged", "element"]))
-    head = ("version: 1\nfamilies:\n  - name: f\n    generator: literal\n"
-            "    meaning: {input: prob, target: prob}\n    target: [1]\n")  # lines 1-6; input is line 7
+    head = (
+        "version: 1\nfamilies:\n  - name: f\n    generator: literal\n"
+        "    meaning: {input: prob, target: prob}\n    target: [1]\n"
+    )  # lines 1-6; input is line 7
     if kind == "items":
         n = draw(st.integers(C.MAX_LITERAL_ITEMS + 1, C.MAX_NODES - 100))
-        return Doc("big literal", (head + f"    input: [{', '.join('0.5' for _ in range(n))}]\n").encode(), 7,
-                   ("more than 4096 items",))
+        return Doc(
+            "big literal",
+            (head + f"    input: [{', '.join('0.5' for _ in range(n))}]\n").encode(),
+            7,
+            ("more than 4096 items",),
+        )
     if kind == "nodes":
         n = draw(st.integers(C.MAX_NODES + 1, 3 * C.MAX_NODES))
         rows = ", ".join("[1, 2, 3, 4]" for _ in range(n // 4 + 1))
         return Doc("big literal", (head + f"    input: [{rows}]\n").encode(), 7, ("YAML nodes",))
     if kind == "rank":
         n = draw(st.integers(C.MAX_LITERAL_RANK + 1, C.MAX_NESTING - 6))
-        return Doc("deep literal", (head + "    input: " + "[" * n + "1" + "]" * n + "\n").encode(), 7,
-                   ("nested lists",))
+        return Doc(
+            "deep literal", (head + "    input: " + "[" * n + "1" + "]" * n + "\n").encode(), 7, ("nested lists",)
+        )
     if kind == "ragged":
-        return Doc("ragged literal", (head + "    input:\n      - [1, 2]\n      - [1, 2, 3]\n").encode(), 9,
-                   ("ragged",))
+        return Doc(
+            "ragged literal", (head + "    input:\n      - [1, 2]\n      - [1, 2, 3]\n").encode(), 9, ("ragged",)
+        )
     bad = draw(st.sampled_from(["true", "null", "abc", "{a: 1}", "'NaN'", "!!binary aGk=", "2001-01-01", "'1'"]))
-    return Doc("bad literal element", (head + f"    input:\n      - [1, 2]\n      - [3, {bad}]\n").encode(), 9,
-               ("input[1][1]",))
+    return Doc(
+        "bad literal element",
+        (head + f"    input:\n      - [1, 2]\n      - [3, {bad}]\n").encode(),
+        9,
+        ("input[1][1]",),
+    )
 
 
 @st.composite
@@ -366,8 +495,11 @@ def non_utf8(draw):
         return Doc("non-UTF-8", text.encode("latin-1"), 6, ("not valid UTF-8",))
     base = draw(st.sampled_from([CORE_TEXT, MINIMAL])).encode()
     pos = draw(st.integers(0, len(base)))
-    junk = draw(st.binary(max_size=8)) + draw(st.sampled_from([b"\xff", b"\xc0\x80", b"\xed\xa0\x80"])) \
-        + draw(st.binary(max_size=8))  # (0xff, overlong NUL and a UTF-16 surrogate are never UTF-8)
+    junk = (
+        draw(st.binary(max_size=8))
+        + draw(st.sampled_from([b"\xff", b"\xc0\x80", b"\xed\xa0\x80"]))
+        + draw(st.binary(max_size=8))
+    )  # (0xff, overlong NUL and a UTF-16 surrogate are never UTF-8)
     return Doc("non-UTF-8", base[:pos] + junk + base[pos:], None, ("not valid UTF-8",))
 
 
@@ -380,18 +512,25 @@ def duplicate_keys(draw):
         key = draw(st.sampled_from(["name: g", "generator: zeros", "shape: [2]"]))
         return Doc("duplicate key", (MINIMAL + f"    {key}\n").encode(), 6, (key.split(":")[0], "duplicate key"))
     if where == "params":
-        return Doc("duplicate key", (MINIMAL + "    params:\n      scale: 1.0\n      scale: 2.0\n").encode(), 8,
-                   ("scale", "duplicate key"))
+        return Doc(
+            "duplicate key",
+            (MINIMAL + "    params:\n      scale: 1.0\n      scale: 2.0\n").encode(),
+            8,
+            ("scale", "duplicate key"),
+        )
     if where == "meaning":
-        text = ("version: 1\nfamilies:\n  - name: f\n    generator: literal\n    input: [1]\n    target: [1]\n"
-                "    meaning: {input: prob, target: prob, input: logprob}\n")
+        text = (
+            "version: 1\nfamilies:\n  - name: f\n    generator: literal\n    input: [1]\n    target: [1]\n"
+            "    meaning: {input: prob, target: prob, input: logprob}\n"
+        )
         return Doc("duplicate key", text.encode(), 7, ("input", "duplicate key"))
     if where == "axes":
         text = MINIMAL + "    axes:\n      dtype: [float32]\n      dtype: [float64]\n"
         return Doc("duplicate key", text.encode(), 8, ("dtype", "duplicate key"))
     if where == "tolerance":
-        text = (MINIMAL + "    tolerance:\n      float32: {rtol: 0.1, atol: 0.1}\n"
-                "      float32: {rtol: 0.2, atol: 0.2}\n")
+        text = (
+            MINIMAL + "    tolerance:\n      float32: {rtol: 0.1, atol: 0.1}\n      float32: {rtol: 0.2, atol: 0.2}\n"
+        )
         return Doc("duplicate key", text.encode(), 8, ("float32", "duplicate key"))
     key = draw(st.sampled_from(["1", "true", "null", "'x'", "1.5"]))
     return Doc("duplicate key", f"version: 1\n{key}: a\nfamilies: []\n{key}: b\n".encode(), 4, ("duplicate key",))
@@ -445,36 +584,61 @@ def unknown_keys(draw):
         return Doc("unknown key", (MINIMAL + f"    axes: {{{entry}}}\n").encode(), 6, ("unknown key",))
     if where == "exclude":
         return Doc("unknown key", (MINIMAL + f"    exclude: [{{{entry}}}]\n").encode(), 6, ())
-    text = ("version: 1\nfamilies:\n  - name: f\n    generator: literal\n    input: [1]\n    target: [1]\n"
-            f"    meaning: {{input: prob, target: prob, {entry}}}\n")
+    text = (
+        "version: 1\nfamilies:\n  - name: f\n    generator: literal\n    input: [1]\n    target: [1]\n"
+        f"    meaning: {{input: prob, target: prob, {entry}}}\n"
+    )
     return Doc("unknown key", text.encode(), 7, ())
 
 
 STRUCTURAL = [
-    ("", 1, "top level"), ("\n\n", 1, "top level"), ("# only a comment\n", 1, "top level"), ("---\n", 1, "top level"),
-    ("...\n", 1, "YAML syntax"), ("[]\n", 1, "top level"), ("42\n", 1, "top level"), ("'text'\n", 1, "top level"),
-    ("null\n", 1, "top level"), ("- version: 1\n", 1, "top level"), ("version: 1\n", 1, "'families'"),
-    ("families: []\n", 1, "'version'"), ("version: 1\nfamilies: []\n", 2, "must not be empty"),
-    ("version: 1\nfamilies: {}\n", 2, "not of type 'array'"), ("version: 2\n" + FAMILIES, 1, "version"),
+    ("", 1, "top level"),
+    ("\n\n", 1, "top level"),
+    ("# only a comment\n", 1, "top level"),
+    ("---\n", 1, "top level"),
+    ("...\n", 1, "YAML syntax"),
+    ("[]\n", 1, "top level"),
+    ("42\n", 1, "top level"),
+    ("'text'\n", 1, "top level"),
+    ("null\n", 1, "top level"),
+    ("- version: 1\n", 1, "top level"),
+    ("version: 1\n", 1, "'families'"),
+    ("families: []\n", 1, "'version'"),
+    ("version: 1\nfamilies: []\n", 2, "must not be empty"),
+    ("version: 1\nfamilies: {}\n", 2, "not of type 'array'"),
+    ("version: 2\n" + FAMILIES, 1, "version"),
     ("version: 1\nfamilies: []\n---\nversion: 1\n", 3, "another document"),
     ("version: 1\nfamilies:\n  - name: f\n\tgenerator: zeros\n", 4, "YAML syntax"),
-    ("version: 1\nfamilies: [\n", 3, "YAML syntax"), ("version: 1\nfamilies: 'unterminated\n", 3, "YAML syntax"),
-    ('version: 1\ndescription: "bad \\q escape"\n', 2, "YAML syntax"), ("version: 1\n  families: []\n", 2, "YAML"),
-    ("version: 1\nfamilies: &a [*a]\n", 2, "alias"), ("!!set {a, b}\n", 1, "top level"),
-    ("!!omap [a: 1]\n", 1, "top level"), ("version: 1\nfamilies:\n  - <<: {name: f}\n", 3, "merge"),
-    ("version: 1\n? [a, b]\n: 1\n", 2, "not a scalar"), ("version: 1\n? {a: 1}\n: 1\n", 2, "not a scalar"),
+    ("version: 1\nfamilies: [\n", 3, "YAML syntax"),
+    ("version: 1\nfamilies: 'unterminated\n", 3, "YAML syntax"),
+    ('version: 1\ndescription: "bad \\q escape"\n', 2, "YAML syntax"),
+    ("version: 1\n  families: []\n", 2, "YAML"),
+    ("version: 1\nfamilies: &a [*a]\n", 2, "alias"),
+    ("!!set {a, b}\n", 1, "top level"),
+    ("!!omap [a: 1]\n", 1, "top level"),
+    ("version: 1\nfamilies:\n  - <<: {name: f}\n", 3, "merge"),
+    ("version: 1\n? [a, b]\n: 1\n", 2, "not a scalar"),
+    ("version: 1\n? {a: 1}\n: 1\n", 2, "not a scalar"),
     ("version: 1\nfamilies:\n  - name: f\n    generator: zeros\n    shape: [2]\n    exclude: [{}]\n", 6, "exclude"),
     ("version: 1\nfamilies:\n  - name: f\n    generator: literal\n    input: [1]\n", 3, "needs 'target'"),
     ("version: 1\nfamilies:\n  - name: f\n    generator: zeros\n", 3, "needs 'shape'"),
-    ("version: 1\nfamilies:\n  - name: f\n    generator: zeros\n    shape: [2]\n    input: [1]\n", 6,
-     "only the literal"),
-    ("version: 1\nfamilies:\n  - name: f\n    generator: zeros\n    shape: [2]\n"
-     "    axes: {api: [legacy_module]}\n    exclude: [{reduction: [none, sum, mean]}]\n", 3, "no case to run"),
+    (
+        "version: 1\nfamilies:\n  - name: f\n    generator: zeros\n    shape: [2]\n    input: [1]\n",
+        6,
+        "only the literal",
+    ),
+    (
+        "version: 1\nfamilies:\n  - name: f\n    generator: zeros\n    shape: [2]\n"
+        "    axes: {api: [legacy_module]}\n    exclude: [{reduction: [none, sum, mean]}]\n",
+        3,
+        "no case to run",
+    ),
     ("version: 1\nfamilies:\n  - name: Bad Name\n    generator: zeros\n    shape: [2]\n", 3, "does not match"),
     ("version: 1\nfamilies:\n  - name: f\n    generator: gaussian\n    shape: [2]\n", 4, "'gaussian' is not one of"),
     ("version: 1\ndescription: !!binary aGk=\n" + FAMILIES, 2, "not of type 'string'"),
     ("version: 1\ndescription: 2001-01-01\n" + FAMILIES, 2, "not of type 'string'"),
-    ("%YAML 9.9\n---\nversion: 1\n", 1, "YAML"), ("%TAG ! tag:evil.com,2000:\n--- !x\n", 2, "YAML"),
+    ("%YAML 9.9\n---\nversion: 1\n", 1, "YAML"),
+    ("%TAG ! tag:evil.com,2000:\n--- !x\n", 2, "YAML"),
 ]
 
 
@@ -500,8 +664,9 @@ def over_limits(draw):
         return Doc("over a limit", (MINIMAL + f"exclude:\n{rules}").encode(), 7 + C.MAX_EXCLUDE, ("more than",))
     if kind == "schema_nodes":
         n = draw(st.integers(C.MAX_SCHEMA_NODES, 3 * C.MAX_SCHEMA_NODES))
-        return Doc("over a limit", (MINIMAL + f"    description: [{', '.join(['x'] * n)}]\n").encode(), 6,
-                   ("YAML nodes",))
+        return Doc(
+            "over a limit", (MINIMAL + f"    description: [{', '.join(['x'] * n)}]\n").encode(), 6, ("YAML nodes",)
+        )
     n = C.MAX_CASES // 224 + draw(st.integers(1, 10))
     fams = "".join(f"  - {{name: f{i}, generator: softmax, shape: [2]}}\n" for i in range(n))
     return Doc("over a limit", f"version: 1\nfamilies:\n{fams}".encode(), None, ("more than",))
@@ -514,14 +679,29 @@ def garbage(draw):
 
 
 hostile_documents = st.one_of(
-    mutated_core(), mutated_core(), mutated_core(), mutated_core(),  # (one_of weighs its branches alike)
-    alias_bomb(), deep_nesting(), huge_numbers(), big_literals(), non_utf8(), duplicate_keys(), python_tags(),
-    unknown_keys(), structural(), over_limits(), garbage(),
+    mutated_core(),
+    mutated_core(),
+    mutated_core(),
+    mutated_core(),  # (one_of weighs its branches alike)
+    alias_bomb(),
+    deep_nesting(),
+    huge_numbers(),
+    big_literals(),
+    non_utf8(),
+    duplicate_keys(),
+    python_tags(),
+    unknown_keys(),
+    structural(),
+    over_limits(),
+    garbage(),
 )
 
 
-@settings(max_examples=400, deadline=timedelta(seconds=10),
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@settings(
+    max_examples=400,
+    deadline=timedelta(seconds=10),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
 @given(doc=hostile_documents)
 def test_every_hostile_document_is_refused_with_one_line(doc, workdir):
     marker = _marker(workdir)
@@ -546,10 +726,29 @@ def test_random_byte_edits_of_a_valid_file_load_or_fail_cleanly(data, workdir):
         if op == "flip":
             raw[pos] = data.draw(st.integers(0, 255))
         elif op == "delete":
-            del raw[pos: pos + data.draw(st.integers(1, 40))]
+            del raw[pos : pos + data.draw(st.integers(1, 40))]
         else:
-            raw[pos:pos] = data.draw(st.sampled_from([b"[", b"{", b"&a ", b"*a", b"!!", b": ", b"\n  ", b"- ", b"'",
-                                                      b'"', b"\t", b"#", b"\xff", b"\x00", b"<<: "]))
+            raw[pos:pos] = data.draw(
+                st.sampled_from(
+                    [
+                        b"[",
+                        b"{",
+                        b"&a ",
+                        b"*a",
+                        b"!!",
+                        b": ",
+                        b"\n  ",
+                        b"- ",
+                        b"'",
+                        b'"',
+                        b"\t",
+                        b"#",
+                        b"\xff",
+                        b"\x00",
+                        b"<<: ",
+                    ]
+                )
+            )
     path = workdir / "fuzzed.yaml"
     path.write_bytes(bytes(raw))
     t0 = time.perf_counter()
@@ -572,78 +771,124 @@ def _family(extra: str = "", generator: str = "softmax", shape: str = "[4, 5]") 
     return f"version: 1\nfamilies:\n  - name: f\n    generator: {generator}\n    shape: {shape}\n{extra}"
 
 
-LITERAL = ("version: 1\nfamilies:\n  - name: lit\n    generator: literal\n    meaning: {input: prob, target: prob}\n"
-           "    target: [[0.5, 0.5]]\n")  # input at line 7
+LITERAL = (
+    "version: 1\nfamilies:\n  - name: lit\n    generator: literal\n    meaning: {input: prob, target: prob}\n"
+    "    target: [[0.5, 0.5]]\n"
+)  # input at line 7
 
 
-@pytest.mark.parametrize("text, line, words", [
-    # YAML layer
-    ("version: 1\nfamilies: [\n  1,\n  {a: b\n", 5, ["YAML syntax"]),
-    ("version: 1\nfamilies:\n\t- name: f\n", 3, ["YAML syntax", "cannot start any token"]),
-    ("version: 1\nx: &x [1, 2]\nfamilies: *x\n", 3, ["aliases"]),
-    ("version: 1\nfamilies:\n  - <<: {name: f}\n", 3, ["merge keys"]),
-    (_family("    grad: true\n    grad: false\n"), 7, ["grad: duplicate key (first at line 6)"]),
-    ("version: 1\nfamilies: []\nversion: 1\n", 3, ["version: duplicate key (first at line 1)"]),
-    (_family("    params:\n      eps: 0.1\n      eps: 0.2\n"), 8, ["eps: duplicate key"]),
-    ("version: 1\n? [1]\n: x\n", 2, ["mapping key is not a scalar"]),
-    (_family("    seed: !!python/object/apply:os.system ['echo hi']\n"), 6,
-     ["YAML: could not determine a constructor", "python/object/apply:os.system"]),
-    ("version: 1\nfamilies: !mytag x\n", 2, ["'!mytag'"]),
-    (_family("    seed: !!int twelve\n"), 6, ["!!int", "'twelve'"]),
-    (_family("    grad: !!bool perhaps\n"), 6, ["!!bool", "'perhaps'"]),
-    (_family("    description: !!timestamp 2001-02-30\n"), 6, ["!!timestamp", "day is out of range"]),
-    (_family("    seed: " + "1" * 5000 + "\n"), 6, ["!!int", "4300 digits"]),
-    ("version: 1\nfamilies: " + "[" * 80 + "]" * 80 + "\n", 2, ["nesting deeper than 64"]),
-    ("version: 1\nfamilies: [\n" + "  1,\n" * (C.MAX_NODES + 10) + "]\n", C.MAX_NODES - 2,
-     ["more than 20000 YAML nodes"]),
-    ("version: 1\ndescription: ok\n# caf\x00\n", 3, ["#x0000 is not allowed"]),
-    ("version: 1\n\n\ndescription: \x1b[31mred\n", 4, ["#x001b is not allowed"]),
-    # structure and schema
-    ("- 1\n- 2\n", 1, ["top level must be a mapping"]),
-    ("version: 1\n", 1, ["'families' is a required property"]),
-    ("version: 1\nfamilies: []\n", 2, ["families: must not be empty"]),
-    (_family("    colour: red\n"), 6, ["families[0]: unknown key 'colour'"]),
-    ("version: 1\n~: 1\n3: 2\nfamilies: []\n", 3, ["unknown key 3, None"]),
-    (_family("    params: {scale: 1.0, sigma: 2}\n"), 6, ["families[0].params: unknown key 'sigma'"]),
-    (_family("    axes: {reduction: []}\n"), 6, ["families[0].axes.reduction: must not be empty"]),
-    ("version: 1\naxes: {dtype: []}\nfamilies:\n  - {name: f, generator: zeros, shape: [2]}\n", 2,
-     ["axes.dtype: must not be empty"]),
-    (_family("    axes: {dtype: [float32, float32]}\n"), 6, ["float32' is listed twice"]),
-    (_family("    axes: {reduction: [0, '0', 1, '1', 2, '2']}\n"), 6, ["axes.reduction"]),
-    (_family("    seed: -1\n"), 6, ["families[0].seed", "less than the minimum"]),
-    (_family("    grad: 'yes'\n"), 6, ["families[0].grad", "not of type 'boolean'"]),
-    (_family(shape="'4x5'"), 5, ["families[0].shape", "not of type 'array'"]),
-    ("version: '1'\nfamilies:\n  - {name: f, generator: zeros, shape: [2]}\n", 1, ["version", "1 was expected"]),
-    (_family(shape="[2, 4097]"), 5, ["families[0].shape[1]", "greater than the maximum of 4096"]),
-    (_family(shape="[1, 2, 3, 4, 5]"), 5, ["families[0].shape", "too long"]),
-    (_family("    description: !!binary aGVsbG8=\n"), 6, ["families[0].description", "not of type 'string'"]),
-    # semantics
-    (_family(shape="[4.0, 5]"), 5, ["families[0].shape[0]: 4.0 is not an integer"]),
-    (_family(shape="[1000, 1000, 1000]"), 5, ["families[0].shape: 1000000000 elements exceed 1000000"]),
-    (_family("    target_shape: [1, 1000, 1]\n", shape="[1000, 1, 1000]"), 6,
-     ["families[0].target_shape", "broadcast to 1000000000 elements"]),
-    (_family("    seed: 2.0\n"), 6, ["families[0].seed: 2.0 is not an integer"]),
-    (_family("    params: {count: 1.0}\n", generator="zeros"), 6, ["families[0].params.count: 1.0 is not an integer"]),
-    (_family("    params: {scale: .nan}\n"), 6, ["families[0].params.scale: must be a number, not NaN"]),
-    (_family("    tolerance:\n      float32: {rtol: .nan, atol: 0}\n"), 7, ["tolerance.float32.rtol", "NaN"]),
-    (_family("    input: [1.0]\n"), 6, ["families[0].input: only the literal generator takes it"]),
-    (_family(generator="zeros", shape="[2]\n    axes: {api: [legacy_functional], reduction: [batchmean]}"), 3,
-     ["f: its axes and exclusions leave no case to run"]),
-    (LITERAL + "    input: [[0.5, 0.5], [0.5]]\n", 7, ["families[0].input[1]: ragged nested list"]),
-    (LITERAL + "    input:\n      - [0.5, 0.5]\n      - [0.5, yes]\n", 9,
-     ["families[0].input[1][1]: True is not a number"]),
-    (LITERAL + "    input: [1, " + "9" * 400 + "]\n", 7, ["families[0].input[1]", "does not fit a float64"]),
-    (LITERAL + "    input: " + "[" * 9 + "1" + "]" * 9 + "\n", 7, ["more than 8 nested lists"]),
-    (LITERAL + "    input: [" + ", ".join(["1"] * 5000) + "]\n", 7, ["families[0].input: more than 4096 items"]),
-    (LITERAL.replace("target: [[0.5, 0.5]]", "target: [" + ", ".join(["[0]"] * 2000) + "]")
-     + "    input: [[" + ", ".join(["0"] * 2000) + "]]\n", 6, ["families[0].target", "broadcast to 4000000 elements"]),
-    (LITERAL + "    input: [[0.5, 0.5]]\n    seed: 1\n", 8, ["families[0].seed: not used by the literal generator"]),
-    (LITERAL + "    input: {a: 1}\n", 7, ["families[0].input: {'a': 1} is not a number"]),
-    # limits
-    ("version: 1\nfamilies:\n" + "".join(f"  - {{name: f{i}, generator: zeros, shape: [2]}}\n" for i in range(501)),
-     503, ["families: more than 500 items"]),
-    (_family("    exclude:\n" + "      - {dtype: float16}\n" * 65), 71, ["families[0].exclude: more than 64 items"]),
-], ids=lambda v: v[0][:60] if isinstance(v, list) else "")
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        # YAML layer
+        ("version: 1\nfamilies: [\n  1,\n  {a: b\n", 5, ["YAML syntax"]),
+        ("version: 1\nfamilies:\n\t- name: f\n", 3, ["YAML syntax", "cannot start any token"]),
+        ("version: 1\nx: &x [1, 2]\nfamilies: *x\n", 3, ["aliases"]),
+        ("version: 1\nfamilies:\n  - <<: {name: f}\n", 3, ["merge keys"]),
+        (_family("    grad: true\n    grad: false\n"), 7, ["grad: duplicate key (first at line 6)"]),
+        ("version: 1\nfamilies: []\nversion: 1\n", 3, ["version: duplicate key (first at line 1)"]),
+        (_family("    params:\n      eps: 0.1\n      eps: 0.2\n"), 8, ["eps: duplicate key"]),
+        ("version: 1\n? [1]\n: x\n", 2, ["mapping key is not a scalar"]),
+        (
+            _family("    seed: !!python/object/apply:os.system ['echo hi']\n"),
+            6,
+            ["YAML: could not determine a constructor", "python/object/apply:os.system"],
+        ),
+        ("version: 1\nfamilies: !mytag x\n", 2, ["'!mytag'"]),
+        (_family("    seed: !!int twelve\n"), 6, ["!!int", "'twelve'"]),
+        (_family("    grad: !!bool perhaps\n"), 6, ["!!bool", "'perhaps'"]),
+        (_family("    description: !!timestamp 2001-02-30\n"), 6, ["!!timestamp", "day is out of range"]),
+        (_family("    seed: " + "1" * 5000 + "\n"), 6, ["!!int", "4300 digits"]),
+        ("version: 1\nfamilies: " + "[" * 80 + "]" * 80 + "\n", 2, ["nesting deeper than 64"]),
+        (
+            "version: 1\nfamilies: [\n" + "  1,\n" * (C.MAX_NODES + 10) + "]\n",
+            C.MAX_NODES - 2,
+            ["more than 20000 YAML nodes"],
+        ),
+        ("version: 1\ndescription: ok\n# caf\x00\n", 3, ["#x0000 is not allowed"]),
+        ("version: 1\n\n\ndescription: \x1b[31mred\n", 4, ["#x001b is not allowed"]),
+        # structure and schema
+        ("- 1\n- 2\n", 1, ["top level must be a mapping"]),
+        ("version: 1\n", 1, ["'families' is a required property"]),
+        ("version: 1\nfamilies: []\n", 2, ["families: must not be empty"]),
+        (_family("    colour: red\n"), 6, ["families[0]: unknown key 'colour'"]),
+        ("version: 1\n~: 1\n3: 2\nfamilies: []\n", 3, ["unknown key 3, None"]),
+        (_family("    params: {scale: 1.0, sigma: 2}\n"), 6, ["families[0].params: unknown key 'sigma'"]),
+        (_family("    axes: {reduction: []}\n"), 6, ["families[0].axes.reduction: must not be empty"]),
+        (
+            "version: 1\naxes: {dtype: []}\nfamilies:\n  - {name: f, generator: zeros, shape: [2]}\n",
+            2,
+            ["axes.dtype: must not be empty"],
+        ),
+        (_family("    axes: {dtype: [float32, float32]}\n"), 6, ["float32' is listed twice"]),
+        (_family("    axes: {reduction: [0, '0', 1, '1', 2, '2']}\n"), 6, ["axes.reduction"]),
+        (_family("    seed: -1\n"), 6, ["families[0].seed", "less than the minimum"]),
+        (_family("    grad: 'yes'\n"), 6, ["families[0].grad", "not of type 'boolean'"]),
+        (_family(shape="'4x5'"), 5, ["families[0].shape", "not of type 'array'"]),
+        ("version: '1'\nfamilies:\n  - {name: f, generator: zeros, shape: [2]}\n", 1, ["version", "1 was expected"]),
+        (_family(shape="[2, 4097]"), 5, ["families[0].shape[1]", "greater than the maximum of 4096"]),
+        (_family(shape="[1, 2, 3, 4, 5]"), 5, ["families[0].shape", "too long"]),
+        (_family("    description: !!binary aGVsbG8=\n"), 6, ["families[0].description", "not of type 'string'"]),
+        # semantics
+        (_family(shape="[4.0, 5]"), 5, ["families[0].shape[0]: 4.0 is not an integer"]),
+        (_family(shape="[1000, 1000, 1000]"), 5, ["families[0].shape: 1000000000 elements exceed 1000000"]),
+        (
+            _family("    target_shape: [1, 1000, 1]\n", shape="[1000, 1, 1000]"),
+            6,
+            ["families[0].target_shape", "broadcast to 1000000000 elements"],
+        ),
+        (_family("    seed: 2.0\n"), 6, ["families[0].seed: 2.0 is not an integer"]),
+        (
+            _family("    params: {count: 1.0}\n", generator="zeros"),
+            6,
+            ["families[0].params.count: 1.0 is not an integer"],
+        ),
+        (_family("    params: {scale: .nan}\n"), 6, ["families[0].params.scale: must be a number, not NaN"]),
+        (_family("    tolerance:\n      float32: {rtol: .nan, atol: 0}\n"), 7, ["tolerance.float32.rtol", "NaN"]),
+        (_family("    input: [1.0]\n"), 6, ["families[0].input: only the literal generator takes it"]),
+        (
+            _family(generator="zeros", shape="[2]\n    axes: {api: [legacy_functional], reduction: [batchmean]}"),
+            3,
+            ["f: its axes and exclusions leave no case to run"],
+        ),
+        (LITERAL + "    input: [[0.5, 0.5], [0.5]]\n", 7, ["families[0].input[1]: ragged nested list"]),
+        (
+            LITERAL + "    input:\n      - [0.5, 0.5]\n      - [0.5, yes]\n",
+            9,
+            ["families[0].input[1][1]: True is not a number"],
+        ),
+        (LITERAL + "    input: [1, " + "9" * 400 + "]\n", 7, ["families[0].input[1]", "does not fit a float64"]),
+        (LITERAL + "    input: " + "[" * 9 + "1" + "]" * 9 + "\n", 7, ["more than 8 nested lists"]),
+        (LITERAL + "    input: [" + ", ".join(["1"] * 5000) + "]\n", 7, ["families[0].input: more than 4096 items"]),
+        (
+            LITERAL.replace("target: [[0.5, 0.5]]", "target: [" + ", ".join(["[0]"] * 2000) + "]")
+            + "    input: [["
+            + ", ".join(["0"] * 2000)
+            + "]]\n",
+            6,
+            ["families[0].target", "broadcast to 4000000 elements"],
+        ),
+        (
+            LITERAL + "    input: [[0.5, 0.5]]\n    seed: 1\n",
+            8,
+            ["families[0].seed: not used by the literal generator"],
+        ),
+        (LITERAL + "    input: {a: 1}\n", 7, ["families[0].input: {'a': 1} is not a number"]),
+        # limits
+        (
+            "version: 1\nfamilies:\n"
+            + "".join(f"  - {{name: f{i}, generator: zeros, shape: [2]}}\n" for i in range(501)),
+            503,
+            ["families: more than 500 items"],
+        ),
+        (
+            _family("    exclude:\n" + "      - {dtype: float16}\n" * 65),
+            71,
+            ["families[0].exclude: more than 64 items"],
+        ),
+    ],
+    ids=lambda v: v[0][:60] if isinstance(v, list) else "",
+)
 def test_error_kind_names_exact_line_and_key(tmp_path, text, line, words):
     got_line, msg = refuse(tmp_path / "case.yaml", text.encode())
     assert got_line == line, msg
@@ -706,17 +951,19 @@ def test_cases_limit_counts_every_file_of_a_load(write_cases, monkeypatch):
 
 
 WORST = {
-    "billion laughs": "version: 1\n" + "".join(
-        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n" for i in range(10)),
+    "billion laughs": "version: 1\n"
+    + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n" for i in range(10)),
     "10^9-element tensor": _family(shape="[1000, 1000, 1000]"),
     "10^9-element broadcast": _family("    target_shape: [1, 1000, 1]\n", shape="[1000, 1, 1000]"),
     "literal broadcast": LITERAL.replace("target: [[0.5, 0.5]]", "target: [" + ", ".join(["[0]"] * 4000) + "]")
-    + "    input: [[" + ", ".join(["0"] * 4000) + "]]\n",
+    + "    input: [["
+    + ", ".join(["0"] * 4000)
+    + "]]\n",
     "node budget": "version: 1\nfamilies: [" + "1, " * (C.MAX_NODES * 3) + "]\n",
     "schema nodes": _family("    description: [" + "x, " * (3 * C.MAX_SCHEMA_NODES) + "]\n"),
     "deep nesting": "version: 1\nfamilies: " + "[" * 50_000 + "]" * 50_000 + "\n",
-    "many cases": "version: 1\nfamilies:\n" + "".join(
-        f"  - {{name: f{i}, generator: softmax, shape: [2]}}\n" for i in range(C.MAX_CASES // 224 + 10)),
+    "many cases": "version: 1\nfamilies:\n"
+    + "".join(f"  - {{name: f{i}, generator: softmax, shape: [2]}}\n" for i in range(C.MAX_CASES // 224 + 10)),
 }
 
 
@@ -774,8 +1021,13 @@ def test_cli_run_refuses_bad_case_file_with_exit_2_and_one_line(tmp_path, name):
     path = tmp_path / "bad.yaml"
     path.write_bytes(data)
     out = tmp_path / "out.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--cases", str(path), "--device", "cpu",
-                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--cases", str(path), "--device", "cpu", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -787,8 +1039,13 @@ def test_cli_run_refuses_bad_case_file_with_exit_2_and_one_line(tmp_path, name):
 @pytest.mark.parametrize("args", [["run", "--device", "cpu"], ["plan"]])
 def test_cli_missing_case_file_is_exit_2(tmp_path, args):
     path = tmp_path / "absent.yaml"
-    proc = subprocess.run([sys.executable, "-m", "harness", *args, "--cases", str(path), "--out",
-                           str(tmp_path / "o.json")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", *args, "--cases", str(path), "--out", str(tmp_path / "o.json")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {path}:1: cannot read: No such file or directory"]
 

@@ -40,8 +40,10 @@ def test_hostile_strings_are_neutralised_everywhere(tmp_path):
     cases_path = tmp_path / "cases.yaml"
     cases_path.write_text(CASE_FILE)
     cases = load_cases([cases_path])
-    recs = [_result(cases[0], warnings=[("UserWarning", NASTY)]),
-            _result(cases[1], error={"type": "RuntimeError", "message": NASTY, "phase": "forward"})]
+    recs = [
+        _result(cases[0], warnings=[("UserWarning", NASTY)]),
+        _result(cases[1], error={"type": "RuntimeError", "message": NASTY, "phase": "forward"}),
+    ]
     _write(tmp_path / "results" / "2.0" / "cpu.jsonl", "2.0.1", "cpu", recs, len(cases))
     out = tmp_path / "out"
     report.write_report([tmp_path / "results"], out, case_paths=[cases_path], expected_releases=["2.0"])

@@ -19,8 +19,10 @@ from tests.conftest import ROOT, needs_torch
 
 def test_plan_is_identical_across_processes():
     """A fresh interpreter generates byte-identical inputs (no hidden global RNG state)."""
-    code = "import json,sys; from harness.cases import load_cases; from harness.runner import build_plan; " \
-           "sys.stdout.write(json.dumps(build_plan(load_cases()), sort_keys=True))"
+    code = (
+        "import json,sys; from harness.cases import load_cases; from harness.runner import build_plan; "
+        "sys.stdout.write(json.dumps(build_plan(load_cases()), sort_keys=True))"
+    )
     a = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     b = json.dumps(build_plan(load_cases()), sort_keys=True)
     assert a == b
@@ -60,10 +62,13 @@ def test_encode_decode_is_lossless_for_special_values():
     assert np.signbit(back[1, 0])
 
 
-@pytest.mark.parametrize("case_id", [
-    "softmax-4x5/sum/log_target=false/intended/float16/module",
-    "zeros-4x5/sum/log_target=true/intended/bfloat16/module",
-])
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        "softmax-4x5/sum/log_target=false/intended/float16/module",
+        "zeros-4x5/sum/log_target=true/intended/bfloat16/module",
+    ],
+)
 def test_values_handed_to_torch_are_exactly_the_dtype_values(case_id):
     case = next(c for c in load_cases() if c.id == case_id)
     ci = call_inputs(case)

@@ -23,16 +23,51 @@ def test_identical_close_and_different_values():
 
 def test_cuda_vs_cpu_joins_on_release_and_case():
     rows = [
-        {"release": "2.11", "id": "a", "family": "f", "dtype": "float32", "device": "cpu", "verdict": "pass",
-         "output": _out(1.0)},
-        {"release": "2.11", "id": "a", "family": "f", "dtype": "float32", "device": "cuda", "verdict": "pass",
-         "output": _out(1.0)},
-        {"release": "2.11", "id": "b", "family": "f", "dtype": "float32", "device": "cpu", "verdict": "pass",
-         "output": _out(1.0)},
-        {"release": "2.11", "id": "b", "family": "f", "dtype": "float32", "device": "cuda", "verdict": "error",
-         "output": None},
-        {"release": "2.5", "id": "a", "family": "f", "dtype": "float32", "device": "cpu", "verdict": "pass",
-         "output": _out(1.0)},
+        {
+            "release": "2.11",
+            "id": "a",
+            "family": "f",
+            "dtype": "float32",
+            "device": "cpu",
+            "verdict": "pass",
+            "output": _out(1.0),
+        },
+        {
+            "release": "2.11",
+            "id": "a",
+            "family": "f",
+            "dtype": "float32",
+            "device": "cuda",
+            "verdict": "pass",
+            "output": _out(1.0),
+        },
+        {
+            "release": "2.11",
+            "id": "b",
+            "family": "f",
+            "dtype": "float32",
+            "device": "cpu",
+            "verdict": "pass",
+            "output": _out(1.0),
+        },
+        {
+            "release": "2.11",
+            "id": "b",
+            "family": "f",
+            "dtype": "float32",
+            "device": "cuda",
+            "verdict": "error",
+            "output": None,
+        },
+        {
+            "release": "2.5",
+            "id": "a",
+            "family": "f",
+            "dtype": "float32",
+            "device": "cpu",
+            "verdict": "pass",
+            "output": _out(1.0),
+        },
     ]
     out = cuda_vs_cpu(pd.DataFrame(rows)).set_index("id")
     assert list(out.index) == ["a", "b"]  # 2.5 has no CUDA run: nothing invented
@@ -40,6 +75,17 @@ def test_cuda_vs_cpu_joins_on_release_and_case():
 
 
 def test_no_cuda_results_gives_an_empty_comparison():
-    frame = pd.DataFrame([{"release": "2.5", "id": "a", "family": "f", "dtype": "float32", "device": "cpu",
-                           "verdict": "pass", "output": _out(1.0)}])
+    frame = pd.DataFrame(
+        [
+            {
+                "release": "2.5",
+                "id": "a",
+                "family": "f",
+                "dtype": "float32",
+                "device": "cpu",
+                "verdict": "pass",
+                "output": _out(1.0),
+            }
+        ]
+    )
     assert cuda_vs_cpu(frame).empty

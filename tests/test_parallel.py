@@ -19,9 +19,11 @@ from harness.cases import load_cases
 from harness.runner import RunnerError, default_jobs, jobs_for, run
 from tests.conftest import ROOT, needs_torch
 
-CASES = ("version: 1\nfamilies:\n  - name: par\n    generator: softmax\n    shape: [3, 4]\n"
-         "    axes: {reduction: [sum, mean, none], log_target: [false, true], order: [intended], "
-         "dtype: [float32, float64], api: [functional, module]}\n")
+CASES = (
+    "version: 1\nfamilies:\n  - name: par\n    generator: softmax\n    shape: [3, 4]\n"
+    "    axes: {reduction: [sum, mean, none], log_target: [false, true], order: [intended], "
+    "dtype: [float32, float64], api: [functional, module]}\n"
+)
 
 
 @pytest.fixture
@@ -130,10 +132,24 @@ def test_interrupted_shared_out_run_stops_every_worker_and_resumes(tmp_path):
     from tests.test_resume import _children, _result_count, _wait_gone
 
     plan, out = tmp_path / "plan.json", tmp_path / "out.jsonl"
-    subprocess.run([sys.executable, "-m", "harness", "plan", "--out", str(plan)], cwd=ROOT, check=True,
-                   capture_output=True)
-    cmd = [sys.executable, "-m", "harness", "run", "--plan", str(plan), "--device", "cpu", "--out", str(out),
-           "--jobs", "2", "--quiet"]
+    subprocess.run(
+        [sys.executable, "-m", "harness", "plan", "--out", str(plan)], cwd=ROOT, check=True, capture_output=True
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--plan",
+        str(plan),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers = []
     deadline = time.monotonic() + 120

@@ -76,10 +76,17 @@ def test_changed_file_is_judged_again(tmp_path):
     assert after.columns["verdict"] != before.columns["verdict"]
 
 
-@pytest.mark.parametrize("a,b", [
-    ([1.0, 2.0], [1.0, 2.0]), ([0.0], [-0.0]), ([float("nan")], [float("nan")]), ([1.0], [1.0000001]),
-    ([float("inf")], [float("inf")]), ([], []),
-])
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ([1.0, 2.0], [1.0, 2.0]),
+        ([0.0], [-0.0]),
+        ([float("nan")], [float("nan")]),
+        ([1.0], [1.0000001]),
+        ([float("inf")], [float("inf")]),
+        ([], []),
+    ],
+)
 def test_bit_identity_shortcuts_agree_with_numpy(a, b):
     x = {"shape": [len(a)], "dtype": "float32", "values": a}
     y = {"shape": [len(b)], "dtype": "float32", "values": b}

@@ -24,8 +24,9 @@ def _pair(shape):
 def test_documented_matches_scipy_rel_entr(reduction):
     logq, p = _pair((4, 5))
     pointwise = special.rel_entr(p, np.exp(logq))
-    expected = {"none": pointwise, "sum": pointwise.sum(), "mean": pointwise.mean(),
-                "batchmean": pointwise.sum() / 4}[reduction]
+    expected = {"none": pointwise, "sum": pointwise.sum(), "mean": pointwise.mean(), "batchmean": pointwise.sum() / 4}[
+        reduction
+    ]
     ref = reference.documented(logq, p, reduction, log_target=False)
     np.testing.assert_allclose(ref.forward.value, expected, rtol=1e-12)
     ref_log = reference.documented(logq, np.log(p), reduction, log_target=True)

@@ -55,9 +55,19 @@ def _tensor(arr, dtype="float64"):
 def _result(case, device="cpu", output=None, error=None, warnings=(), status="ok"):
     """A result record; by default the reference values themselves (verdict pass)."""
     ref = case_reference(case).documented
-    rec = {"record": "result", "status": status, "id": case.id, "device": device, "seconds": 0.001,
-           "digest": input_digest(plan_entry(case, {})), "error": error, "output": None, "grads": {},
-           "grad_errors": {}, "warnings": [{"category": c, "message": m} for c, m in warnings]}
+    rec = {
+        "record": "result",
+        "status": status,
+        "id": case.id,
+        "device": device,
+        "seconds": 0.001,
+        "digest": input_digest(plan_entry(case, {})),
+        "error": error,
+        "output": None,
+        "grads": {},
+        "grad_errors": {},
+        "warnings": [{"category": c, "message": m} for c, m in warnings],
+    }
     if status != "ok":
         rec["detail"] = "killed by signal SIGSEGV"
     elif error is None:
@@ -68,11 +78,28 @@ def _result(case, device="cpu", output=None, error=None, warnings=(), status="ok
 
 def _write(path: Path, torch_version, device, records, cases_in_plan):
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = {"record": "run", "schema": 1, "device": device, "harness": "0.1.0", "resumed": False,
-              "started": "2026-01-01T00:00:00+00:00", "cases": cases_in_plan,
-              "env": {"torch": torch_version, "torch_git": "0123456789abcdef", "cuda": None, "cudnn": None,
-                      "python": "3.8.18", "platform": "Linux-test", "machine": "x86_64", "device": device,
-                      "device_name": "x86_64", "threads": 2, "import_seconds": 0.5}}
+    header = {
+        "record": "run",
+        "schema": 1,
+        "device": device,
+        "harness": "0.1.0",
+        "resumed": False,
+        "started": "2026-01-01T00:00:00+00:00",
+        "cases": cases_in_plan,
+        "env": {
+            "torch": torch_version,
+            "torch_git": "0123456789abcdef",
+            "cuda": None,
+            "cudnn": None,
+            "python": "3.8.18",
+            "platform": "Linux-test",
+            "machine": "x86_64",
+            "device": device,
+            "device_name": "x86_64",
+            "threads": 2,
+            "import_seconds": 0.5,
+        },
+    }
     lines = [header, *records]
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
 
@@ -170,8 +197,12 @@ def test_change_found_with_first_release_and_pattern(synthetic):
     assert f["direction"] == "worse"
     # the crash of 2.1 is one finding over every case; the empty 2.0 and missing 1.10 are skipped
     crash = next(f for f in d.findings if f["new_verdict"] == "crash")
-    assert (crash["since"], crash["previous"], crash["where"], crash["cases"]) == ("2.1", "1.9", "every case", 16) or \
-        crash["since"] == "2.1"
+    assert (crash["since"], crash["previous"], crash["where"], crash["cases"]) == (
+        "2.1",
+        "1.9",
+        "every case",
+        16,
+    ) or crash["since"] == "2.1"
     assert not any(f["since"] in ("1.8", "1.10", "2.0") for f in d.findings)
     # CUDA ran once: nothing to compare, no change invented
     assert not any("cuda" in f["devices"] for f in d.findings)
@@ -186,7 +217,8 @@ def test_describe_finds_exact_axis_patterns():
     universe = set(axes)
     members = {i for i, a in axes.items() if a[1] == "sum"}
     assert report._describe(members, universe, axes) == [
-        ([{"a", "b"}, {"sum"}, {"0", "1"}, {"intended"}, {"float32"}, {"module"}], members)]
+        ([{"a", "b"}, {"sum"}, {"0", "1"}, {"intended"}, {"float32"}, {"module"}], members)
+    ]
     members = {i for i, a in axes.items() if (a[0] == "a" and a[1] == "sum") or (a[0] == "b" and a[2] == "1")}
     parts = report._describe(members, universe, axes)
     assert len(parts) == 2 and set().union(*(p[1] for p in parts)) == members
@@ -264,7 +296,7 @@ def test_per_case_detail_and_reproduction(synthetic, tmp_path):
     case = next(c for c in synthetic["cases"] if _changed(c) and c.api == "functional")
     anchor = report.case_anchor(case.id)
     start = page.index(f'id="{anchor}"')
-    block = page[start:page.index("</details>", start)]
+    block = page[start : page.index("</details>", start)]
     assert "reference (documented)" in block and "KL the user means" in block
     assert "1.7–1.8" in block and "1.9" in block and "2.1" in block  # per-release runs
     assert "torch.nn.functional.kl_div(first, second, reduction=&#x27;sum&#x27;, log_target=True)" in block
@@ -326,8 +358,9 @@ def test_sections_are_pluggable(synthetic):
 
 def test_cli_report_subcommand(synthetic, tmp_path, capsys):
     out = tmp_path / "cli-out"
-    rc = main(["report", "--results", str(synthetic["root"]), "--out", str(out), "--cases",
-               str(synthetic["case_file"])])
+    rc = main(
+        ["report", "--results", str(synthetic["root"]), "--out", str(out), "--cases", str(synthetic["case_file"])]
+    )
     assert rc == 0
     assert {p.name for p in out.iterdir()} == {"README.md", "index.html", "summary.json"}
     assert capsys.readouterr().out.startswith("report: ")
@@ -337,8 +370,16 @@ def test_cli_report_subcommand(synthetic, tmp_path, capsys):
 # ---------------------------------------------------------------- headless Chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _png_pixels(data: bytes) -> np.ndarray:
@@ -346,8 +387,8 @@ def _png_pixels(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, info = 8, b"", None
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             info = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -407,8 +448,10 @@ class _Dom(HTMLParser):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="headless Chromium not installed (/usr/bin/chromium; Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="headless Chromium not installed (/usr/bin/chromium; Debian: apt-get install chromium)",
+)
 def test_html_renders_in_headless_chromium(synthetic, tmp_path):
     out = tmp_path / "out"
     _render(synthetic, out)
@@ -418,8 +461,9 @@ def test_html_renders_in_headless_chromium(synthetic, tmp_path):
     profile = tmp_path / "profile"
 
     def chromium(*args):
-        proc = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(
+            [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 

@@ -53,8 +53,9 @@ def test_rows_events_and_detail_follow_their_definitions(data):
     by_case: dict = {}
     for row in d.rows:
         by_case.setdefault(row.id, []).append(row)
-    by_case = {cid: sorted(rows, key=lambda r: (report.device_key(r.device), r.rk)) for cid, rows in
-               sorted(by_case.items())}
+    by_case = {
+        cid: sorted(rows, key=lambda r: (report.device_key(r.device), r.rk)) for cid, rows in sorted(by_case.items())
+    }
     assert d.rows_by_case == by_case
     events = []
     for cid, rows in by_case.items():
@@ -64,9 +65,16 @@ def test_rows_events_and_detail_follow_their_definitions(data):
     assert list(zip(d.events["device"], d.events["id"], d.events["from"], d.events["to"])) == events
     assert events  # the data has changes to find
     changed = {cid for _, cid, _, _ in events}
-    detailed = [cid for cid in d.cases if cid in by_case and (
-        cid in changed or len({r.state for r in by_case[cid]}) > 1
-        or any(r.verdict in report.PROBLEMS for r in by_case[cid]))]
+    detailed = [
+        cid
+        for cid in d.cases
+        if cid in by_case
+        and (
+            cid in changed
+            or len({r.state for r in by_case[cid]}) > 1
+            or any(r.verdict in report.PROBLEMS for r in by_case[cid])
+        )
+    ]
     assert d.detailed_ids == detailed
     for dev in d.data_devices:
         on = [r for r in d.rows if r.device == dev]
@@ -117,10 +125,21 @@ def test_shared_outputs_are_only_equal_ones():
     assert ev._shared_output(odd, same) == odd and list(ev._shared_output(odd, same)) == list(odd)
 
 
-@pytest.mark.parametrize("line", [
-    '{"a": 1, "b": [1.5, NaN, -Infinity], "c": {"d": null}}', '  {"a": 1}', '{"a": 1}  ', '{"a": 1}\r', "[1, 2]",
-    '{"a": 1} {"b": 2}', '{"a": ', "\ufeff{}", '"text"', "{}",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"a": 1, "b": [1.5, NaN, -Infinity], "c": {"d": null}}',
+        '  {"a": 1}',
+        '{"a": 1}  ',
+        '{"a": 1}\r',
+        "[1, 2]",
+        '{"a": 1} {"b": 2}',
+        '{"a": ',
+        "\ufeff{}",
+        '"text"',
+        "{}",
+    ],
+)
 def test_line_reader_is_json_loads(line):
     def outcome(loads):
         try:

@@ -103,8 +103,7 @@ def _plan_dir(worker_pid: int):
     except OSError:
         return None
     plan = next((a.decode() for a in args if a.endswith(b"plan.json")), None)
-    return os.path.dirname(plan) if plan and os.path.basename(os.path.dirname(plan)).startswith("kldiv-plan-") \
-        else None
+    return os.path.dirname(plan) if plan and os.path.basename(os.path.dirname(plan)).startswith("kldiv-plan-") else None
 
 
 def _result_count(path) -> int:
@@ -191,8 +190,10 @@ def test_worker_dies_with_a_killed_supervisor_in_a_hanging_case(tmp_path):
     next write to the closed pipe ends it.  This test records that and cleans up; it
     will pass once the worker watches its parent (see the report of issue 7)."""
     case_file = tmp_path / "cases.yaml"
-    case_file.write_text("version: 1\nfamilies:\n  - {name: h, generator: softmax, shape: [3], "
-                         "axes: {reduction: [sum], log_target: [false], order: [intended], api: [functional]}}\n")
+    case_file.write_text(
+        "version: 1\nfamilies:\n  - {name: h, generator: softmax, shape: [3], "
+        "axes: {reduction: [sum], log_target: [false], order: [intended], api: [functional]}}\n"
+    )
     ids = [c.id for c in load_cases([case_file])]
     out = tmp_path / "out.jsonl"
     script = (
@@ -201,8 +202,9 @@ def test_worker_dies_with_a_killed_supervisor_in_a_hanging_case(tmp_path):
         f"run(cases, {str(out)!r}, hooks={{{ids[1]!r}: 'hang'}}, timeout=600, "
         "env={**__import__('os').environ, 'HARNESS_TEST_HOOKS': '1'})\n"
     )
-    sup = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    sup = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     worker = plan_dir = None
     try:
         deadline = time.monotonic() + 120
@@ -231,8 +233,12 @@ def test_results_file_of_another_schema_is_refused_by_resume_and_evaluate(tmp_pa
     case_file = tmp_path / "cases.yaml"
     case_file.write_text(CASES)
     out = tmp_path / "old.jsonl"
-    content = (json.dumps({"record": "run", "schema": 99, "device": "cpu", "env": {}}) + "\n"
-               + json.dumps({"record": "result", "id": "x", "device": "cpu", "status": "ok"}) + "\n")
+    content = (
+        json.dumps({"record": "run", "schema": 99, "device": "cpu", "env": {}})
+        + "\n"
+        + json.dumps({"record": "result", "id": "x", "device": "cpu", "status": "ok"})
+        + "\n"
+    )
     out.write_text(content)
     cmd, kw = _harness("run", "--cases", case_file, "--device", "cpu", "--out", out, "--resume", "--quiet")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
@@ -254,8 +260,9 @@ def test_resume_refuses_a_file_that_is_not_a_results_file(tmp_path):
     cmd, kw = _harness("run", "--cases", case_file, "--device", "cpu", "--out", out, "--resume", "--quiet")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {out}:1: not a JSON object (Expecting value: line 1 column 1 "
-                                                "(char 0))"]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {out}:1: not a JSON object (Expecting value: line 1 column 1 (char 0))"
+    ]
     assert out.read_text() == "my precious notes, one line and no newline"
 
 
@@ -289,8 +296,11 @@ def test_writer_touches_nothing_until_the_first_record(tmp_path):
 
 # ---------------------------------------------------------------- results.read on damaged files
 
-@pytest.mark.parametrize("tail", [b'{"record": "res', b'{"record": "result", "id": "case-9", "outp', b"{",
-                                  b'{"record": "result", "id": "caf\xc3'])
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"record": "res', b'{"record": "result", "id": "case-9", "outp', b"{", b'{"record": "result", "id": "caf\xc3'],
+)
 def test_truncated_last_line_is_dropped_with_a_message_and_repaired(tmp_path, tail):
     path = tmp_path / "r.jsonl"
     good = (HEADER + "\n" + _result(1) + "\n" + _result(2) + "\n").encode()
@@ -316,19 +326,22 @@ def test_complete_last_line_without_newline_is_kept_and_appended_after(tmp_path)
     assert [r["id"] for r in results.read(path).results] == ["case-1", "case-2"]
 
 
-@pytest.mark.parametrize("content, match", [
-    (HEADER + "\n{broken\n" + _result(1) + "\n", r":2: not a JSON object"),
-    (HEADER + "\n[1, 2]\n", r":2: not a JSON object"),
-    (_result(1) + "\n", r":1: result before any run header"),
-    (HEADER + "\n" + json.dumps({"record": "mystery"}) + "\n", r":2: unknown record kind 'mystery'"),
-    (HEADER + "\n" + json.dumps({"record": "result", "device": "cpu"}) + "\n", r":2: result without a string 'id'"),
-    (HEADER + "\n" + json.dumps({"record": "result", "id": ["x"], "device": "cpu"}) + "\n", r":2: .*string 'id'"),
-    (HEADER + "\n" + json.dumps({"record": "result", "id": "x"}) + "\n", r":2: result without a string 'device'"),
-    (json.dumps({"record": "run", "schema": "2"}) + "\n", r":1: results schema '2', this harness reads 1"),
-    (json.dumps({"record": "run"}) + "\n", r":1: results schema None"),
-    ("plain text, not ours", r":1: not a JSON object"),
-    (HEADER + "\n" + "[" * 100_000 + "\n", r":2: not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (HEADER + "\n{broken\n" + _result(1) + "\n", r":2: not a JSON object"),
+        (HEADER + "\n[1, 2]\n", r":2: not a JSON object"),
+        (_result(1) + "\n", r":1: result before any run header"),
+        (HEADER + "\n" + json.dumps({"record": "mystery"}) + "\n", r":2: unknown record kind 'mystery'"),
+        (HEADER + "\n" + json.dumps({"record": "result", "device": "cpu"}) + "\n", r":2: result without a string 'id'"),
+        (HEADER + "\n" + json.dumps({"record": "result", "id": ["x"], "device": "cpu"}) + "\n", r":2: .*string 'id'"),
+        (HEADER + "\n" + json.dumps({"record": "result", "id": "x"}) + "\n", r":2: result without a string 'device'"),
+        (json.dumps({"record": "run", "schema": "2"}) + "\n", r":1: results schema '2', this harness reads 1"),
+        (json.dumps({"record": "run"}) + "\n", r":1: results schema None"),
+        ("plain text, not ours", r":1: not a JSON object"),
+        (HEADER + "\n" + "[" * 100_000 + "\n", r":2: not a JSON object"),
+    ],
+)
 def test_damaged_results_files_are_refused_naming_file_and_line(tmp_path, content, match):
     path = tmp_path / "r.jsonl"
     path.write_text(content)
@@ -352,9 +365,11 @@ def test_crashing_hanging_and_exiting_cases_are_recorded_and_the_rest_finish(tmp
     monkeypatch.chdir(tmp_path)  # the workers inherit it: a core dump of os.abort() lands here
 
     case_file = tmp_path / "cases.yaml"
-    case_file.write_text("version: 1\nfamilies:\n  - name: iso\n    generator: softmax\n    shape: [2, 3]\n"
-                         "    axes: {reduction: [sum, mean], log_target: [false], order: [intended], "
-                         "dtype: [float32, float64], api: [functional, module]}\n")
+    case_file.write_text(
+        "version: 1\nfamilies:\n  - name: iso\n    generator: softmax\n    shape: [2, 3]\n"
+        "    axes: {reduction: [sum, mean], log_target: [false], order: [intended], "
+        "dtype: [float32, float64], api: [functional, module]}\n"
+    )
     cases = load_cases([case_file])
     assert len(cases) == 8
     ids = [c.id for c in cases]
@@ -401,9 +416,11 @@ def test_hooks_do_nothing_without_the_test_switch(tmp_path):
     from harness.runner import run
 
     case_file = tmp_path / "cases.yaml"
-    case_file.write_text("version: 1\nfamilies:\n  - {name: safe, generator: softmax, shape: [3], "
-                         "axes: {reduction: [sum], log_target: [false], order: [intended], dtype: [float64], "
-                         "api: [functional, module]}}\n")
+    case_file.write_text(
+        "version: 1\nfamilies:\n  - {name: safe, generator: softmax, shape: [3], "
+        "axes: {reduction: [sum], log_target: [false], order: [intended], dtype: [float64], "
+        "api: [functional, module]}}\n"
+    )
     cases = load_cases([case_file])
     env = {k: v for k, v in os.environ.items() if k != "HARNESS_TEST_HOOKS"}
     out = tmp_path / "out.jsonl"

@@ -118,8 +118,11 @@ def test_the_same_action_has_the_same_pin_everywhere():
 def test_permissions_are_minimal(workflows, scheduled, reusable):
     for name, doc in workflows.items():
         assert doc.get("permissions") in ({"contents": "read"}, {}), f"{name}: top-level permissions"
-    writers = {job_id: job["permissions"] for job_id, job in reusable["jobs"].items()
-               if any(v == "write" for v in (job.get("permissions") or {}).values())}
+    writers = {
+        job_id: job["permissions"]
+        for job_id, job in reusable["jobs"].items()
+        if any(v == "write" for v in (job.get("permissions") or {}).values())
+    }
     assert writers == {"deploy": {"pages": "write", "id-token": "write"}}
     deploy = reusable["jobs"]["deploy"]
     assert deploy["environment"]["name"] == "github-pages"
@@ -177,7 +180,7 @@ def test_collect_job(reusable):
     assert "python -m harness report" in script
     assert "python -m harness gate --baseline reports/baseline.json" in script
     assert '--markdown "$GITHUB_STEP_SUMMARY"' in script
-    assert "reports/README.md >> \"$GITHUB_STEP_SUMMARY\"" in script
+    assert 'reports/README.md >> "$GITHUB_STEP_SUMMARY"' in script
     assert _uses(job, "actions/upload-pages-artifact")
     # the gate's verdict fails the job after the site is uploaded
     names = [s.get("id") or s.get("name") for s in _steps(job)]
