@@ -55,10 +55,10 @@ def _relabel(header: dict, version: str) -> dict:
 
 
 def generate(source: Path, out: Path, releases: int = 24, n_cases: int = 3000) -> dict:
-    from harness.evaluate import release_of, release_sort_key
+    from harness.versions import release_key, release_of
 
     files = sorted(source.glob("*/cpu.jsonl"))
-    real = sorted(((release_of(_read(f)[0]["env"]["torch"]), f) for f in files), key=lambda x: release_sort_key(x[0]))
+    real = sorted(((release_of(_read(f)[0]["env"]["torch"]), f) for f in files), key=lambda x: release_key(x[0]))
     if not real:
         raise SystemExit(f"no */cpu.jsonl under {source}")
     loaded = [(rel, *_read(f)) for rel, f in real]
@@ -69,7 +69,7 @@ def generate(source: Path, out: Path, releases: int = 24, n_cases: int = 3000) -
     # the real CUDA outcome wherever it differs from the CPU of the same release
     cuda_swap, cuda_env = {}, None
     for cuda_file in sorted(source.glob("*/cuda.jsonl")):
-        cpu_header, cpu = _read(cuda_file.with_name("cpu.jsonl"))
+        _, cpu = _read(cuda_file.with_name("cpu.jsonl"))
         cuda_header, cuda = _read(cuda_file)
         cuda_env = cuda_env or cuda_header["env"]
         for cid, rec in cuda.items():

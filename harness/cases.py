@@ -7,6 +7,7 @@ is strict: every problem is reported as ``file:line: path: message`` and nothing
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -15,16 +16,11 @@ from typing import Any, Iterable
 
 import yaml
 
-AXES = ("reduction", "log_target", "order", "dtype", "api")
-DEFAULT_AXES: dict[str, list] = {
-    "reduction": ["none", "sum", "mean", "batchmean"],
-    "log_target": [False, True],
-    "order": ["intended", "swapped"],
-    "dtype": ["float16", "bfloat16", "float32", "float64"],
-    "api": ["module", "functional", "legacy_module", "legacy_functional"],
-}
-# The legacy size_average/reduce arguments cannot express 'batchmean'.
-BUILTIN_EXCLUDES = [{"api": ["legacy_module", "legacy_functional"], "reduction": ["batchmean"]}]
+from . import axes
+
+AXES = axes.NAMES  # the case axes, declared in harness/axes.py
+DEFAULT_AXES: dict[str, list] = axes.defaults()
+BUILTIN_EXCLUDES = [dict(rule) for rule in axes.BUILTIN_EXCLUDES]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "cases" / "schema.json"
 # Limits that keep loading a hostile file bounded in time and memory (a real case file
@@ -244,17 +240,33 @@ def _unique_items(validator, unique, instance, schema):
         seen.add(key)
 
 
-_VALIDATORS: dict = {}
-
-
 def _schema_validator(schema_path: Path = SCHEMA_PATH):
-    schema_path = Path(schema_path)
-    if schema_path not in _VALIDATORS:
-        import jsonschema  # host-only dependency, loaded when case files are read
+    return _validator(Path(schema_path))
 
-        cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"uniqueItems": _unique_items})
-        _VALIDATORS[schema_path] = cls(json.loads(schema_path.read_text()))
-    return _VALIDATORS[schema_path]
+
+@functools.lru_cache(maxsize=8)  # one per schema file (cases, claims)
+def _validator(schema_path: Path):
+    import jsonschema  # host-only dependency, loaded when case files are read
+
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"uniqueItems": _unique_items})
+    return cls(schema(schema_path))
+
+
+def schema(schema_path: Path = SCHEMA_PATH) -> dict:
+    """The case-file schema: the file, with its axis definitions from harness.axes (the
+    file carries the same, for editors; a test keeps the two equal)."""
+    data = json.loads(Path(schema_path).read_text())
+    if Path(schema_path) == SCHEMA_PATH:
+        data["$defs"].update(axes.schema_defs())
+    return data
+
+
+def write_schema(schema_path: Path = SCHEMA_PATH) -> None:
+    """Write the case-file schema with the axis definitions of harness.axes (after an axis changed)."""
+    data = schema(schema_path)
+    for name in axes.NAMES:  # each axis' values are inlined in the generated definitions
+        data["$defs"].pop(name, None)
+    Path(schema_path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def check_schema(doc, path, schema_path: Path = SCHEMA_PATH, instance=None) -> None:
@@ -353,26 +365,26 @@ class Family:
 
 @dataclass(frozen=True)
 class Case:
-    """One expanded case: a family and one value of every axis."""
+    """One expanded case: a family and one value of every axis (``values``, in
+    harness.axes order; each also readable as an attribute: ``case.dtype``)."""
 
     family: Family
-    reduction: str
-    log_target: bool
-    order: str
-    dtype: str
-    api: str
+    values: tuple
     id: str = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(
-            self,
-            "id",
-            f"{self.family.label}/{self.reduction}/log_target={str(self.log_target).lower()}"
-            f"/{self.order}/{self.dtype}/{self.api}",
-        )
+        object.__setattr__(self, "id", axes.case_id(self.family.label, self.values))
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name == "values":  # not an axis (e.g. while unpickling)
+            raise AttributeError(name)
+        try:
+            return self.values[AXES.index(name)]
+        except ValueError:
+            raise AttributeError(name) from None
 
     def axes(self) -> dict:
-        return {a: getattr(self, a) for a in AXES}
+        return dict(zip(AXES, self.values))
 
 
 def shape_label(shape) -> str:
@@ -672,7 +684,7 @@ def _combos(family: Family) -> list[tuple]:
 
 def expand(family: Family) -> list[Case]:
     """All cases of one family: the product of its axes minus exclusions, in a fixed order."""
-    return [Case(family, **dict(zip(AXES, values))) for values in _combos(family)]
+    return [Case(family, values) for values in _combos(family)]
 
 
 def default_case_files(root: Path | None = None) -> list[Path]:

@@ -1,6 +1,7 @@
 """The release catalogue (harness/releases.toml) and interpreter discovery.
 
-Standard library only, so noxfile.py can import it before anything is installed.
+Standard library and packaging (which nox itself depends on) only, so noxfile.py can import
+it before anything else is installed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .versions import NIGHTLY, is_before, release_key, release_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,14 +40,12 @@ class Release:
 
     @property
     def key(self) -> str:
-        """Minor release label used in session ids and result paths ('2.5', 'nightly')."""
-        return self.torch if self.torch == "nightly" else ".".join(self.torch.split(".")[:2])
+        """Release label used in session ids and result paths ('2.5', 'nightly'; see harness.versions)."""
+        return release_of(self.torch)
 
     @property
-    def version_tuple(self) -> tuple:
-        if self.torch == "nightly":
-            return (99, 99, 99)
-        return tuple(int(x) for x in re.findall(r"\d+", self.torch)[:3])
+    def sort_key(self) -> tuple:
+        return release_key(self.torch)
 
     def requirements(self) -> list[str]:
         torch_req = "torch" if self.torch == "nightly" else f"torch=={self.torch}"
@@ -72,7 +73,7 @@ def load(path: Path = CATALOGUE) -> list[Release]:
             note=raw.get("note", ""),
         )
         tags = {"all", *rel.tags}
-        if rel.torch != "nightly" and rel.version_tuple < (1, 13):
+        if rel.torch != NIGHTLY and is_before(rel.torch, "1.13"):
             tags.add("legacy")
         if rel.torch == "nightly":
             tags.discard("all")  # nightly runs only when asked for

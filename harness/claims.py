@@ -180,12 +180,13 @@ def judge_example(claim: Claim, record: dict | None) -> dict:
 
 # ------------------------------------------------------------------ advice
 
-_ROW = "{family}/{reduction}/log_target={lt}/{order}/float64/functional"
-
 
 def _row(rows, family, reduction, lt, order="intended"):
-    key = _ROW.format(family=family, reduction=reduction, lt=str(lt).lower(), order=order)
-    return rows.get(key)
+    """The float64 functional-form row of one case."""
+    from .axes import case_id
+
+    values = {"reduction": reduction, "log_target": lt, "order": order, "dtype": "float64", "api": "functional"}
+    return rows.get(case_id(family, values))
 
 
 def _is_kl(row) -> bool:
@@ -212,9 +213,9 @@ def _check_batchmean_not_mean(rows, release):
 
 
 def _check_mean_from_2(rows, release):
-    from .evaluate import release_sort_key
+    from .versions import is_before
 
-    if release_sort_key(release)[:1] < (2,):
+    if is_before(release, "2.0.0.dev0"):  # 2.0 and every build of it on
         return "not applicable", None, "a prediction about 2.0 and later"
     b, m = _row(rows, "softmax-4x5", "batchmean", False), _row(rows, "softmax-4x5", "mean", False)
     if b is None or m is None:
@@ -279,7 +280,7 @@ def evaluate_claims(frame, claims=None) -> pd.DataFrame:
     """One row per (claim, release, device): status, measured, detail, explanation, fix."""
     import pandas as pd
 
-    from .evaluate import release_sort_key
+    from .versions import release_key
 
     if claims is None:
         _, claims = load()
@@ -290,11 +291,11 @@ def evaluate_claims(frame, claims=None) -> pd.DataFrame:
     keys = sorted(
         {(r["release"], r["device"]) for r in snippet_records}
         | (set(zip(frame["release"].tolist(), frame["device"].tolist())) if len(frame) else set()),
-        key=lambda k: (release_sort_key(k[0]), k[1]),
+        key=lambda k: (release_key(k[0]), k[1]),
     )
     by_release = {}
     if len(frame):  # the checks read the rows _row() names: float64, functional (not the whole frame)
-        used = frame[frame["id"].str.endswith(_ROW.rsplit("}", 1)[1])]
+        used = frame[(frame["dtype"] == "float64") & (frame["api"] == "functional")]
         cols = list(used.columns)
         for (rel, dev), group in used.groupby(["release", "device"]):
             by_release[(rel, dev)] = {

@@ -61,10 +61,15 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     import json
 
-    from .runner import RunnerError, run
+    from .runner import RunnerError, check_protocol, run_devices
 
     if args.plan:  # prebuilt plan: no case files, NumPy or YAML needed here
         plan = json.loads(Path(args.plan).read_text())
+        try:
+            check_protocol(plan)  # before any worker (and its torch) starts
+        except RunnerError as exc:
+            _err(f"{args.plan}: {exc}")
+            return EXIT_ENV
         if args.filter:
             plan["cases"] = [e for e in plan["cases"] if _selected(e["id"], args.filter)]
         cases = plan["cases"]
@@ -82,75 +87,36 @@ def cmd_run(args) -> int:
     if jobs is not None and jobs < 1:
         _err(f"--jobs / HARNESS_JOBS: expected a whole number >= 1, got {given!r}")
         return EXIT_INPUT
-    devices = list(args.device or ["auto"])
     progress = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
-    total = {"finished": 0, "crashed": 0, "timed_out": 0, "skipped": 0}
-    torch_version = "?"
-    done_devices, last_env = [], {}
-    while devices:
-        device = devices.pop(0)
-        if device == "auto":  # cpu now; cuda after it if the worker saw a GPU (no extra torch import)
-            device = "cpu"
-            devices.insert(0, "auto-cuda")
-        elif device == "auto-cuda":
-            if not last_env.get("cuda_available"):
-                continue
-            device = "cuda"
-        done_devices.append(device)
-        out = Path(str(args.out).replace("{device}", device.replace(":", "")))
-        device_plan = plan
-        if device != "cpu":  # published snippets are CPU code: they run with the cpu pass only
-            device_plan = {**plan, "cases": [e for e in plan["cases"] if "snippet" not in e]}
-        progress(f"[{device}] {len(device_plan['cases'])} cases -> {out}")
-        try:
-            (summary,) = run(
-                None,
-                out,
-                devices=[device],
-                python=python,
-                timeout=args.timeout,
-                resume=args.resume,
-                progress=progress,
-                plan=device_plan,
-                jobs=jobs,
-            )
-        except RunnerError as exc:
-            _err(str(exc))
-            return EXIT_ENV
-        last_env = summary.env
-        torch_version = summary.env.get("torch", torch_version)
-        for k in total:
-            total[k] += getattr(summary, k)
-        progress(
-            f"[{device}] done in {summary.seconds:.1f}s by {summary.jobs} worker(s): {summary.finished} finished, "
-            f"{summary.crashed} crashed, {summary.timed_out} timed out, {summary.skipped} already present, "
-            f"{summary.restarts} worker restarts"
+    try:
+        summaries = run_devices(
+            plan,
+            args.out,
+            devices=args.device or ["auto"],
+            python=python,
+            timeout=args.timeout,
+            resume=args.resume,
+            progress=progress,
+            jobs=jobs,
         )
+    except RunnerError as exc:
+        _err(str(exc))
+        return EXIT_ENV
+    torch_version = next((s.env["torch"] for s in reversed(summaries) if "torch" in s.env), "?")
+    total = {k: sum(getattr(s, k) for s in summaries) for k in ("finished", "crashed", "timed_out", "skipped")}
     print(
-        f"run: torch {torch_version} on {', '.join(done_devices)}: {total['finished']} finished, "
+        f"run: torch {torch_version} on {', '.join(s.device for s in summaries)}: {total['finished']} finished, "
         f"{total['crashed']} crash, {total['timed_out']} timeout, {total['skipped']} resumed "
         f"in {time.perf_counter() - t0:.1f}s -> {args.out}"
     )
     return EXIT_OK
 
 
-def verdict_frame(result_paths, case_paths=None):
-    """Cases + results files -> verdict DataFrame (shared by evaluate and gate); each file
-    is read and judged once, then taken from the cache (harness.evaluate.evaluate_file)."""
-    from .evaluate import evaluate_file, frame_of
-    from .results import result_files
-
-    cases = _load_cases(case_paths)
-    files = result_files(result_paths)
-    if not files:
-        raise FileNotFoundError(f"no results files under {', '.join(map(str, result_paths))}")
-    by_id = {c.id: c for c in cases}
-    return frame_of([evaluate_file(by_id, f) for f in files])
-
-
 def cmd_evaluate(args) -> int:
     from tabulate import tabulate
+
+    from .evaluation import verdict_frame
 
     frame = verdict_frame(args.results, args.cases)
     if frame.empty:
@@ -189,15 +155,15 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     """Evaluate every results file and write README.md, index.html and summary.json."""
-    from .evaluate import _quiet_gc, save_caches
+    from .evaluation import quiet_gc
     from .report import write_report
 
     t0 = time.perf_counter()
     # Millions of objects kept to the end (rows, outputs, text): cyclic GC would only scan them
     # again and again, here and in the interpreter's last collection at exit, and free nothing.
-    with _quiet_gc():
+    with quiet_gc():
         out = write_report(args.results, args.out, args.cases)
-        save_caches()  # what this report computed (verdicts, references) serves the next one
+        out["data"].evaluation.save()  # what this report computed (verdicts, references) serves the next one
     d = out["data"]
     sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items())
     print(
@@ -209,8 +175,59 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_gate(args) -> int:
+    """Compare the current results with the baseline (harness.gate); exit 1 on a change."""
+    from .evaluation import verdict_frame
+    from .gate import (
+        BaselineError,
+        _sort_key,
+        compare,
+        format_markdown,
+        format_text,
+        load_baseline,
+        snapshot,
+        write_baseline,
+    )
+
+    frame = verdict_frame(args.results, args.cases)
+    if frame.empty:
+        _err(f"no results to gate under {', '.join(map(str, args.results))}")
+        return EXIT_INPUT
+    current = snapshot(frame)
+    baseline_path = Path(args.baseline)
+    if args.update_baseline:
+        try:
+            previous = load_baseline(baseline_path) if baseline_path.exists() else {}
+        except BaselineError:
+            previous = {}  # a malformed baseline is what --update-baseline repairs
+        write_baseline(baseline_path, current)
+        dropped = sorted(set(previous) - set(current), key=_sort_key)
+        changed = sum(len(r.changes) for r in compare(previous, current) if r.status == "baseline")
+        text = (
+            f"gate: baseline written: {len(current)} release/device blocks, "
+            f"{sum(len(b.cases) for b in current.values())} cases -> {baseline_path}"
+        )
+        if previous:
+            text += f" (replaced {changed} changed case entries"
+            text += f"; dropped {', '.join(f'{r}/{d}' for r, d in dropped)})" if dropped else ")"
+        print(text)
+        if args.markdown:
+            Path(args.markdown).write_text(f"## Regression gate: baseline updated\n\n{text[len('gate: ') :]}\n")
+        return EXIT_OK
+    try:
+        baseline = load_baseline(baseline_path)
+    except BaselineError as exc:
+        _err(str(exc))
+        return EXIT_INPUT
+    results = compare(baseline, current)
+    print(format_text(results, baseline_path), end="")
+    if args.markdown:
+        Path(args.markdown).write_text(format_markdown(results, baseline_path))
+    return EXIT_CONDITION if any(r.failed for r in results) else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .evaluate import SEVERITY
+    from .verdicts import NAMES as VERDICTS
 
     parser = argparse.ArgumentParser(
         prog="python -m harness",
@@ -273,9 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("results", nargs="*", default=["reports/results"], help="results files or folders")
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
-    p.add_argument("--show", nargs="+", choices=SEVERITY, metavar="VERDICT", help="list the cases with these verdicts")
+    p.add_argument("--show", nargs="+", choices=VERDICTS, metavar="VERDICT", help="list the cases with these verdicts")
     p.add_argument("--out", help="write every verdict row to this .csv or .json file")
-    p.add_argument("--fail-on", nargs="+", choices=SEVERITY, metavar="VERDICT", help="exit 1 if any result has these")
+    p.add_argument("--fail-on", nargs="+", choices=VERDICTS, metavar="VERDICT", help="exit 1 if any result has these")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -294,8 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.set_defaults(func=cmd_report)
-
-    from .gate import cmd_gate  # standard library only at import
 
     p = sub.add_parser(
         "gate",

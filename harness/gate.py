@@ -30,6 +30,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import verdicts
+from .memo import Memo
+from .versions import release_key
+
 SCHEMA = 1
 HASH_LEN = 12
 _ENTRY = re.compile(rf"^([a-z][a-z-]*) ([0-9a-f]{{{HASH_LEN}}}|-)$")
@@ -52,7 +56,7 @@ def _canon(v) -> str:
     return repr(v)  # shortest repr that round-trips: exact
 
 
-_HASHES: dict = {}
+_HASHES = Memo(1 << 20)
 
 
 def value_hash(output) -> str:
@@ -77,13 +81,6 @@ def _value_hash(output) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
-
-
-def release_key(release: str) -> tuple:
-    """Order releases: '1.10' after '1.9'; a dev build before its final release."""
-    nums = [int(x) for x in re.findall(r"\d+", str(release))[:3]]
-    final = 0 if re.search(r"(dev|a|b|rc)\d*", str(release).split("+")[0]) else 1
-    return tuple(nums + [0] * (3 - len(nums))), final, str(release)
 
 
 # --- snapshots -----------------------------------------------------------------------------
@@ -169,10 +166,12 @@ def load_baseline(path) -> dict:
         if not isinstance(cases, dict):
             raise bad(f"blocks[{i}] ({raw['release']}/{raw['device']}): 'cases' must be an object")
         for case_id, entry in cases.items():
-            if not isinstance(entry, str) or not _ENTRY.match(entry):
+            match = _ENTRY.match(entry) if isinstance(entry, str) else None
+            if match is None or match.group(1) not in verdicts.BY_NAME:
                 raise bad(
                     f"blocks[{i}] ({raw['release']}/{raw['device']}): case {case_id!r}: "
-                    f"expected '<verdict> <{HASH_LEN} hex digits or ->', got {entry!r}"
+                    f"expected '<verdict> <{HASH_LEN} hex digits or ->' with a verdict among "
+                    f"{', '.join(verdicts.NAMES)}, got {entry!r}"
                 )
         key = (raw["release"], raw["device"])
         if key in blocks:
@@ -369,46 +368,3 @@ def format_markdown(results: list, baseline_path, budget: int = MARKDOWN_BUDGET)
             used += len(line) + 1
         out += ["", "</details>"]
     return "\n".join(out) + "\n"
-
-
-# --- command -------------------------------------------------------------------------------
-
-
-def cmd_gate(args) -> int:
-    from .cli import EXIT_CONDITION, EXIT_INPUT, EXIT_OK, _err, verdict_frame
-
-    frame = verdict_frame(args.results, args.cases)
-    if frame.empty:
-        _err(f"no results to gate under {', '.join(map(str, args.results))}")
-        return EXIT_INPUT
-    current = snapshot(frame)
-    baseline_path = Path(args.baseline)
-    if args.update_baseline:
-        try:
-            previous = load_baseline(baseline_path) if baseline_path.exists() else {}
-        except BaselineError:
-            previous = {}  # a malformed baseline is what --update-baseline repairs
-        write_baseline(baseline_path, current)
-        dropped = sorted(set(previous) - set(current), key=_sort_key)
-        changed = sum(len(r.changes) for r in compare(previous, current) if r.status == "baseline")
-        text = (
-            f"gate: baseline written: {len(current)} release/device blocks, "
-            f"{sum(len(b.cases) for b in current.values())} cases -> {baseline_path}"
-        )
-        if previous:
-            text += f" (replaced {changed} changed case entries"
-            text += f"; dropped {', '.join(f'{r}/{d}' for r, d in dropped)})" if dropped else ")"
-        print(text)
-        if args.markdown:
-            Path(args.markdown).write_text(f"## Regression gate: baseline updated\n\n{text[len('gate: ') :]}\n")
-        return EXIT_OK
-    try:
-        baseline = load_baseline(baseline_path)
-    except BaselineError as exc:
-        _err(str(exc))
-        return EXIT_INPUT
-    results = compare(baseline, current)
-    print(format_text(results, baseline_path), end="")
-    if args.markdown:
-        Path(args.markdown).write_text(format_markdown(results, baseline_path))
-    return EXIT_CONDITION if any(r.failed for r in results) else EXIT_OK

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .axes import WORKER_AXES
+from .memo import Memo
+
 if TYPE_CHECKING:
     from .cases import Case, Family
 
@@ -213,25 +216,28 @@ def parse_literal(value) -> np.ndarray:
     return np.array(conv(value), dtype=np.float64)
 
 
-_FAMILY_CACHE: dict = {}
+FAMILY_ENTRIES = 256  # generated families' arrays kept (a case set has a few dozen)
+_FAMILY_CACHE = Memo(FAMILY_ENTRIES)
 
 
 def family_data(fam: Family):
     """(input, target-as-probability) float64 arrays for a generated family, cached."""
     key = (fam.source, fam.label)
-    if key not in _FAMILY_CACHE:
+    hit = _FAMILY_CACHE.get(key)
+    if hit is None:
         rng = np.random.default_rng(fam.seed)
         with np.errstate(all="ignore"):
-            _FAMILY_CACHE[key] = GENERATORS[fam.generator](fam, rng)
-    return _FAMILY_CACHE[key]
+            hit = _FAMILY_CACHE.put(key, GENERATORS[fam.generator](fam, rng))
+    return hit
 
 
 def _log_target(fam: Family, p: np.ndarray) -> np.ndarray:
     """log of a generated family's target probabilities, computed once per family."""
     key = (fam.source, fam.label, "log")
-    if key not in _FAMILY_CACHE:
-        _FAMILY_CACHE[key] = log(p)
-    return _FAMILY_CACHE[key]
+    hit = _FAMILY_CACHE.get(key)
+    if hit is None:
+        hit = _FAMILY_CACHE.put(key, log(p))
+    return hit
 
 
 @dataclass(frozen=True)
@@ -287,14 +293,8 @@ def plan_entry(case: Case, arrays: dict) -> dict:
     """What the in-environment worker needs for one case (stdlib-only JSON); the two
     arguments are stored in ``arrays`` by content key."""
     ci = call_inputs(case)
-    entry = {
-        "id": case.id,
-        "api": case.api,
-        "reduction": case.reduction,
-        "log_target": case.log_target,
-        "dtype": case.dtype,
-        "grad": case.family.grad,
-    }
+    values = case.axes()
+    entry = {"id": case.id, **{name: values[name] for name in WORKER_AXES}, "grad": case.family.grad}
     for name, arr in (("first", ci.first), ("second", ci.second)):
         key, enc = _encoded(arr)
         arrays[key] = enc
@@ -302,7 +302,16 @@ def plan_entry(case: Case, arrays: dict) -> dict:
     return entry
 
 
-_ENCODED: dict = {}  # (shape, dtype, bytes) -> (content key, encoded): cases share most arrays
+def input_digest(entry: dict) -> str:
+    """Stable digest of what a case feeds torch (array keys are content hashes);
+    detects stale results after edits."""
+    keys = (*WORKER_AXES, "grad", "first", "second", "snippet", "values")
+    blob = json.dumps({k: entry[k] for k in keys if k in entry}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+ENCODED_ENTRIES = 4096  # distinct arrays kept encoded (a case set has a few hundred)
+_ENCODED = Memo(ENCODED_ENTRIES)  # (shape, dtype, bytes) -> (content key, encoded): cases share most arrays
 
 
 def _encoded(arr: np.ndarray) -> tuple:
@@ -311,5 +320,5 @@ def _encoded(arr: np.ndarray) -> tuple:
     hit = _ENCODED.get(ident)
     if hit is None:
         enc = encode(arr)
-        hit = _ENCODED[ident] = (array_key(enc), enc)
+        hit = _ENCODED.put(ident, (array_key(enc), enc))
     return hit

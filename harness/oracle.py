@@ -79,12 +79,23 @@ def compare_outputs(a, b, dtype: str, magnitude=None) -> tuple[str, float]:
     return ("close" if (diff <= bound).all() else "differ"), worst
 
 
-def cuda_vs_cpu(frame, cases: dict | None = None) -> pd.DataFrame:
+def cuda_vs_cpu(frame, cases: dict | None = None, references=None) -> pd.DataFrame:
     """One row per case run on both devices of a release: outcome and value agreement.
-    With ``cases`` (id -> Case) the tolerance scales with the reference's term magnitudes."""
+    With ``cases`` (id -> Case) the tolerance scales with the reference's term magnitudes;
+    ``references``: Case -> CaseReference (e.g. ``Evaluation.reference``), by default
+    :func:`harness.evaluate.case_references` once per case."""
     import pandas as pd
 
-    from .evaluate import case_reference
+    from .evaluate import case_references
+
+    if references is None:
+        computed: dict = {}  # this call's: case id -> references
+
+        def references(case):
+            hit = computed.get(case.id)
+            if hit is None:
+                hit = computed[case.id] = case_references(case)
+            return hit
 
     if frame.empty or not {"cpu", "cuda"} <= set(frame["device"].tolist()):
         return pd.DataFrame(
@@ -103,7 +114,7 @@ def cuda_vs_cpu(frame, cases: dict | None = None) -> pd.DataFrame:
             if key[2] is None or key[3] is None or key not in seen:
                 magnitude = None
                 if cases and r.id in cases:
-                    fwd = case_reference(cases[r.id]).documented.forward
+                    fwd = references(cases[r.id]).documented.forward
                     magnitude = fwd.magnitude if fwd is not None else None
                 seen[key] = compare_outputs(r.output_cpu, r.output_cuda, r.dtype, magnitude)
             kind, diff = seen[key]

@@ -21,6 +21,7 @@ a release or device without results says so.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 import re
@@ -35,11 +36,17 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .evaluate import RANK, SEVERITY, release_of, release_sort_key, tolerance
+from . import axes, claims, verdicts
+from .evaluate import COLUMNS as EVAL_COLUMNS
+from .evaluate import tolerance
+from .memo import Memo
+from .verdicts import NAMES as SEVERITY
+from .verdicts import RANK
+from .versions import release_key, release_of
 
 TITLE = "KLDivLoss / F.kl_div compatibility report"
-AXES = ("family", "reduction", "log_target", "order", "dtype", "api")  # grouping axes, in display order
-PROBLEMS = ("crash", "timeout", "error", "nan", "mismatch", "stale")  # verdicts that are a defect or a doubt
+AXES = ("family", *axes.NAMES)  # grouping axes, in display order
+PROBLEMS = verdicts.PROBLEMS  # verdicts that are a defect or a doubt
 STANDARD_DEVICES = ("cpu", "cuda")  # always shown, as 'not run' where no results exist
 INLINE_LIMIT = 64  # reproduction snippets inline tensors up to this many elements
 VALUES_SHOWN = 8  # values shown per output in tables
@@ -47,19 +54,6 @@ VALUES_SHOWN_DETAIL = 24  # ... and in per-case detail
 MAX_PARTS = 6  # a change explained by more axis patterns than this is reported as scattered
 NOT_RUN = "not run"
 
-# verdict -> (symbol, Markdown colour square, meaning)
-VERDICT_STYLE = {
-    "crash": ("✖", "🟥", "the worker process died"),
-    "timeout": ("⌛", "🟥", "no result within the time limit"),
-    "error": ("✗", "🟥", "raised an exception it should not"),
-    "nan": ("N", "🟧", "nan/inf where the reference is finite"),
-    "mismatch": ("≠", "🟧", "differs from the documented formula beyond tolerance"),
-    "unsupported": ("–", "🟨", "argument or dtype absent in this release"),
-    "undefined": ("?", "🟦", "reference undefined for these inputs; value not judged"),
-    "expected-error": ("⊘", "🟩", "raised, as it should"),
-    "stale": ("↺", "🟪", "inputs changed since the result was recorded"),
-    "pass": ("✓", "🟩", "matches the documented formula"),
-}
 NOT_RUN_STYLE = ("·", "⬜")
 STATUS_MEANING = {
     NOT_RUN: "no results file",
@@ -118,7 +112,7 @@ def visible(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-_ESCAPED: dict = {}  # text -> esc(text): the page repeats few texts many times
+_ESCAPED = Memo(1 << 18)  # text -> esc(text): the page repeats few texts many times
 
 
 def esc(value) -> str:
@@ -175,7 +169,7 @@ def _special_text(v: float) -> str | None:
     return None
 
 
-_FLOAT_TEXT: dict = {}  # finite non-zero value -> fmt_float text (zeros differ by sign, equal as keys)
+_FLOAT_TEXT = Memo(1 << 20)  # finite non-zero value -> fmt_float text (zeros differ by sign, equal as keys)
 
 
 def fmt_float(v) -> str:
@@ -205,17 +199,6 @@ def fmt_values(shape, values, limit=VALUES_SHOWN, undefined=None) -> str:
 
 def fmt_output(out, limit=VALUES_SHOWN) -> str:
     return "" if out is None else fmt_values(out["shape"], out["values"], limit)
-
-
-def release_key(release: str) -> tuple:
-    """Order of releases: numeric, a dev build before its release, 'nightly' and '?' last."""
-    if release == "nightly":
-        return (10**6, 0, 0, 0, release)
-    if release == "?" or not re.match(r"\d", release):
-        return (10**6 + 1, 0, 0, 0, release)
-    nums = list(release_sort_key(release)[:-1])[:3]
-    nums += [0] * (3 - len(nums))
-    return (*nums, 0 if "dev" in release or "a" in release.split(".")[-1] else 1, release)
 
 
 def device_key(device: str) -> tuple:
@@ -250,14 +233,15 @@ def index_runs(indices) -> list[tuple[int, int]]:
     return out
 
 
-_BADGES: dict = {}  # (verdict, text) -> badge
+_BADGES = Memo(1 << 12)  # (verdict, text) -> badge
 
 
 def badge(verdict: str, text: str | None = None) -> Raw:
     """A verdict as colour and symbol (HTML)."""
     key = (verdict, text)
     if key not in _BADGES:
-        sym = VERDICT_STYLE.get(verdict, NOT_RUN_STYLE)[0]
+        v = verdicts.BY_NAME.get(verdict)
+        sym = v.symbol if v else NOT_RUN_STYLE[0]
         label = sym if text is None else f"{sym} {text}"
         title = "" if text == verdict else f' title="{esc(verdict)}"'
         _BADGES[key] = Raw(f'<span class="v v-{esc(verdict)}"{title}>{esc(label)}</span>')
@@ -265,7 +249,8 @@ def badge(verdict: str, text: str | None = None) -> Raw:
 
 
 def md_badge(verdict: str, text: str | None = None) -> str:
-    sym, square = VERDICT_STYLE.get(verdict, NOT_RUN_STYLE)[:2]
+    v = verdicts.BY_NAME.get(verdict)
+    sym, square = (v.symbol, v.square) if v else NOT_RUN_STYLE
     return f"{square}{sym}" + (f" {text}" if text else "")
 
 
@@ -328,7 +313,7 @@ class Row(NamedTuple):
 @dataclass
 class ReportData:
     """Everything the sections draw on.  ``frame`` has one row per (case, release,
-    device) with the columns of :func:`harness.evaluate.evaluate` plus ``value``
+    device) with the columns :data:`harness.evaluate.COLUMNS` plus ``value``
     (display text), ``kind`` (finite/nan/inf/empty), ``state`` (verdict and what came
     back; two results with equal state behave alike), ``output_id`` (equal for outputs
     of equal shape and float64 bits; -1 for none) and ``rk`` (index of the release in
@@ -342,6 +327,7 @@ class ReportData:
     runs: list  # run headers, each with 'source' (path relative to the results folder)
     notes: list = field(default_factory=list)
     snippets: list = field(default_factory=list)  # records of the published claims' snippets
+    evaluation: object = field(default=None, repr=False)  # the harness.evaluation.Evaluation that judged frame
     _lists: dict = field(default_factory=dict, init=False, repr=False)
 
     # -------------------------------------------------------------- derived views
@@ -508,16 +494,16 @@ def _status(n, counts, expected, files, recorded) -> str:
         return NOT_RUN
     if not n:
         return "unreadable" if any(f["note"].startswith("unreadable") for f in files) else "no results"
-    bad = counts.get("crash", 0) + counts.get("timeout", 0)
+    bad = sum(counts.get(v, 0) for v in verdicts.RUN_FAILURES)
     if bad == n:
         return "crashed"
     if expected and recorded < expected:
         return "partial"
     if bad:
         return "crashes"
-    if sum(counts.get(v, 0) for v in ("error", "nan", "mismatch", "stale")):
+    if sum(counts.get(v, 0) for v in PROBLEMS):
         return "failures"
-    if counts.get("unsupported", 0):
+    if sum(counts.get(v, 0) for v in verdicts.LIMITS):
         return "limited"
     return "ok"
 
@@ -537,35 +523,7 @@ def _release_from_path(path: Path) -> str:
     return name if re.fullmatch(r"\d+\.\d+|nightly", name) else "?"
 
 
-COLUMNS = [
-    "id",
-    "family",
-    "generator",
-    "reduction",
-    "log_target",
-    "order",
-    "dtype",
-    "api",
-    "device",
-    "status",
-    "verdict",
-    "forward",
-    "grad",
-    "detail",
-    "pitfall",
-    "pitfall_reason",
-    "max_abs_err",
-    "max_rel_err",
-    "warnings",
-    "output",
-    "seconds",
-    "torch",
-    "release",
-    "python",
-    "source",
-    "cuda",
-    "device_name",
-]
+COLUMNS = list(EVAL_COLUMNS)
 
 
 def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
@@ -574,7 +532,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     ``expected_releases``: the releases to show even without results (default: the
     release catalogue).  A file that cannot be read is reported, not fatal."""
     from .cases import load_cases
-    from .evaluate import evaluate_file, fingerprint, frame_of
+    from .evaluation import Evaluation, frame_of
     from .results import ResultsError, result_files
 
     roots = [Path(p) for p in results_paths]
@@ -587,7 +545,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
         expected_releases = [r.key for r in catalogue.load()]
     cases = load_cases(case_paths)
     cases_by_id = {c.id: c for c in cases}
-    fp = fingerprint(cases_by_id)
+    evaluation = Evaluation(cases_by_id)
     good, sources, files, notes = [], [], [], []
     for path in result_files(roots):
         shown = _display_path(path, roots)
@@ -602,7 +560,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
             "torch": None,
         }
         try:
-            rf = evaluate_file(cases_by_id, path, warn=lambda msg: None, fp=fp)  # read and judged, or cached
+            rf = evaluation.evaluate_file(path, warn=lambda msg: None)  # read and judged, or cached
         except (ResultsError, OSError, UnicodeDecodeError) as exc:
             info["note"] = "unreadable: " + str(exc).replace(str(path), shown)
             files.append(info)
@@ -668,6 +626,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
         runs=runs,
         notes=notes,
         snippets=snippets,
+        evaluation=evaluation,
     )
 
 
@@ -686,12 +645,15 @@ def _kind(out) -> str | None:
 
 def _what(verdict, detail) -> str:
     """What a result without a value was: the exception type, or the unsupported reason."""
-    if verdict == "unsupported":
+    if verdict in verdicts.LIMITS:  # the reason it is not available
         return detail
     return (detail or "").split(":", 1)[0][:80]
 
 
-_DERIVED: dict = {}  # (shape, float64 bits) -> (kind, text, output id)
+_DERIVED = Memo(1 << 20)
+_OUTPUT_IDS = (
+    itertools.count()
+)  # unique for the process, whatever the memo drops  # (shape, float64 bits) -> (kind, text, output id)
 
 
 def _kind_and_text(out) -> tuple:
@@ -705,14 +667,14 @@ def _kind_and_text(out) -> tuple:
     except Exception:  # noqa: BLE001 - not a plain output: no memo
         return _kind(out), fmt_output(out), -1
     if hit is None:
-        hit = _DERIVED[key] = (_kind(out), fmt_output(out), len(_DERIVED))
+        hit = _DERIVED[key] = (_kind(out), fmt_output(out), next(_OUTPUT_IDS))
     return hit
 
 
 def _derived(verdict, out, detail) -> tuple:
     """(kind, state, value, output id) of one result (see :class:`ReportData`)."""
     k, text, output_id = _kind_and_text(out) if out is not None else (None, None, -1)
-    if verdict in ("crash", "timeout", "stale"):
+    if verdict in verdicts.RUN_FAILURES or verdict == "stale":  # no output to describe
         state = verdict
     elif out is None:
         state = f"{verdict}: {_what(verdict, detail)}"
@@ -962,8 +924,8 @@ def _from_mask(mask: int, ids: list) -> set:
 def _axes_index(axes_of: dict) -> list:
     """[axis] -> value -> set of ids with that value."""
     index: list = [{} for _ in AXES]
-    for i, axes in axes_of.items():
-        for a, v in enumerate(axes):
+    for i, values in axes_of.items():
+        for a, v in enumerate(values):
             index[a].setdefault(v, set()).add(i)
     return index
 
@@ -1143,8 +1105,8 @@ def sec_headline(d: ReportData) -> Section:
             rows_html.append([rel, dev, hstatus, res] + hcounts + tail)
     legend = [[s, STATUS_MEANING[s]] for s in STATUS_MEANING]
     intro = (
-        "One line per release and device. *problems*: results with verdict crash, timeout, error, nan, "
-        "mismatch or stale. *changed*: cases whose outcome or value differs from the previous tested release "
+        f"One line per release and device. *problems*: results with verdict {', '.join(PROBLEMS[:-1])} or "
+        f"{PROBLEMS[-1]}. *changed*: cases whose outcome or value differs from the previous tested release "
         "on the same device (see *What changed*)."
     )
     md = "\n\n".join(
@@ -1200,9 +1162,7 @@ def _matrix_counts(d: ReportData, dev: str) -> dict:
 def _axis_order(d: ReportData, axis: str, values) -> list:
     if axis == "family":
         return sorted(values, key=lambda v: (d.family_rank.get(v, 10**6), v))
-    from .cases import DEFAULT_AXES
-
-    ref = [_axis_text(x) for x in DEFAULT_AXES.get(axis, [])]
+    ref = [_axis_text(x) for x in axes.BY_NAME[axis].values] if axis in axes.BY_NAME else []
     return sorted(values, key=lambda v: (ref.index(v) if v in ref else len(ref), v))
 
 
@@ -1220,7 +1180,7 @@ def sec_matrix(d: ReportData) -> Section:
     md_parts = [
         md_escape(
             "Each cell: the most severe verdict among the group's cases in that release (colour and symbol), and "
-            "the number of cases with a problem verdict (crash, timeout, error, nan, mismatch, stale) when there "
+            f"the number of cases with a problem verdict ({', '.join(PROBLEMS)}) when there "
             "are any. '·' = not run."
         )
     ]
@@ -1228,8 +1188,8 @@ def sec_matrix(d: ReportData) -> Section:
     md_parts.append(legend)
     html_parts = [
         "<p>Each cell shows the most severe verdict among the group's cases in that release (colour and "
-        "symbol) and, when there are any, the number of cases with a problem verdict (crash, timeout, "
-        "error, nan, mismatch, stale). Hover a cell for all counts. A blank '·' cell was not run.</p>"
+        "symbol) and, when there are any, the number of cases with a problem verdict "
+        f"({', '.join(PROBLEMS)}). Hover a cell for all counts. A blank '·' cell was not run.</p>"
     ]
     data = {}
     rels = d.data_releases
@@ -1258,7 +1218,7 @@ def sec_matrix(d: ReportData) -> Section:
                     worst, problems, tip = cell
                     text = str(problems) if problems else ""
                     md_cells.append(md_badge(worst, text))
-                    sym = VERDICT_STYLE[worst][0]
+                    sym = verdicts.BY_NAME[worst].symbol
                     hcells.append(
                         f'<td class="v-{esc(worst)}" title="{esc(rel)} {esc(dev)} {esc(label)}: {esc(tip)}">'
                         f"{esc(sym)}{' ' + esc(text) if text else ''}</td>"
@@ -1284,7 +1244,7 @@ def sec_matrix(d: ReportData) -> Section:
     return Section("matrix", "Matrix: case groups × releases", "\n\n".join(md_parts), "".join(html_parts), data)
 
 
-_TOKENS: dict = {}  # (devices, pairs) -> _tokens text: many cases have the same outcomes
+_TOKENS = Memo(1 << 16)  # (devices, pairs) -> _tokens text: many cases have the same outcomes
 
 
 def _tokens(d: ReportData, pairs) -> str:
@@ -1634,7 +1594,7 @@ def case_anchor(cid: str) -> str:
     return "case-" + re.sub(r"[^A-Za-z0-9_.-]", "_", cid)
 
 
-_SHORT_CACHE: dict = {}
+_SHORT_CACHE = Memo(1 << 18)
 
 
 def short_literal(v: float, dtype: str) -> str:
@@ -1665,7 +1625,7 @@ def short_literal(v: float, dtype: str) -> str:
     return _SHORT_CACHE[key]
 
 
-_LITERALS: dict = {}  # (dtype, shape, float64 bytes) -> _literal text: cases share their inputs
+_LITERALS = Memo(1 << 14)  # (dtype, shape, float64 bytes) -> _literal text: cases share their inputs
 
 
 def _literal(array: np.ndarray, dtype: str = "float64") -> str:
@@ -1747,7 +1707,7 @@ def _clip(text, limit) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_REFERENCE_TEXT: dict = {}  # (dtype, shape, value bytes, undefined bytes) -> text: cases share references
+_REFERENCE_TEXT = Memo(1 << 16)  # (dtype, shape, value bytes, undefined bytes) -> text: cases share references
 
 
 def _reference_text(q) -> str:
@@ -1775,7 +1735,7 @@ def _case_runs(d: ReportData, cid: str) -> list:
     return out
 
 
-_DETAIL_VALUES: dict = {}  # output id -> the output as text in per-case detail
+_DETAIL_VALUES = Memo(1 << 18)  # output id -> the output as text in per-case detail
 
 
 def _detail_value(r: Row) -> str:
@@ -1790,7 +1750,7 @@ def _detail_value(r: Row) -> str:
 
 
 def _case_detail(d: ReportData, cid: str) -> str:
-    from .evaluate import case_reference
+    from .evaluate import case_references
 
     case = d.cases[cid]
     fam = case.family
@@ -1826,7 +1786,7 @@ def _case_detail(d: ReportData, cid: str) -> str:
         + ")</span></li>"
         for w, where in sorted(warned.items())
     )
-    ref = case_reference(case)
+    ref = d.evaluation.reference(case) if d.evaluation is not None else case_references(case)
     tol = tolerance(case)
     if ref.documented.broadcast_error:
         doc_text = f"raises ({ref.documented.broadcast_error})"
@@ -1875,8 +1835,8 @@ def sec_cases(d: ReportData) -> Section:
     intro = (
         f"{len(with_rows)} cases have results. Full detail — inputs, reference values, the outcome per "
         f"release and device, and a reproduction snippet — is given for the {len(detailed)} cases whose "
-        "outcome varies across releases or devices or that have a problem verdict (crash, timeout, error, nan, "
-        f"mismatch, stale) somewhere. The other {len(compact)} cases have one outcome everywhere and are listed "
+        f"outcome varies across releases or devices or that have a problem verdict ({', '.join(PROBLEMS)}) "
+        f"somewhere. The other {len(compact)} cases have one outcome everywhere and are listed "
         "compactly (value from the newest release). Snippets inline tensors up to "
         f"{INLINE_LIMIT} elements; larger inputs are rebuilt with the harness. Grouped by input family."
     )
@@ -1938,13 +1898,15 @@ def sec_cases(d: ReportData) -> Section:
     return Section("cases", "Cases", md, "".join(parts), data)
 
 
-CLAIM_STYLE = {  # status -> (symbol, Markdown square, verdict class used for the colour)
-    "holds": ("✓", "🟩", "pass"),
-    "holds (wrong reason)": ("◐", "🟨", "unsupported"),
-    "does not hold": ("✗", "🟥", "error"),
-    "not applicable": ("–", "⬜", "undefined"),
-    "not run": ("·", "⬜", "undefined"),
-}
+# claim status (harness.claims.STATUSES, in order) -> (symbol, Markdown square, verdict class used for the colour)
+CLAIM_STYLE = dict(
+    zip(
+        claims.STATUSES,
+        [("✓", "🟩", "pass"), ("◐", "🟨", "unsupported"), ("✗", "🟥", "error"), ("–", "⬜", "undefined")]
+        + [("·", "⬜", "undefined")],
+        strict=True,
+    )
+)
 
 
 def _claim_runs(d: ReportData, rows: list) -> list:
@@ -2052,7 +2014,11 @@ def _cuda_vs_cpu(d: ReportData) -> pd.DataFrame:
     keys = np.stack([d.case_codes[cpu], verdict[cpu], verdict[cuda], returned[cpu], returned[cuda]], axis=1)
     _, first, which = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     asked = np.sort(np.concatenate([cpu[first], cuda[first]]))
-    comp = cuda_vs_cpu(pd.DataFrame({c: v[asked] for c, v in column.items()}, dtype=object), d.cases)
+    comp = cuda_vs_cpu(
+        pd.DataFrame({c: v[asked] for c, v in column.items()}, dtype=object),
+        d.cases,
+        d.evaluation.reference if d.evaluation is not None else None,
+    )
     answer = dict(
         zip(
             zip(comp["release"].tolist(), comp["id"].tolist()),
@@ -2170,11 +2136,8 @@ padding:8px;overflow-x:auto;white-space:pre;margin:.4em 0}
 .muted{color:#666}.note{background:#f6f8fa;border-left:4px solid #999;padding:4px 8px}
 .v{display:inline-block;min-width:1.2em;text-align:center;border-radius:3px;padding:0 3px;font-weight:bold;
 white-space:nowrap}
-.v-crash{background:#4a0000;color:#fff}.v-timeout{background:#7a1020;color:#fff}.v-error{background:#d32f2f;color:#fff}
-.v-nan{background:#ef6c00;color:#fff}.v-mismatch{background:#ffb74d;color:#000}
-.v-unsupported{background:#cfd8dc;color:#000}.v-undefined{background:#b3e5fc;color:#000}
-.v-expected-error{background:#c5e1a5;color:#000}.v-stale{background:#e1bee7;color:#000}
-.v-pass{background:#66bb6a;color:#000}.nr{color:#999;background:#fafafa}
+%(verdicts)s
+.nr{color:#999;background:#fafafa}
 .st{font-weight:bold;padding:0 4px;border-radius:3px}.st-good{background:#66bb6a}.st-meh{background:#dcedc8}
 .st-warn{background:#ffb74d}.st-bad{background:#d32f2f;color:#fff}.st-nr{background:#eee;color:#777}
 .matrix td{text-align:center;white-space:nowrap;font-size:12px;min-width:2.6em}.matrix th{white-space:nowrap}
@@ -2191,13 +2154,14 @@ grid-template-columns:max-content 1fr;gap:1px 10px;margin:.3em 0}.case dt{font-w
 display:flex;flex-wrap:wrap;gap:4px 12px;align-items:center;font-size:13px}#fstatus{font-weight:bold}
 td{max-width:60em;overflow-wrap:break-word}.cid{overflow-wrap:normal;word-break:normal}
 """
+CSS = CSS.replace("%(verdicts)s", verdicts.css())  # the badge colours, from the verdict table
 
 SCRIPT = """
 (function () {
   var form = document.getElementById('filters');
   if (!form) { return; }
   form.hidden = false;
-  var AX = ['family', 'reduction', 'log_target', 'order', 'dtype', 'api'];
+  var AX = form.getAttribute('data-axes').split(' ');
   var RELS = form.getAttribute('data-releases').split(' '), DEVS = form.getAttribute('data-devices').split(' ');
   var items = Array.prototype.map.call(document.querySelectorAll('.f'), function (e) {
     var t = (e.getAttribute('data-t') || '').split(' ').filter(Boolean).map(function (s) {
@@ -2265,7 +2229,7 @@ def _filters_html(d: ReportData) -> str:
 
     parts = [
         "<b>Filter cases</b>",
-        select("verdict", "verdict", [(v, f"{VERDICT_STYLE[v][0]} {v}") for v in SEVERITY]),
+        select("verdict", "verdict", [(v.name, f"{v.symbol} {v.name}") for v in verdicts.TABLE]),
         select("release", "in release", [(r, r) for r in d.data_releases]),
         select("device", "on device", [(x, x) for x in d.data_devices]),
     ]
@@ -2278,7 +2242,8 @@ def _filters_html(d: ReportData) -> str:
         '<span class="muted">(applies to What changed and Cases; the view can be linked)</span>'
     )
     return (
-        f'<form id="filters" hidden onsubmit="return false" data-releases="{esc(" ".join(d.releases))}" '
+        f'<form id="filters" hidden onsubmit="return false" data-axes="{esc(" ".join(AXES))}" '
+        f'data-releases="{esc(" ".join(d.releases))}" '
         f'data-devices="{esc(" ".join(d.devices))}">' + "".join(parts) + "</form>"
         '<noscript><p class="note">The filters need JavaScript. With scripts off every case is listed and the '
         "collapsible parts still open and close.</p></noscript>"
@@ -2294,14 +2259,14 @@ def _header(d: ReportData) -> tuple[str, str]:
         f"results ({span}); devices with results: {', '.join(d.data_devices) or 'none'}; "
         f"{len(d.cases)} cases in the case files."
     )
-    legend_md = " · ".join(f"{md_badge(v)} {v}: {VERDICT_STYLE[v][2]}" for v in SEVERITY)
+    legend_md = " · ".join(f"{md_badge(v.name)} {v.name}: {v.meaning}" for v in verdicts.TABLE)
     files = (
         "The full report, with every changed case, per-case detail and filters, is [index.html](index.html) "
         "(one self-contained file: download it and open it in a browser); the same findings for machines are in "
         "[summary.json](summary.json)."
     )
     md = f"# {TITLE}\n\n{md_escape(line)}\n\n{files}\n\nVerdicts: {md_escape(legend_md)}"
-    legend_html = "".join(f"<li>{badge(v)} <b>{esc(v)}</b>: {esc(VERDICT_STYLE[v][2])}</li>" for v in SEVERITY)
+    legend_html = "".join(f"<li>{badge(v.name)} <b>{esc(v.name)}</b>: {esc(v.meaning)}</li>" for v in verdicts.TABLE)
     h = (
         f"<h1>{esc(TITLE)}</h1><p>{esc(line)}</p><details><summary>Verdicts: colours and symbols</summary>"
         f'<ul>{legend_html}<li><span class="v nr">·</span> not run</li></ul></details>'

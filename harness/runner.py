@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import collections
 import datetime as _dt
-import hashlib
 import json
 import os
 import selectors
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from . import __version__
 from .results import SCHEMA_VERSION, Writer, drop_results, read
+from .worker import PROTOCOL, protocol_problem  # standard library only at import
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
 STARTUP_TIMEOUT = 300.0  # importing an old torch from a cold disk can be slow
@@ -166,7 +166,7 @@ class _Stopped(Exception):
 def build_plan(cases, hooks: dict | None = None, extra_entries=()) -> dict:
     """The worker's input: one entry per case (plus ready-made entries such as the
     claims' snippets), each with a digest of its inputs."""
-    from .inputs import plan_entry  # NumPy lives on the host only
+    from .inputs import input_digest, plan_entry  # NumPy lives on the host only
 
     entries, arrays = [], {}
     for extra in extra_entries:
@@ -177,15 +177,15 @@ def build_plan(cases, hooks: dict | None = None, extra_entries=()) -> dict:
         if hooks and case.id in hooks:
             entry["hook"] = hooks[case.id]
         entries.append(entry)
-    return {"protocol": 2, "arrays": arrays, "cases": entries}
+    return {"protocol": PROTOCOL, "arrays": arrays, "cases": entries}
 
 
-def input_digest(entry: dict) -> str:
-    """Stable digest of what a case feeds torch (array keys are content hashes);
-    detects stale results after edits."""
-    keys = ("api", "reduction", "log_target", "dtype", "grad", "first", "second", "snippet", "values")
-    blob = json.dumps({k: entry[k] for k in keys if k in entry}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def check_protocol(plan: dict) -> None:
+    """Raise RunnerError when ``plan`` was made for another protocol than this harness's
+    worker (PROTOCOL): checked before any worker (and its torch) starts."""
+    problem = protocol_problem(plan.get("protocol"))
+    if problem:
+        raise RunnerError(problem)
 
 
 def _unpack(tensor):
@@ -446,6 +446,7 @@ def run(
     out_path = Path(out_path)
     done: set = set()
     plan = plan if plan is not None else build_plan(cases, hooks)
+    check_protocol(plan)
     if resume and out_path.exists():
         read(out_path, repair=True)  # cut a truncated last line
         # a result recorded from other inputs than the plan's is stale: run again, not kept
@@ -470,4 +471,56 @@ def run(
                 todo = [i for i, e in enumerate(plan["cases"]) if (e["id"], device) not in done]
                 n = jobs_for(device, jobs, len(todo))
                 summaries.append(sup.run_device(plan_path, plan, device, todo, writer, {**header, "jobs": n}, n))
+    return summaries
+
+
+def run_devices(
+    plan,
+    out_template,
+    devices=("auto",),
+    python=None,
+    timeout=60.0,
+    resume=False,
+    progress=None,
+    jobs=None,
+) -> list[RunSummary]:
+    """Run ``plan`` on each device in turn, each into ``out_template`` with '{device}'
+    replaced by the device ('cuda:1' -> 'cuda1').  'auto' is the cpu, then cuda when the
+    cpu's worker saw a GPU (no torch import here).  The claims' snippets are CPU code:
+    they run in the cpu pass only.  One summary per device run; RunnerError as run."""
+    progress = progress or (lambda msg: None)
+    check_protocol(plan)  # before any worker starts
+    queue, summaries, last_env = list(devices), [], {}
+    while queue:
+        device = queue.pop(0)
+        if device == "auto":  # cpu now; cuda after it if the worker saw a GPU (no extra torch import)
+            device = "cpu"
+            queue.insert(0, "auto-cuda")
+        elif device == "auto-cuda":
+            if not last_env.get("cuda_available"):
+                continue
+            device = "cuda"
+        out = Path(str(out_template).replace("{device}", device.replace(":", "")))
+        device_plan = plan
+        if device != "cpu":  # published snippets are CPU code: they run with the cpu pass only
+            device_plan = {**plan, "cases": [e for e in plan["cases"] if "snippet" not in e]}
+        progress(f"[{device}] {len(device_plan['cases'])} cases -> {out}")
+        (summary,) = run(
+            None,
+            out,
+            devices=[device],
+            python=python,
+            timeout=timeout,
+            resume=resume,
+            progress=progress,
+            plan=device_plan,
+            jobs=jobs,
+        )
+        last_env = summary.env
+        summaries.append(summary)
+        progress(
+            f"[{device}] done in {summary.seconds:.1f}s by {summary.jobs} worker(s): {summary.finished} finished, "
+            f"{summary.crashed} crashed, {summary.timed_out} timed out, {summary.skipped} already present, "
+            f"{summary.restarts} worker restarts"
+        )
     return summaries

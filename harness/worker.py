@@ -1,17 +1,21 @@
 """Stage 3b: the in-environment worker.  Standard library and torch only; Python 3.8+.
 
-Run as a script by the supervisor (harness/runner.py), never imported by the host:
+Run as a script by the supervisor (harness/runner.py); the host imports it only for
+PROTOCOL and protocol_problem (so its top-level imports stay the standard library):
 
     python worker.py PLAN_JSON INDICES_JSON DEVICE
 
 It writes one JSON object per line to the original stdout (anything torch prints goes
 to stderr): {"event": "ready", "env": ...} once, then per case {"event": "start"} and
-{"event": "result", ...}, tensors as {"shape", "dtype", "f64": base64 of float64 bytes}.
+{"event": "result", ...}, tensors as {"shape", "dtype", "f64": base64 of float64 bytes};
+or {"event": "fatal", "message": ...} and a non-zero exit when it cannot run at all (a plan
+of another protocol, CUDA missing).
 The supervisor turns a missing result into crash/timeout.
 """
 
 import base64
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -22,7 +26,22 @@ import time
 import traceback
 import warnings
 
-PROTOCOL = 3
+PROTOCOL = 4  # the plan format and its meaning; the plan carries the harness's, checked below
+
+
+def protocol_problem(found):
+    """Why a plan of protocol ``found`` cannot run with this worker (None: it can)."""
+    if found == PROTOCOL:
+        return None
+    if isinstance(found, int) and not isinstance(found, bool) and found > PROTOCOL:
+        return (
+            f"plan protocol {found} is newer than this worker's protocol {PROTOCOL}: update the harness on this machine"
+        )
+    what = "a plan without a protocol number" if found is None else f"plan protocol {found!r}"
+    return (
+        f"{what} is older than this worker's protocol {PROTOCOL}: "
+        "rebuild the plan with this harness (python -m harness plan)"
+    )
 
 
 def _emit(stream, obj):
@@ -55,17 +74,15 @@ def environment(torch, device):
     return env
 
 
-_SOURCES: dict = {}  # array key -> its float64 CPU tensor, built once per worker
-
-
-def _tensor(torch, arrays, key, dtype, device):
+def input_tensor(torch, arrays, key, dtype, device, sources):
     """A fresh input tensor for one case: the plan's float64 values rounded to ``dtype``
-    on ``device``.  The float64 tensor is built once per array; every case gets its own
-    copy, so nothing one case does (requires_grad, ...) reaches another."""
-    src = _SOURCES.get(key)
+    on ``device``.  The float64 tensor is built once per array (kept in ``sources``, one
+    dict per worker run); every case gets its own copy, so nothing one case does
+    (requires_grad, ...) reaches another."""
+    src = sources.get(key)
     if src is None:
         obj = arrays[key]
-        src = _SOURCES[key] = torch.tensor(obj["values"], dtype=torch.float64).reshape(obj["shape"])
+        src = sources[key] = torch.tensor(obj["values"], dtype=torch.float64).reshape(obj["shape"])
     return src.to(device=device, dtype=dtype, copy=True)
 
 
@@ -74,10 +91,11 @@ def _values(t):
     (exact; the supervisor turns them back into the JSON list of the results file).
     The bytes are read straight from the float64 copy's memory: no Python floats on the
     worker's critical path (the supervisor formats them on its own core)."""
-    name = _DTYPE_NAMES.get(t.dtype)
-    if name is None:
-        name = _DTYPE_NAMES[t.dtype] = str(t.dtype).replace("torch.", "")
-    return {"shape": list(t.shape), "dtype": name, "f64": base64.b64encode(_f64_bytes(t)).decode("ascii")}
+    return {
+        "shape": list(t.shape),
+        "dtype": _dtype_name(t.dtype),
+        "f64": base64.b64encode(_f64_bytes(t)).decode("ascii"),
+    }
 
 
 def _f64_bytes(t):
@@ -93,7 +111,11 @@ def _f64_bytes(t):
 
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
-_DTYPE_NAMES: dict = {}
+
+
+@functools.lru_cache(maxsize=64)  # a few dtypes
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def _legacy(reduction):
@@ -178,7 +200,7 @@ def run_snippet(torch, case, device):
     return rec
 
 
-def run_case(torch, case, arrays, device):
+def run_case(torch, case, arrays, device, sources=None):
     """Run one case; every failure is data in the returned record."""
     rec = {
         "id": case["id"],
@@ -197,8 +219,9 @@ def run_case(torch, case, arrays, device):
             dtype = getattr(torch, case["dtype"], None)
             if dtype is None:
                 raise TypeError("torch has no dtype {!r}".format(case["dtype"]))
-            a = _tensor(torch, arrays, case["first"], dtype, device)
-            b = _tensor(torch, arrays, case["second"], dtype, device)
+            sources = {} if sources is None else sources
+            a = input_tensor(torch, arrays, case["first"], dtype, device, sources)
+            b = input_tensor(torch, arrays, case["second"], dtype, device, sources)
             if case.get("grad"):
                 a.requires_grad_(True)
                 b.requires_grad_(True)
@@ -259,6 +282,10 @@ def main(argv):
     gc.freeze()  # torch's many module objects: out of every later collection's way
     with open(plan_path) as f:
         plan = json.load(f)
+    problem = protocol_problem(plan.get("protocol"))
+    if problem:
+        _emit(proto, {"event": "fatal", "message": problem})
+        return 2
     with open(indices_path) as f:
         indices = json.load(f)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -268,6 +295,7 @@ def main(argv):
     env["import_seconds"] = import_seconds
     _emit(proto, {"event": "ready", "protocol": PROTOCOL, "env": env})
     cases = plan["cases"]
+    sources = {}  # array key -> its float64 CPU tensor, built once for this run
     finished = ""  # the last result goes out with the next start: one write and flush per case
     for i in indices:
         proto.write(f'{finished}{{"event": "start", "index": {i}}}\n')
@@ -276,7 +304,7 @@ def main(argv):
             if "snippet" in cases[i]:
                 rec = run_snippet(torch, cases[i], device)
             else:
-                rec = run_case(torch, cases[i], plan["arrays"], device)
+                rec = run_case(torch, cases[i], plan["arrays"], device, sources)
         except BaseException as exc:  # noqa: BLE001 - keep the run going
             rec = {
                 "id": cases[i]["id"],

@@ -8,7 +8,7 @@ import pytest
 
 from harness import claims
 from harness.cases import CaseFileError
-from harness.cli import verdict_frame
+from harness.evaluation import verdict_frame
 
 
 def _results(tmp_path, release_printed: dict) -> list:

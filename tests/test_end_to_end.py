@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from harness.cli import verdict_frame
+from harness.evaluation import verdict_frame
 from tests.conftest import ROOT, needs_torch
 
 pytestmark = [needs_torch, pytest.mark.torch]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from harness.cases import load_cases
-from harness.evaluate import TOLERANCES, case_reference, evaluate_record, release_of, worst
-from harness.inputs import plan_entry
-from harness.runner import input_digest
+from harness.evaluate import TOLERANCES, case_references, evaluate_record, worst
+from harness.inputs import input_digest, plan_entry
+from harness.versions import release_of
 
 CASES = {c.id: c for c in load_cases()}
 
@@ -30,7 +30,7 @@ def _rec(values, shape=(), grads=None, **extra):
 def _ref_record(case_id, scale=1.0, shift=0.0):
     """A record holding the reference values themselves (optionally perturbed)."""
     case = CASES[case_id]
-    ref = case_reference(case).documented
+    ref = case_references(case).documented
     grads = {
         k: {"shape": list(q.value.shape), "dtype": "float64", "values": list(q.value.ravel())}
         for k, q in ref.grads.items()

@@ -9,9 +9,8 @@ import pytest
 
 from harness import cli, gate
 from harness.cases import load_cases
-from harness.evaluate import case_reference
-from harness.inputs import plan_entry
-from harness.runner import input_digest
+from harness.evaluate import case_references
+from harness.inputs import input_digest, plan_entry
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,7 @@ def cases():
     for case in load_cases():
         if case.dtype != "float64" or case.family.expect_error:
             continue
-        ref = case_reference(case).documented
+        ref = case_references(case).documented
         if ref.broadcast_error or ref.forward is None or ref.forward.value.size == 0:
             continue
         if not np.isfinite(ref.forward.value).all() or ref.forward.undefined.any():
@@ -41,7 +40,7 @@ def _tensor(q, values=None):
 
 def record(case, device="cpu", output=None, status="ok", seconds=0.01):
     """A result line as the runner writes it; by default the reference value itself (a pass)."""
-    ref = case_reference(case).documented
+    ref = case_references(case).documented
     rec = {
         "record": "result",
         "status": status,
@@ -122,7 +121,7 @@ def test_changed_verdict_exits_1_listing_the_case(setup, cases, capsys, tmp_path
 
 def test_changed_value_exits_1_listing_the_case(setup, cases, capsys):
     results, baseline = setup
-    ref = case_reference(cases[1]).documented.forward.value
+    ref = case_references(cases[1]).documented.forward.value
     nudged = np.nextafter(ref, np.inf)  # one ulp: the verdict stays 'pass', the value does not
     write_results(results, "2.5.1", [record(cases[0]), record(cases[1], output=nudged), record(cases[2])])
     code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
@@ -149,7 +148,7 @@ def test_new_release_matching_the_previous_exits_0(setup, cases, capsys):
 
 def test_new_release_differing_from_the_previous_exits_1(setup, cases, capsys):
     results, baseline = setup
-    ref = case_reference(cases[2]).documented.forward.value
+    ref = case_references(cases[2]).documented.forward.value
     write_results(
         results, "2.6.0", [record(cases[0], status="timeout"), record(cases[1]), record(cases[2], output=ref + 1.0)]
     )
@@ -162,7 +161,7 @@ def test_new_release_differing_from_the_previous_exits_1(setup, cases, capsys):
 def test_new_release_is_compared_with_the_nearest_older_one(setup, cases, capsys, tmp_path):
     """2.10 follows 2.9 (not 2.1): it is compared with 2.9, which differs from the baseline's 2.5."""
     results, baseline = setup
-    nan_out = np.full_like(case_reference(cases[0]).documented.forward.value, np.nan)
+    nan_out = np.full_like(case_references(cases[0]).documented.forward.value, np.nan)
     write_results(results, "2.9.1", [record(cases[0], output=nan_out), *map(record, cases[1:])])
     write_results(results, "2.10.0", [record(cases[0], output=nan_out), *map(record, cases[1:])])
     code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
@@ -174,7 +173,7 @@ def test_new_release_is_compared_with_the_nearest_older_one(setup, cases, capsys
 
 def test_other_device_is_not_a_predecessor(setup, cases, capsys):
     results, baseline = setup
-    ref = case_reference(cases[0]).documented.forward.value
+    ref = case_references(cases[0]).documented.forward.value
     write_results(results, "2.6.0", [record(cases[0], device="cuda", output=ref + 1.0)], device="cuda")
     code, out, err = run_gate(capsys, "--baseline", baseline, "--results", results)
     assert code == cli.EXIT_OK, out + err

@@ -1056,7 +1056,7 @@ def test_pure_python_yaml_fallback_reports_the_same_lines(tmp_path, monkeypatch)
     import importlib.util
 
     monkeypatch.setitem(sys.modules, "yaml.cyaml", None)  # `from yaml.cyaml import CParser` fails
-    spec = importlib.util.spec_from_file_location("cases_without_libyaml", ROOT / "harness" / "cases.py")
+    spec = importlib.util.spec_from_file_location("harness._cases_without_libyaml", ROOT / "harness" / "cases.py")
     pure = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, pure)
     spec.loader.exec_module(pure)

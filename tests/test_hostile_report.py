@@ -49,7 +49,8 @@ def test_hostile_strings_are_neutralised_everywhere(tmp_path):
     report.write_report([tmp_path / "results"], out, case_paths=[cases_path], expected_releases=["2.0"])
     md = (out / "README.md").read_text()
     page = (out / "index.html").read_text()
-    summary = json.loads((out / "summary.json").read_text())  # valid JSON whatever the strings
+    raw = (out / "summary.json").read_text()
+    summary = json.loads(raw)  # valid JSON whatever the strings
     for text in (md, page):
         assert "<img" not in text and "<b>bold" not in text and "\x1b" not in text and "\x07" not in text
         assert "A" * 20_000 not in text  # very long text is clipped
@@ -59,9 +60,18 @@ def test_hostile_strings_are_neutralised_everywhere(tmp_path):
     assert {a for a in parser.attrs if a.startswith("on")} <= {"onsubmit"}  # the page's own filter form only
     assert "javascript:" not in page.replace("javascript:alert(1)", "")  # only as escaped text
     # every Markdown table row keeps its column count: pipes in data never split a cell
+    tables = []
     for block in md.split("\n\n"):
         rows = [ln for ln in block.splitlines() if ln.startswith("|")]
         if len(rows) > 2:
+            tables.append(block)
             widths = {ln.replace("\\|", "").count("|") for ln in rows}
             assert len(widths) == 1, block[:300]
-    assert json.dumps(summary)
+    assert any("UserWarning" in t for t in tables)  # the table holding the hostile warning was among those checked
+    # summary.json is data for machines: the warning comes back as the very text recorded (neither clipped nor
+    # escaped), the control characters only as JSON escapes in the file; the error is counted
+    assert [(w["category"], w["message"], w["total"]) for w in summary["warnings"]] == [("UserWarning", NASTY, 1)]
+    assert "\x1b" not in raw and "\x07" not in raw and "\\u001b[31mRED" in raw
+    counts = {(h["release"], h["device"]): h["counts"] for h in summary["headline"]}
+    assert counts[("2.0", "cpu")] == {"error": 1, "pass": 1}
+    assert json.loads(json.dumps(summary)) == summary

@@ -8,11 +8,14 @@ import math
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from harness import evaluate as ev
+from harness import evaluation as ev
 from harness import oracle, report
 from harness.cases import load_cases
+from harness.evaluate import evaluate_record
+from harness.memo import Memo
 from harness.results import read
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,23 +39,39 @@ def test_cached_and_memoised_verdicts_equal_fresh_ones(tmp_path, monkeypatch):
         path.write_text("\n".join(lines) + "\n")
         files.append(path)
     cases = {c.id: c for c in load_cases()}
-    ev._JUDGES.clear()  # a fresh process: nothing judged yet
-    fresh = ev.evaluate(cases, [read(p) for p in files])  # every record judged (memo only)
+    fresh = ev.Evaluation(cases, cache=None).evaluate([read(p) for p in files])  # every record judged (memo only)
+    digests = ev.Evaluation(cases, cache=None)
     slow = {}
     for p in files:  # no memo at all: evaluate_record on every record
         for rec in read(p).results:
             case = cases.get(rec["id"])
             if case is not None:
-                slow.setdefault(p, []).append(ev.evaluate_record(case, rec, ev._judge(cases).digest(case))["verdict"])
+                slow.setdefault(p, []).append(evaluate_record(case, rec, digests.digest(case))["verdict"])
     assert fresh["verdict"].tolist() == [v for p in files for v in slow.get(p, [])]
     cache = tmp_path / "cache"
-    cold = ev.frame_of([ev.evaluate_file(cases, p, cache=cache) for p in files])
-    ev._JUDGES.clear()
-    ev._REF_STORES.clear()
-    warm = ev.frame_of([ev.evaluate_file(cases, p, cache=cache) for p in files])  # from the cache files
+    cold_run = ev.Evaluation(cases, cache)
+    cold = ev.frame_of([cold_run.evaluate_file(p) for p in files])
+    cold_run.save()
+    warm_run = ev.Evaluation(cases, cache)  # a fresh process: nothing judged yet
+    warm = ev.frame_of([warm_run.evaluate_file(p) for p in files])  # from the cache files
     assert _canon(fresh) == _canon(cold) == _canon(warm)
     assert fresh.attrs == cold.attrs == warm.attrs
     assert list(fresh.dtypes) == list(warm.dtypes)
+    monkeypatch.setattr(ev, "VERDICT_ENTRIES", 8)  # memos far too small: most entries dropped, the same verdicts
+    monkeypatch.setattr(ev, "CASE_ENTRIES", 4)
+    monkeypatch.setattr(ev, "TEXT_ENTRIES", 16)
+    small = ev.Evaluation(cases, cache=None)
+    assert _canon(small.evaluate([read(p) for p in files])) == _canon(fresh)
+    assert len(small.verdicts) <= 8 and len(small.references) <= 4 and len(small.texts) <= 16
+
+
+def test_memo_keeps_at_most_its_size_and_drops_the_oldest():
+    memo = Memo(8)
+    for i in range(20):
+        assert memo.put(i, str(i)) == str(i)
+        assert len(memo) <= 8
+    assert 19 in memo and 0 not in memo and memo.get(19) == "19"
+    assert len(Memo(3, {i: i for i in range(10)})) == 3 and 9 in Memo(3, {i: i for i in range(10)})
 
 
 def test_changed_file_is_judged_again(tmp_path):
@@ -64,38 +83,45 @@ def test_changed_file_is_judged_again(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     cases = {c.id: c for c in load_cases()}
     cache = tmp_path / "cache"
-    before = ev.evaluate_file(cases, path, cache=cache)
+    run = ev.Evaluation(cases, cache)
+    before = run.evaluate_file(path)
     recs = [json.loads(x) for x in lines]
     for r in recs:  # a different value everywhere: no verdict may come from the cache
         if r.get("record") == "result" and r.get("output") and r["output"]["values"]:
             r["output"]["values"] = [v + 1.0 for v in r["output"]["values"]]
     path.write_text("\n".join(json.dumps(r, sort_keys=True) for r in recs) + "\n")
-    after = ev.evaluate_file(cases, path, cache=cache)
-    fresh = ev.evaluate(cases, [read(path)])
+    after = run.evaluate_file(path)
+    fresh = ev.Evaluation(cases, cache=None).evaluate([read(path)])
     assert after.columns["verdict"] == fresh["verdict"].tolist()
     assert after.columns["verdict"] != before.columns["verdict"]
 
 
 @pytest.mark.parametrize(
-    "a,b",
+    "a,b,identical,kind,same_bits,differ",
     [
-        ([1.0, 2.0], [1.0, 2.0]),
-        ([0.0], [-0.0]),
-        ([float("nan")], [float("nan")]),
-        ([1.0], [1.0000001]),
-        ([float("inf")], [float("inf")]),
-        ([], []),
+        ([1.0, 2.0], [1.0, 2.0], True, "same", True, False),
+        ([0.0], [-0.0], True, "same", False, False),  # equal numbers, other bits
+        ([float("nan")], [float("nan")], True, "same", True, False),  # two NaN objects, same bits
+        ([1.0], [1.0000001], False, "close", False, True),  # within float32's tolerance, not zero tolerance
+        ([1.0], [2.0], False, "differ", False, True),
+        ([float("inf")], [float("inf")], True, "same", True, False),
+        ([float("inf")], [float("-inf")], False, "differ", False, True),
+        ([], [], True, "same", True, False),
     ],
 )
-def test_bit_identity_shortcuts_agree_with_numpy(a, b):
+def test_bit_identity_shortcuts_agree_with_numpy(a, b, identical, kind, same_bits, differ):
+    """Each shortcut gives the expected answer, and the slow NumPy path agrees with it."""
     x = {"shape": [len(a)], "dtype": "float32", "values": a}
     y = {"shape": [len(b)], "dtype": "float32", "values": b}
-    if oracle._identical(x, y):
+    assert oracle._identical(x, y) is identical
+    got_kind, _ = oracle.compare_outputs(x, y, "float32")
+    assert got_kind == kind
+    if identical:  # the shortcut's True stands for the slow path's 'same' (its False may still be 'same')
         assert oracle.compare_outputs(x, y, "float32") == ("same", 0.0)
-    tol = {"rtol": 0.0, "atol": 0.0}
-    if report._same_bits(a, b):
-        assert struct.pack(f"<{len(a)}d", *a) == struct.pack(f"<{len(b)}d", *b)
-        assert not report._values_differ(x, y, tol)
+    assert report._same_bits(a, b) is same_bits
+    numpy_bits = np.asarray(a, dtype=np.float64).tobytes() == np.asarray(b, dtype=np.float64).tobytes()
+    assert numpy_bits is same_bits
+    assert report._values_differ(x, y, {"rtol": 0.0, "atol": 0.0}) is differ
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is None, reason="needs torch")
@@ -130,15 +156,15 @@ def test_worker_gives_every_case_its_own_input_tensor():
     from harness import worker
 
     arrays = {"k": {"shape": [2, 2], "values": [0.1, 0.2, 0.3, 0.4]}}
-    worker._SOURCES.clear()
-    first = worker._tensor(torch, arrays, "k", torch.float64, "cpu")
+    sources = {}
+    first = worker.input_tensor(torch, arrays, "k", torch.float64, "cpu", sources)
     first.requires_grad_(True)
     with torch.no_grad():
         first.add_(1.0)
-    second = worker._tensor(torch, arrays, "k", torch.float64, "cpu")
-    third = worker._tensor(torch, arrays, "k", torch.float16, "cpu")
+    second = worker.input_tensor(torch, arrays, "k", torch.float64, "cpu", sources)
+    third = worker.input_tensor(torch, arrays, "k", torch.float16, "cpu", sources)
     assert not second.requires_grad and second.data_ptr() != first.data_ptr()
     assert second.tolist() == [[0.1, 0.2], [0.3, 0.4]]
     expected_half = torch.tensor([[0.1, 0.2], [0.3, 0.4]], dtype=torch.float64).half()
     assert third.dtype == torch.float16 and third.tolist() == expected_half.tolist()
-    assert set(worker._SOURCES) == {"k"}
+    assert set(sources) == {"k"}

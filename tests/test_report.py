@@ -21,9 +21,8 @@ import pytest
 from harness import report
 from harness.cases import load_cases
 from harness.cli import main
-from harness.evaluate import case_reference
-from harness.inputs import call_inputs, plan_entry, round_to_dtype
-from harness.runner import input_digest
+from harness.evaluate import case_references
+from harness.inputs import call_inputs, input_digest, plan_entry, round_to_dtype
 
 HOSTILE = "<script>alert(1)</script> | `x`"
 HOSTILE_HTML = "&lt;script&gt;alert(1)&lt;/script&gt; | `x`"
@@ -54,7 +53,7 @@ def _tensor(arr, dtype="float64"):
 
 def _result(case, device="cpu", output=None, error=None, warnings=(), status="ok"):
     """A result record; by default the reference values themselves (verdict pass)."""
-    ref = case_reference(case).documented
+    ref = case_references(case).documented
     rec = {
         "record": "result",
         "status": status,
@@ -195,14 +194,19 @@ def test_change_found_with_first_release_and_pattern(synthetic):
     assert f["where"] == "reduction=sum, log_target=true"
     assert f["old"].endswith("(pass)") and f["new"] == "nan (nan)"
     assert f["direction"] == "worse"
-    # the crash of 2.1 is one finding over every case; the empty 2.0 and missing 1.10 are skipped
-    crash = next(f for f in d.findings if f["new_verdict"] == "crash")
-    assert (crash["since"], crash["previous"], crash["where"], crash["cases"]) == (
-        "2.1",
-        "1.9",
-        "every case",
-        16,
-    ) or crash["since"] == "2.1"
+    # the crash of 2.1 covers every case, since 1.9: the empty 2.0 and missing 1.10 are skipped.  It is one
+    # finding per previous outcome (pass, nan, error), the 13 passing cases in the three exact patterns they form
+    crashes = sorted(
+        (f["since"], f["previous"], f["where"], f["cases"], f["old"]) for f in d.findings if f["new_verdict"] == "crash"
+    )
+    assert crashes == [
+        ("2.1", "1.9", "log_target=false, api=functional", 4, "finite values (pass)"),
+        ("2.1", "1.9", "reduction=none, log_target=false, api=module", 1, f"RuntimeError: {HOSTILE} (error)"),
+        ("2.1", "1.9", "reduction=sum, log_target=true", 2, "nan (nan)"),
+        ("2.1", "1.9", "reduction≠none, log_target=false, api=module", 3, "finite values (pass)"),
+        ("2.1", "1.9", "reduction≠sum, log_target=true", 6, "finite values (pass)"),
+    ]
+    assert sum(c[3] for c in crashes) == len(synthetic["cases"]) == 16
     assert not any(f["since"] in ("1.8", "1.10", "2.0") for f in d.findings)
     # CUDA ran once: nothing to compare, no change invented
     assert not any("cuda" in f["devices"] for f in d.findings)
@@ -269,7 +273,9 @@ def test_empty_folder_and_unreadable_file(tmp_path, synthetic):
     d = report.load([empty], [synthetic["case_file"]], expected_releases=["1.7", "1.8"])
     files = report.render(d)
     assert {c["status"] for c in d.cells.values()} == {"not run"}
-    assert "No results" in files["index.html"] or "No changes" in files["index.html"]
+    page = files["index.html"]
+    assert '<section id="matrix"><h2>Matrix: case groups × releases</h2><p>No results.</p></section>' in page
+    assert "<p>No changes between consecutive tested releases.</p>" in page
     bad = synthetic["root"] / "1.8" / "cpu.jsonl"
     bad.write_text('{"record": "run", "schema": 1}\nnot json\n{"record": "result"}\n')
     d = _load(synthetic)

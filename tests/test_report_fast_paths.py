@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import evaluate as ev
+from harness import evaluation as ev
 from harness import oracle, report, results
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,550 @@
+"""Stage 5, many results: read and judge whole results files, fast, through caches.
+
+The verdict of a record is :func:`harness.evaluate.evaluate_record`, a pure function of the
+case and the record.  An :class:`Evaluation` (one per run of a command, for one case set)
+judges many records with it and keeps what makes that fast:
+
+* a verdict depends on the case and on what the record holds (status, digest, error,
+  output, gradients), not on the release or device: many releases return identical values
+  for a case, so each distinct (case, content) is judged once;
+* the cases' references and input digests are computed once;
+* whole results files are cached on disk as verdict columns, keyed by the file's bytes and
+  a :func:`fingerprint` of the harness code and case files (:meth:`Evaluation.evaluate_file`);
+  the verdicts, digests and references also go to disk (:meth:`Evaluation.save`), for the
+  next run.
+
+Every memo held in memory has a bound (the ``*_ENTRIES`` constants; see
+:class:`harness.inputs.Memo`).  Nothing is kept at module level: a fresh ``Evaluation``
+is a fresh process's state.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .evaluate import COLUMNS, VERDICT_FIELDS, CaseReference, case_references, evaluate_record
+from .memo import Memo
+from .versions import release_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .cases import Case
+
+CACHE_VERSION = 1
+# the modules a verdict row depends on (a change to any of them empties the cache)
+VERDICT_CODE = (
+    "__init__.py",
+    "axes.py",
+    "cases.py",
+    "evaluate.py",
+    "evaluation.py",
+    "inputs.py",
+    "reference.py",
+    "results.py",
+    "runner.py",
+    "verdicts.py",
+    "versions.py",
+)
+CACHE_ENTRIES = 256  # results files kept in the cache folder (oldest dropped first)
+# bounds of the in-memory memos of one Evaluation (a full one drops its oldest quarter)
+VERDICT_ENTRIES = 1 << 20  # distinct (case, record content) judged
+CASE_ENTRIES = 1 << 16  # per case id: input digest, case columns, reference
+TEXT_ENTRIES = 1 << 20  # distinct texts of the verdict columns, one object each
+
+
+def _frozen(value):
+    """An exact, hashable stand-in for a JSON value.  Lists of numbers become tuples as
+    they are (equal tuples: equal values; 0.0 == -0.0, which no verdict distinguishes)."""
+    if isinstance(value, dict):
+        if not value:
+            return ("{",)
+        return ("{",) + tuple((k, _frozen(v)) for k, v in sorted(value.items()))
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            return ("[",) + tuple(value)
+        return ("[",) + tuple(_frozen(v) for v in value)
+    return value
+
+
+def _tensor_key(t):
+    """Fast path of :func:`_frozen` for the usual {dtype, shape, values} tensor: the values
+    as their float64 bytes (NaN-safe, stable across processes), more than eight of them as
+    a 128-bit hash of those (small)."""
+    if type(t) is dict and len(t) == 3:
+        try:
+            vals = t["values"]
+            packed = struct.pack(f"<{len(vals)}d", *vals)
+            if len(vals) <= 8:
+                return ("T", t["dtype"], tuple(t["shape"]), packed)
+            return ("H", t["dtype"], tuple(t["shape"]), hashlib.blake2b(packed, digest_size=16).digest())
+        except Exception:  # noqa: BLE001 - not a flat list of numbers: the generic form
+            pass
+    return _frozen(t)
+
+
+def _grads_key(grads):
+    if type(grads) is dict:
+        return ("G",) + tuple([(k, _tensor_key(grads[k])) for k in sorted(grads)])
+    return _frozen(grads)
+
+
+def _shared(value, same: dict):
+    """``value``, or an equal text seen before (one object, kept once by pickle)."""
+    return same.setdefault(value, value) if type(value) is str else value
+
+
+def _shared_output(out, same: dict):
+    """``out``, or an equal output tensor seen before (see :func:`_shared`): releases and
+    cases often return the same values.  Only the plain form (dtype text, int shape, float
+    values, in that order) is compared; any other keeps its own object, texts shared."""
+    if type(out) is not dict:
+        return out
+    try:
+        if (
+            tuple(out) == ("dtype", "shape", "values")
+            and type(out["dtype"]) is str
+            and all(type(n) is int for n in out["shape"])
+            and all(type(v) is float for v in out["values"])
+        ):
+            vals = out["values"]
+            key = ("output", out["dtype"], tuple(out["shape"]), struct.pack(f"<{len(vals)}d", *vals))
+            if key not in same:
+                same[key] = {"dtype": _shared(out["dtype"], same), "shape": out["shape"], "values": vals}
+            return same[key]
+    except TypeError:  # shape or values not lists
+        pass
+    return {_shared(k, same): _shared(v, same) for k, v in out.items()}
+
+
+def _frame(rows) -> pd.DataFrame:
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame({c: list(col) for c, col in zip(COLUMNS, zip(*rows))})
+
+
+def _columns(rows) -> dict:
+    """Row tuples -> {column: list}, without 'source' (set when files are put together)."""
+    return {c: list(col) for c, col in zip(COLUMNS, zip(*rows)) if c != "source"} if rows else {}
+
+
+class quiet_gc:
+    """No cyclic garbage collection while millions of long-lived objects are made (it
+    would scan them again and again: half the time of reading results); afterwards they
+    are moved out of the collector's way (gc.freeze)."""
+
+    def __enter__(self):
+        import gc
+
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        import gc
+
+        gc.freeze()
+        if self.was:
+            gc.enable()
+
+
+@dataclass
+class EvaluatedFile:
+    """One results file, read and judged: its run headers, result count, verdict columns
+    ({column: list}, COLUMNS but 'source') and claim snippets."""
+
+    path: Path
+    runs: list
+    results: int
+    dropped_tail: bool
+    columns: dict
+    snippets: list
+    unknown: int
+
+
+def cache_dir() -> Path | None:
+    """Where evaluated results files are cached: $HARNESS_CACHE_DIR, else build/cache in a
+    checkout, else ~/.cache/kldiv-harness; None when $HARNESS_CACHE is 'off'."""
+    import os
+
+    if os.environ.get("HARNESS_CACHE", "").lower() in ("off", "0", "no"):
+        return None
+    if os.environ.get("HARNESS_CACHE_DIR"):
+        return Path(os.environ["HARNESS_CACHE_DIR"])
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").exists():
+        return root / "build" / "cache" / "evaluate"
+    return Path.home() / ".cache" / "kldiv-harness" / "evaluate"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_fingerprint() -> bytes:
+    """The harness code a verdict depends on, with NumPy's and Python's versions."""
+    import platform
+
+    h = hashlib.sha256(f"{CACHE_VERSION} {np.__version__} {platform.python_version()}".encode())
+    here = Path(__file__).resolve().parent
+    for name in VERDICT_CODE:
+        h.update(name.encode() + b"\0" + (here / name).read_bytes())
+    return h.digest()
+
+
+def fingerprint(cases_by_id: dict) -> str:
+    """What a verdict depends on besides the record: the harness code, the case files and
+    the case set, NumPy and Python."""
+    h = hashlib.sha256(_code_fingerprint())
+    for src in sorted({str(c.family.source) for c in cases_by_id.values()}):
+        try:
+            h.update(src.encode() + b"\0" + Path(src).read_bytes())
+        except OSError:
+            h.update(src.encode() + b"\0?")
+    h.update("\n".join(cases_by_id).encode())
+    return h.hexdigest()
+
+
+def _dump(path: Path, data) -> bool:
+    """Write a cache file atomically; False if it cannot be written."""
+    import os
+    import pickle
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+def _prune(folder: Path) -> None:
+    entries = sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime)
+    for old in entries[:-CACHE_ENTRIES]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+class Evaluation:
+    """The evaluation of results against one case set (id -> Case), for one run of a
+    command: verdicts per (case, record content), input digests, case columns, texts and
+    references, each judged or computed once and each memo bounded; with a cache folder
+    (``cache``: a folder, True for :func:`cache_dir`, False/None for none), whole results
+    files are cached there, and :meth:`save` keeps the rest for the next run.
+    ``fp``: :func:`fingerprint` of ``cases_by_id`` when the caller has it."""
+
+    def __init__(self, cases_by_id: dict, cache: Path | str | bool | None = True, fp: str | None = None):
+        self.cases = cases_by_id
+        self.folder = cache_dir() if cache is True else (Path(cache) if cache else None)
+        self._fp = fp
+        self.verdicts = Memo(VERDICT_ENTRIES)  # (case id, record content) -> verdict fields
+        self.digests = Memo(CASE_ENTRIES)  # case id -> input digest
+        self.case_fields = Memo(CASE_ENTRIES)  # case id -> the case columns of a row
+        self.texts = Memo(TEXT_ENTRIES)  # one object per distinct text of the fields (see _shared)
+        self.references = Memo(CASE_ENTRIES)  # case id -> (case, CaseReference)
+        self._ref_pickled = Memo(CASE_ENTRIES)  # case id -> a stored (case, CaseReference), unpickled when used
+        self._judged_store: Path | None = None  # verdicts and digests kept on disk (read once)
+        self._judged_new = False  # verdicts or digests added since read or written
+        self._ref_store: Path | None = None  # references kept on disk
+        self._ref_stored: int | None = None  # how many it held when read (None: not read yet)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            self._fp = fingerprint(self.cases)
+        return self._fp
+
+    # ------------------------------------------------------------------ per case
+
+    def reference(self, case: Case) -> CaseReference:
+        """Both references for a case (:func:`harness.evaluate.case_references`), kept by id
+        for an equal case: another case file may use the same id for other inputs."""
+        hit = self.references.get(case.id)
+        if hit is None:
+            self._read_ref_store()
+            stored = self._ref_pickled.pop(case.id)
+            if stored is not None:
+                import pickle
+
+                hit = self.references.put(case.id, pickle.loads(stored))
+        if hit is None or (hit[0] is not case and hit[0] != case):
+            hit = self.references.put(case.id, (case, case_references(case)))
+        elif hit[0] is not case:  # an equal case (e.g. from a store): keep this one, later checks are identities
+            hit = self.references.put(case.id, (case, hit[1]))
+        return hit[1]
+
+    def digest(self, case: Case) -> str:
+        """The case's input digest (what a record of it must carry not to be stale)."""
+        d = self.digests.get(case.id)
+        if d is None:
+            from .inputs import input_digest, plan_entry
+
+            d = self.digests.put(case.id, input_digest(plan_entry(case, {})))
+            self._judged_new = True
+        return d
+
+    def _fields(self, case: Case) -> tuple:
+        f = self.case_fields.get(case.id)
+        if f is None:
+            f = self.case_fields.put(
+                case.id,
+                tuple(self._text(x) for x in (case.id, case.family.label, case.family.generator, *case.values)),
+            )
+        return f
+
+    def _text(self, value):
+        """``value``, or an equal text seen before by this evaluation (see :func:`_shared`)."""
+        if type(value) is not str:
+            return value
+        hit = self.texts.get(value)
+        return self.texts.put(value, value) if hit is None else hit
+
+    def verdict(self, case: Case, rec: dict, output_key) -> tuple:
+        """The verdict fields (VERDICT_FIELDS) of ``rec``; ``output_key`` is
+        ``_tensor_key(rec.get("output"))``."""
+        digest = self.digest(case)
+        try:
+            key = (
+                case.id,
+                rec.get("status", "ok"),
+                rec.get("detail"),
+                rec.get("digest") in (None, digest),
+                _frozen(rec.get("error")),
+                output_key,
+                _grads_key(rec.get("grads")),
+                _frozen(rec.get("grad_errors")),
+            )
+            hit = self.verdicts.get(key)
+        except TypeError:  # something unhashable: judge it without the memo
+            key, hit = None, None
+        if hit is None:
+            row = evaluate_record(case, rec, digest, lambda: self.reference(case))
+            hit = tuple(self._text(row[f]) for f in VERDICT_FIELDS)
+            if key is not None:
+                self.verdicts.put(key, hit)
+                self._judged_new = True
+        return hit
+
+    # ------------------------------------------------------------------ results
+
+    def _rows(self, results, runs, source: str):
+        """Rows (tuples in COLUMNS order), claim snippets and the unknown-id count of one file."""
+        rows, snippets, unknown = [], [], 0
+        same: dict = {}  # text -> one object for all equal texts: the cache stores (and reads back) each once
+        output_keys: dict = {}  # id(output) -> its _tensor_key (the outputs are kept in the rows: ids stay theirs)
+        run_fields = []
+        for run in runs:
+            env = run.get("env", {})
+            run_fields.append(
+                (
+                    env.get("torch"),
+                    release_of(env.get("torch")),
+                    env.get("python"),
+                    source,
+                    env.get("cuda"),
+                    env.get("device_name"),
+                )
+            )
+        for rec in results:
+            if rec["id"].startswith("claim/"):  # published snippets, judged by harness.claims
+                env = runs[rec["run"]].get("env", {})
+                snippets.append({**rec, "release": release_of(env.get("torch")), "torch": env.get("torch")})
+                continue
+            case = self.cases.get(rec["id"])
+            if case is None:
+                unknown += 1
+                continue
+            output = _shared_output(rec.get("output"), same)  # equal outputs: one object, one key
+            if id(output) not in output_keys:
+                output_keys[id(output)] = _tensor_key(output)
+            verdict = self.verdict(case, rec, output_keys[id(output)])
+            warnings = [f"{w['category']}: {w['message']}" for w in rec.get("warnings", [])]
+            rows.append(
+                self._fields(case)
+                + (_shared(rec.get("device"), same), _shared(rec.get("status", "ok"), same))
+                + verdict
+                + ([_shared(w, same) for w in warnings], output, rec.get("seconds"))
+                + run_fields[rec["run"]]
+            )
+        return rows, snippets, unknown
+
+    def evaluate(self, result_files) -> pd.DataFrame:
+        """Verdict rows for every result in the given ResultFile objects, as a DataFrame
+        (not through the cache folder)."""
+        rows, snippets = [], []
+        unknown = 0
+        with quiet_gc():
+            for rf in result_files:
+                r, s, u = self._rows(rf.results, rf.runs, str(rf.path))
+                rows += r
+                snippets += s
+                unknown += u
+            frame = _frame(rows)
+        frame.attrs["unknown_ids"] = unknown
+        frame.attrs["snippets"] = snippets
+        frame.attrs["runs"] = [{**run, "source": str(rf.path)} for rf in result_files for run in rf.runs]
+        return frame
+
+    def evaluate_file(self, path, warn=None) -> EvaluatedFile:
+        """Read and judge one results file, through the cache folder.  Raises what
+        :func:`harness.results.read` raises."""
+        import pickle
+
+        from .results import ResultsError, read
+
+        path = Path(path)
+        folder = self.folder
+        entry = None
+        if folder is not None:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+            fp = self.fingerprint
+            h = hashlib.sha256(fp.encode())
+            h.update(data)
+            entry = folder / f"{h.hexdigest()[:40]}.pickle"
+            if self._ref_store is None:
+                self._ref_store = folder / f"refs-{fp[:40]}.pickle"
+            try:
+                with open(entry, "rb") as f, quiet_gc():
+                    hit = pickle.load(f)
+                if hit.get("version") == CACHE_VERSION:
+                    return EvaluatedFile(
+                        path, hit["runs"], hit["results"], False, hit["columns"], hit["snippets"], hit["unknown"]
+                    )
+            except Exception:  # noqa: BLE001 - a missing or unusable entry is a miss
+                pass
+            self._read_judged_store(folder / f"judged-{fp[:40]}.pickle")
+        with quiet_gc():
+            rf = read(path, warn=warn)
+            rows, snippets, unknown = self._rows(rf.results, rf.runs, "")
+            columns = _columns(rows)
+        self._save_judged()
+        out = EvaluatedFile(path, rf.runs, len(rf.results), rf.dropped_tail, columns, snippets, unknown)
+        if entry is not None and not rf.dropped_tail:  # a truncated file is rewritten soon: not worth keeping
+            if _dump(
+                entry,
+                {
+                    "version": CACHE_VERSION,
+                    "runs": rf.runs,
+                    "results": len(rf.results),
+                    "columns": columns,
+                    "snippets": snippets,
+                    "unknown": unknown,
+                },
+            ):
+                _prune(entry.parent)
+        return out
+
+    # ------------------------------------------------------------------ the stores on disk
+
+    def _read_judged_store(self, path: Path) -> None:
+        """Judge with what was stored at ``path`` (same fingerprint: same verdicts); read once."""
+        import pickle
+
+        if self._judged_store == path:
+            return
+        self.verdicts, self.digests = Memo(VERDICT_ENTRIES), Memo(CASE_ENTRIES)
+        self._judged_store, self._judged_new = path, False
+        try:
+            with open(path, "rb") as f, quiet_gc():
+                data = pickle.load(f)
+            if data.get("version") == CACHE_VERSION:
+                self.verdicts = Memo(VERDICT_ENTRIES, data["memo"])
+                self.digests = Memo(CASE_ENTRIES, data["digests"])
+        except Exception:  # noqa: BLE001 - missing or unusable: start empty
+            pass
+
+    def _save_judged(self) -> None:
+        if self._judged_store is None or not self._judged_new:
+            return
+        if _dump(
+            self._judged_store, {"version": CACHE_VERSION, "memo": self.verdicts.data, "digests": self.digests.data}
+        ):
+            self._judged_new = False
+
+    def _read_ref_store(self) -> None:
+        """Read the reference store, if any and not read yet (each reference stays pickled
+        until used; each is checked against its case when used, see :meth:`reference`)."""
+        import pickle
+
+        if self._ref_store is None or self._ref_stored is not None:
+            return
+        self._ref_stored = 0
+        try:
+            with open(self._ref_store, "rb") as f:
+                data = pickle.load(f)
+            if data.get("version") == CACHE_VERSION:
+                for cid, stored in data["refs"].items():
+                    if cid not in self.references and cid not in self._ref_pickled:
+                        self._ref_pickled.put(cid, stored)
+                self._ref_stored = len(data["refs"])
+        except Exception:  # noqa: BLE001 - missing or unusable: none kept
+            pass
+
+    def save(self) -> None:
+        """Keep what this evaluation computed for later runs (verdicts, input digests, the
+        references of the case set): call at the end, when no more references are added."""
+        self._save_judged()
+        if self._ref_store is None or self._ref_stored is None:  # never needed: nothing new to keep
+            return
+        refs = {
+            cid: hit
+            for cid, case in self.cases.items()
+            if (hit := self.references.get(cid)) is not None and (hit[0] is case or hit[0] == case)
+        }
+        unread = {cid: self._ref_pickled.get(cid) for cid in self.cases if cid in self._ref_pickled and cid not in refs}
+        if len(refs) + len(unread) > self._ref_stored:
+            import pickle
+
+            refs = {cid: pickle.dumps(hit, protocol=pickle.HIGHEST_PROTOCOL) for cid, hit in refs.items()}
+            if _dump(self._ref_store, {"version": CACHE_VERSION, "refs": {**refs, **unread}}):
+                self._ref_stored = len(refs) + len(unread)
+
+
+def frame_of(files: list, sources: list | None = None) -> pd.DataFrame:
+    """The verdict DataFrame of evaluated files ('source' = ``sources[i]`` or the path),
+    with the attrs :meth:`Evaluation.evaluate` sets."""
+    import pandas as pd
+
+    data = {c: [] for c in COLUMNS}
+    snippets, runs, unknown = [], [], 0
+    for i, ef in enumerate(files):
+        source = str(sources[i] if sources else ef.path)
+        n = len(ef.columns.get("id", ()))
+        for c in COLUMNS:
+            data[c] += [source] * n if c == "source" else ef.columns[c] if n else ()
+        snippets += ef.snippets
+        runs += [{**run, "source": source} for run in ef.runs]
+        unknown += ef.unknown
+    with quiet_gc():
+        frame = pd.DataFrame(data) if data["id"] else pd.DataFrame()
+    frame.attrs["unknown_ids"] = unknown
+    frame.attrs["snippets"] = snippets
+    frame.attrs["runs"] = runs
+    return frame
+
+
+def verdict_frame(result_paths, case_paths=None):
+    """Cases + results files -> verdict DataFrame (shared by the evaluate and gate commands);
+    each file is read and judged once, then taken from the cache (a fresh :class:`Evaluation`)."""
+    from .cases import load_cases
+    from .results import result_files
+
+    cases = load_cases(case_paths or None)
+    files = result_files(result_paths)
+    if not files:
+        raise FileNotFoundError(f"no results files under {', '.join(map(str, result_paths))}")
+    evaluation = Evaluation({c.id: c for c in cases})
+    return frame_of([evaluation.evaluate_file(f) for f in files])

@@ -1,0 +1,109 @@
+"""The vocabulary is declared once: verdicts (harness.verdicts) and case axes (harness.axes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from harness import axes, cases, verdicts
+from harness.cases import load_cases
+from tests.conftest import ROOT
+
+
+def test_verdict_table_is_complete_and_ordered():
+    names = [v.name for v in verdicts.TABLE]
+    assert len(set(names)) == len(names) and names[0] == "crash" and names[-1] == "pass"
+    assert verdicts.RANK == {n: i for i, n in enumerate(names)}
+    assert set(verdicts.PROBLEMS) == {"crash", "timeout", "error", "nan", "mismatch", "stale"}
+    assert verdicts.worst("pass", None, "nan", "mismatch") == "nan" and verdicts.worst() == "pass"
+    for v in verdicts.TABLE:
+        assert len(v.symbol) == 1 and v.meaning and v.background.startswith("#")
+
+
+def test_report_styles_and_legends_come_from_the_table():
+    from harness import report
+
+    for v in verdicts.TABLE:
+        assert v.css in report.CSS
+        assert report.md_badge(v.name).startswith(v.square + v.symbol)
+        assert f'class="v v-{v.name}"' in report.badge(v.name)
+    assert list(report.SEVERITY) == list(verdicts.NAMES) and report.PROBLEMS == verdicts.PROBLEMS
+
+
+def test_gate_refuses_a_baseline_with_an_unknown_verdict(tmp_path):
+    import pytest
+
+    from harness import gate
+
+    path = tmp_path / "baseline.json"
+    block = {"release": "2.5", "device": "cpu", "torch": "2.5.1", "cases": {"a": "passed 0123456789ab"}}
+    path.write_text(json.dumps({"schema": gate.SCHEMA, "blocks": [block]}))
+    with pytest.raises(gate.BaselineError, match="'passed 0123456789ab'"):
+        gate.load_baseline(path)
+    block["cases"]["a"] = "pass 0123456789ab"
+    path.write_text(json.dumps({"schema": gate.SCHEMA, "blocks": [block]}))
+    assert gate.load_baseline(path)[("2.5", "cpu")].cases == {"a": "pass 0123456789ab"}
+
+
+def test_case_ids_and_attributes_follow_the_axis_declaration():
+    case = load_cases()[0]
+    assert case.id == axes.case_id(case.family.label, case.values)
+    assert case.id.split("/")[1:] == [a.id_part(v) for a, v in zip(axes.AXES, case.values)]
+    assert case.axes() == dict(zip(axes.NAMES, case.values))
+    assert case.dtype == case.values[axes.NAMES.index("dtype")]
+
+
+def test_committed_schema_carries_the_declared_axes():
+    """cases/schema.json (read by editors) holds what harness.axes declares; after an axis
+    changes, regenerate it: python -c 'from harness.cases import write_schema; write_schema()'."""
+    committed = json.loads(cases.SCHEMA_PATH.read_text())
+    assert committed == {**cases.schema(), "$defs": {**cases.schema()["$defs"]}}
+    assert committed["$defs"]["axes"] == axes.schema_defs()["axes"]
+    assert committed["$defs"]["excludeRule"] == axes.schema_defs()["excludeRule"]
+
+
+TRIAL = """    Axis("layout", ("contiguous", "transposed"), "string", True, "memory layout of both arguments"),
+)  # fmt: skip"""
+
+
+def test_a_trial_axis_is_one_declaration(tmp_path):
+    """A copy of the harness with one more axis declared in harness/axes.py (and nothing
+    else changed) validates case files that use it, expands over it, puts it in case ids
+    and plan entries, and builds a plan."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "harness", tree / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "cases", tree / "cases")
+    shutil.copy(ROOT / "pyproject.toml", tree)
+    src = (tree / "harness" / "axes.py").read_text()
+    assert src.count(")  # fmt: skip") == 1
+    (tree / "harness" / "axes.py").write_text(src.replace(")  # fmt: skip", TRIAL))
+    (tree / "cases" / "trial.yaml").write_text(
+        "version: 1\ndescription: trial\nfamilies:\n  - name: trial\n    generator: softmax\n    shape: [2, 3]\n"
+        "    seed: 1\n    axes: {reduction: [sum], log_target: [false], order: [intended], dtype: [float64],"
+        " api: [functional], layout: [transposed]}\n"
+    )
+    code = (
+        "import json; from harness.cases import load_cases; from harness.runner import build_plan; "
+        "cs = load_cases(['cases/trial.yaml', 'cases/core.yaml']); p = build_plan(cs); "
+        "print(json.dumps([cs[0].id, cs[0].layout, p['cases'][0].get('layout'), len(cs)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    cid, layout, in_plan, n = json.loads(out.stdout)
+    assert cid == "trial-2x3/sum/log_target=false/intended/float64/functional/transposed"
+    assert layout == in_plan == "transposed"
+    assert n == 1 + 2 * sum(1 for c in load_cases([ROOT / "cases" / "core.yaml"]))  # every family x 2 layouts
+    bad = tree / "cases" / "bad.yaml"
+    bad.write_text((tree / "cases" / "trial.yaml").read_text().replace("[transposed]", "[diagonal]"))
+    out = subprocess.run(
+        [sys.executable, "-c", "from harness.cases import load_cases; load_cases(['cases/bad.yaml'])"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        "bad.yaml:8: families[0].axes.layout[0]:" in out.stderr
+        and "'diagonal' is not one of 'contiguous', 'transposed'" in out.stderr
+    )
