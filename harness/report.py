@@ -2046,7 +2046,7 @@ def sec_cuda_vs_cpu(d: ReportData) -> Section:
     intro = (
         "The same inputs on CUDA and on CPU of one release, compared with each other (a second oracle "
         "beside the analytic reference): same bits, close within the dtype tolerance, different values, "
-        "or a different verdict."
+        "or a different verdict; *stale*: one side's result was made from other inputs (run it again)."
     )
     comp = _cuda_vs_cpu(d) if len(d.frame) else pd.DataFrame()
     if comp.empty:
@@ -2058,7 +2058,7 @@ def sec_cuda_vs_cpu(d: ReportData) -> Section:
             f"<p>{esc(intro)}</p><p>{esc(text)}</p>",
             [],
         )
-    kinds = ["same", "close", "differ", "outcome differs"]
+    kinds = ["same", "close", "differ", "outcome differs", "stale"]
     counts = comp.groupby(["release", "agreement"]).size().unstack(fill_value=0).reindex(columns=kinds, fill_value=0)
     rels = sorted(counts.index, key=release_key)
     summary = [[rel, *[int(counts.loc[rel, k]) for k in kinds], int(counts.loc[rel].sum())] for rel in rels]

@@ -89,3 +89,16 @@ def test_no_cuda_results_gives_an_empty_comparison():
         ]
     )
     assert cuda_vs_cpu(frame).empty
+
+
+def test_a_stale_side_is_not_compared():
+    """A CUDA result made from other inputs than the CPU one is 'stale', not a disagreement."""
+    out = {"shape": [], "dtype": "float64", "values": [1.0]}
+    other = {"shape": [], "dtype": "float64", "values": [2.0]}
+    common = {"release": "2.5", "id": "a", "family": "f", "dtype": "float64"}
+    rows = [
+        {**common, "device": "cpu", "verdict": "pass", "output": out},
+        {**common, "device": "cuda", "verdict": "stale", "output": other},
+    ]
+    comp = cuda_vs_cpu(pd.DataFrame(rows))
+    assert comp["agreement"].tolist() == ["stale"]
