@@ -408,10 +408,7 @@ class ReportData:
     @cached_property
     def case_axes(self) -> dict:
         """id -> tuple of axis values as text, in AXES order."""
-        return {
-            cid: (c.family.label, c.reduction, _axis_text(c.log_target), c.order, c.dtype, c.api)
-            for cid, c in self.cases.items()
-        }
+        return {cid: (c.family.label, *(_axis_text(v) for v in c.values)) for cid, c in self.cases.items()}
 
     @cached_property
     def axes_index(self) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,18 @@ def test_a_trial_axis_is_one_declaration(tmp_path):
     assert cid == "trial-2x3/sum/log_target=false/intended/float64/functional/transposed"
     assert layout == in_plan == "transposed"
     assert n == 1 + 2 * sum(1 for c in load_cases([ROOT / "cases" / "core.yaml"]))  # every family x 2 layouts
+    # ... and the report groups and filters by it: a results file for the trial case, rendered
+    header = {"record": "run", "schema": 1, "device": "cpu", "cases": 1, "env": {"torch": "2.5.1"}}
+    result = {"record": "result", "id": cid, "device": "cpu", "status": "ok", "error": None, "warnings": []}
+    result["output"] = {"dtype": "float64", "shape": [], "values": [0.5]}
+    (tree / "res" / "2.5").mkdir(parents=True)
+    (tree / "res" / "2.5" / "cpu.jsonl").write_text(json.dumps(header) + "\n" + json.dumps(result) + "\n")
+    cmd = [sys.executable, "-m", "harness", "report", "--results", "res", "--out", "rep", "--cases", "cases/trial.yaml"]
+    out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, env={**os.environ, "HARNESS_CACHE": "off"})
+    assert out.returncode == 0, out.stderr
+    page = (tree / "rep" / "index.html").read_text()
+    assert 'data-axes="family reduction log_target order dtype api layout"' in page
+    assert '<select name="layout"><option value="">any</option><option value="transposed">' in page
     bad = tree / "cases" / "bad.yaml"
     bad.write_text((tree / "cases" / "trial.yaml").read_text().replace("[transposed]", "[diagonal]"))
     out = subprocess.run(
