@@ -261,12 +261,13 @@ def schema(schema_path: Path = SCHEMA_PATH) -> dict:
     return data
 
 
-def write_schema(schema_path: Path = SCHEMA_PATH) -> None:
-    """Write the case-file schema with the axis definitions of harness.axes (after an axis changed)."""
-    data = schema(schema_path)
+def write_schema(out: Path = SCHEMA_PATH) -> None:
+    """Write the case-file schema with the axis definitions of harness.axes (after an axis
+    changed: ``python -m harness schema``)."""
+    data = schema(SCHEMA_PATH)
     for name in axes.NAMES:  # each axis' values are inlined in the generated definitions
         data["$defs"].pop(name, None)
-    Path(schema_path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    Path(out).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def check_schema(doc, path, schema_path: Path = SCHEMA_PATH, instance=None) -> None:

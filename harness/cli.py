@@ -58,6 +58,15 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args) -> int:
+    """Write cases/schema.json with the axes declared in harness/axes.py."""
+    from .cases import SCHEMA_PATH, write_schema
+
+    write_schema(Path(args.out) if args.out else SCHEMA_PATH)
+    print(f"schema: {args.out or SCHEMA_PATH}")
+    return EXIT_OK
+
+
 def cmd_run(args) -> int:
     import json
 
@@ -275,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("schema", help="write the case-file schema (cases/schema.json) from the declared axes")
+    p.add_argument("--out", help="where to write it (default: cases/schema.json)")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("plan", help="expand the case files and generate all inputs into one JSON plan")
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 
-from harness import axes, cases, verdicts
+from harness import axes, cases, cli, verdicts
 from harness.cases import load_cases
 from tests.conftest import ROOT
 
@@ -56,13 +56,16 @@ def test_case_ids_and_attributes_follow_the_axis_declaration():
     assert case.dtype == case.values[axes.NAMES.index("dtype")]
 
 
-def test_committed_schema_carries_the_declared_axes():
+def test_committed_schema_carries_the_declared_axes(tmp_path):
     """cases/schema.json (read by editors) holds what harness.axes declares; after an axis
-    changes, regenerate it: python -c 'from harness.cases import write_schema; write_schema()'."""
+    changes, regenerate it: python -m harness schema."""
     committed = json.loads(cases.SCHEMA_PATH.read_text())
     assert committed == {**cases.schema(), "$defs": {**cases.schema()["$defs"]}}
     assert committed["$defs"]["axes"] == axes.schema_defs()["axes"]
     assert committed["$defs"]["excludeRule"] == axes.schema_defs()["excludeRule"]
+    out = tmp_path / "schema.json"
+    assert cli.main(["schema", "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == committed and out.read_text() == cases.SCHEMA_PATH.read_text()
 
 
 TRIAL = """    Axis("layout", ("contiguous", "transposed"), "string", True, "memory layout of both arguments"),
