@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import axes, reference
+from . import axes, phases, reference
 from .inputs import call_inputs
 from .verdicts import worst
 
@@ -173,6 +173,7 @@ def evaluate_record(
         "verdict": "pass",
         "forward": None,
         "grad": None,
+        **{p.name: None for p in phases.GRADIENTS},
         "detail": "",
         "pitfall": False,
         "pitfall_reason": "",
@@ -210,15 +211,17 @@ def evaluate_record(
     row.update(forward=cmp.verdict, detail=cmp.detail, max_abs_err=cmp.max_abs, max_rel_err=cmp.max_rel)
     grad_verdicts, grad_details = [], []
     if case.family.grad:
-        for arg in ("first", "second"):
-            if arg in rec.get("grad_errors", {}):
-                v, d = classify_error(rec["grad_errors"][arg], False)
-            elif rec.get("grads", {}).get(arg) is None:
+        for phase in phases.GRADIENTS:
+            arg = phase.grad_of
+            if phases.error_of(phase, rec):
+                v, d = classify_error(phases.error_of(phase, rec), False)
+            elif phases.output_of(phase, rec) is None:
                 v, d = "error", "no gradient recorded"
             else:
-                c = compare(rec["grads"][arg], ref.documented.grads[arg], tol)
+                c = compare(phases.output_of(phase, rec), ref.documented.grads[arg], tol)
                 v, d = c.verdict, c.detail
             grad_verdicts.append(v)
+            row[phase.name] = v
             if v != "pass":
                 grad_details.append(f"grad[{arg}] {v}: {d}")
         row["grad"] = worst(*grad_verdicts)
@@ -235,7 +238,16 @@ def evaluate_record(
 # The verdict columns (the report reads them); reading and judging many results files, with
 # their caches, is :mod:`harness.evaluation`.
 
-VERDICT_FIELDS = ("verdict", "forward", "grad", "detail", "pitfall", "pitfall_reason", "max_abs_err", "max_rel_err")
+VERDICT_FIELDS = (
+    "verdict",  # the case's: the worst of its phases
+    *phases.NAMES,  # each phase's own ("forward", "grad_input", "grad_target")
+    "grad",  # the worst of the gradients
+    "detail",
+    "pitfall",
+    "pitfall_reason",
+    "max_abs_err",
+    "max_rel_err",
+)
 CASE_COLUMNS = ("id", "family", "generator", *axes.NAMES)
 COLUMNS = (
     *CASE_COLUMNS,
@@ -244,6 +256,8 @@ COLUMNS = (
     *VERDICT_FIELDS,
     "warnings",
     "output",
+    "grads",  # {argument: tensor} as recorded
+    "errors",  # {phase: "Type: message"} of the phases that raised
     "seconds",
     "torch",
     "release",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import phases
 from .evaluate import COLUMNS, VERDICT_FIELDS, CaseReference, case_references, evaluate_record
 from .memo import Memo
 from .versions import release_of
@@ -38,11 +39,12 @@ if TYPE_CHECKING:
 
     from .cases import Case
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # the modules a verdict row depends on (a change to any of them empties the cache)
 VERDICT_CODE = (
     "__init__.py",
     "axes.py",
+    "phases.py",
     "cases.py",
     "evaluate.py",
     "evaluation.py",
@@ -369,11 +371,19 @@ class Evaluation:
                 output_keys[id(output)] = _tensor_key(output)
             verdict = self.verdict(case, rec, output_keys[id(output)])
             warnings = [f"{w['category']}: {w['message']}" for w in rec.get("warnings", [])]
+            grads = rec.get("grads") or None
+            if grads:
+                grads = {_shared(k, same): _shared_output(t, same) for k, t in grads.items()}
+            errors = {}
+            for phase in phases.PHASES:
+                err = phases.error_of(phase, rec)
+                if err:
+                    errors[phase.name] = _shared(f"{err.get('type')}: {err.get('message')}", same)
             rows.append(
                 self._fields(case)
                 + (_shared(rec.get("device"), same), _shared(rec.get("status", "ok"), same))
                 + verdict
-                + ([_shared(w, same) for w in warnings], output, rec.get("seconds"))
+                + ([_shared(w, same) for w in warnings], output, grads, errors or None, rec.get("seconds"))
                 + run_fields[rec["run"]]
             )
         return rows, snippets, unknown
