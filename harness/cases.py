@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from . import axes
+from . import axes, scopes
 
 AXES = axes.NAMES  # the case axes, declared in harness/axes.py
 DEFAULT_AXES: dict[str, list] = axes.defaults()
@@ -258,6 +258,10 @@ def schema(schema_path: Path = SCHEMA_PATH) -> dict:
     data = json.loads(Path(schema_path).read_text())
     if Path(schema_path) == SCHEMA_PATH:
         data["$defs"].update(axes.schema_defs())
+        data["$defs"]["scope"] = {
+            "enum": list(scopes.NAMES),
+            "description": "; ".join(f"{sc.name}: {sc.meaning}" for sc in scopes.SCOPES),
+        }
     return data
 
 
@@ -349,6 +353,7 @@ class Family:
     meaning: dict
     grad: bool
     expect_error: bool
+    scope: str
     axes: dict
     exclude: list
     tolerance: dict
@@ -581,6 +586,7 @@ def _build_families(doc, path) -> list[Family]:
                 meaning=dict(fam.get("meaning", {"input": "logprob", "target": "prob"})),
                 grad=bool(fam.get("grad", True)),
                 expect_error=bool(fam.get("expect_error", False)),
+                scope=str(fam.get("scope", scopes.DEFAULT)),
                 axes=axes,
                 exclude=BUILTIN_EXCLUDES + file_excl + list(fam.get("exclude", [])),
                 tolerance={k: dict(v) for k, v in dict(fam.get("tolerance", {})).items()},

@@ -132,8 +132,9 @@ def case_references(case: Case) -> CaseReference:
     )
 
 
-def pitfall_reason(case: Case) -> str:
-    """Why a documented-correct call is not the KL the user meant (first matching rule)."""
+def misuse_reason(case: Case) -> str | None:
+    """Why the call is the wrong one for the KL the user means, judged from the case alone
+    (first matching rule), or None."""
     fam = case.family
     meaning = fam.meaning
     if case.order == "swapped":
@@ -150,7 +151,17 @@ def pitfall_reason(case: Case) -> str:
         return "'batchmean' on 1-d input divides by the number of classes: add a batch dimension"
     if case.reduction == "batchmean" and ndim is not None and ndim >= 3:
         return "'batchmean' divides by size(0) only: inner dimensions are summed, not averaged"
-    return "result differs from KL(target || input) for the inputs' meaning"
+    return None
+
+
+def case_scope(case: Case) -> str:
+    """The case's domain scope (harness.scopes): its family's, or 'misuse' for a wrong call."""
+    return "misuse" if misuse_reason(case) else case.family.scope
+
+
+def pitfall_reason(case: Case) -> str:
+    """Why a documented-correct call is not the KL the user meant (first matching rule)."""
+    return misuse_reason(case) or "result differs from KL(target || input) for the inputs' meaning"
 
 
 def evaluate_record(
@@ -167,6 +178,7 @@ def evaluate_record(
         "id": case.id,
         "family": case.family.label,
         "generator": case.family.generator,
+        "scope": case_scope(case),
         **case.axes(),
         "device": rec.get("device"),
         "status": rec.get("status", "ok"),
@@ -248,7 +260,7 @@ VERDICT_FIELDS = (
     "max_abs_err",
     "max_rel_err",
 )
-CASE_COLUMNS = ("id", "family", "generator", *axes.NAMES)
+CASE_COLUMNS = ("id", "family", "generator", "scope", *axes.NAMES)
 COLUMNS = (
     *CASE_COLUMNS,
     "device",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import phases
-from .evaluate import COLUMNS, VERDICT_FIELDS, CaseReference, case_references, evaluate_record
+from .evaluate import COLUMNS, VERDICT_FIELDS, CaseReference, case_references, case_scope, evaluate_record
 from .memo import Memo
 from .versions import release_of
 
@@ -300,7 +300,10 @@ class Evaluation:
         if f is None:
             f = self.case_fields.put(
                 case.id,
-                tuple(self._text(x) for x in (case.id, case.family.label, case.family.generator, *case.values)),
+                tuple(
+                    self._text(x)
+                    for x in (case.id, case.family.label, case.family.generator, case_scope(case), *case.values)
+                ),
             )
         return f
 
