@@ -177,7 +177,7 @@ def _check_quoted_releases(doc, path) -> None:
                 path,
                 raw.key_lines["since"],
                 f"explanations[{i}].since",
-                f"release labels are strings: quote it (since: \"{raw['since']}\")",
+                f'release labels are strings: quote it (since: "{raw["since"]}")',
             )
 
 

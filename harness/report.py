@@ -340,6 +340,23 @@ class ReportData:
         return out
 
     @cached_property
+    def behaviour(self):
+        """The findings (harness.findings.Findings): behaviour changes, drift, phase verdicts."""
+        from . import findings
+
+        return findings.compute(self.frame, self.cases)
+
+    @cached_property
+    def explained(self):
+        """The explanations matched to the behaviour changes (harness.explanations.Matching),
+        or None where the explanations file is absent."""
+        from . import explanations
+
+        if not explanations.EXPLANATIONS_PATH.exists():
+            return None
+        return explanations.match(explanations.load(), self.behaviour.changes)
+
+    @cached_property
     def case_index(self) -> dict:
         return {cid: i for i, cid in enumerate(self.cases)}
 
@@ -2107,10 +2124,454 @@ def sec_cuda_vs_cpu(d: ReportData) -> Section:
 
 
 # The report, in order.  Each entry: (ReportData) -> Section | None.
+# ------------------------------------------------------------------ findings: at a glance, behaviour changes
+
+OK_VERDICTS = ("pass", "expected-error")  # a phase that does what the documentation says
+
+
+def _glance_cell(counts: Counter) -> tuple[str, str]:
+    """(text, verdict class) of a correct-usage cell: every case of it matches, some do
+    not (how many), or the dtype/phase is not implemented (how many)."""
+    n = sum(counts.values())
+    bad = sum(counts.get(v, 0) for v in PROBLEMS)
+    missing = sum(counts.get(v, 0) for v in verdicts.LIMITS)
+    if not n:
+        return "", "nr"
+    if bad:
+        return f"✗ {bad}/{n}", "error"
+    if missing == n:
+        return "– not implemented", "unsupported"
+    if missing:
+        return f"✓ {n - missing}, – {missing}", "unsupported"
+    return "✓", "pass"
+
+
+def _glance(d: ReportData) -> list[dict]:
+    """Per release and device with results: the answers, in the order users ask them."""
+    f = d.frame
+    if not len(f):
+        return []
+    b = d.behaviour
+    by_step: dict = {}
+    for bc in b.changes:
+        by_step.setdefault((bc.device, bc.since), []).append(bc)
+    drift = {(x.device, x.since): x for x in b.drift}
+    first_of = {}
+    for dev, prev, rel in b.steps:
+        first_of[(dev, rel)] = prev
+    out = []
+    keys = sorted(
+        {(r, dv) for r, dv in zip(d.col("release"), d.col("device"))},
+        key=lambda k: (device_key(k[1]), release_key(k[0])),
+    )
+    scope, verdict, pitfall = d.col("scope"), d.col("verdict"), d.col("pitfall")
+    errors, outputs = d.col("errors"), d.col("output")
+    groups: dict = {}
+    for i, key in enumerate(zip(d.col("release"), d.col("device"))):
+        groups.setdefault(key, []).append(i)
+    for rel, dev in keys:
+        idx = groups[(rel, dev)]
+        valid = Counter(verdict[i] for i in idx if scope[i] == "valid")
+        boundary = [i for i in idx if scope[i] == "boundary"]
+        invalid = [i for i in idx if scope[i] == "invalid"]
+        misuse = [i for i in idx if scope[i] == "misuse"]
+        inv = Counter()
+        for i in invalid:
+            if isinstance(errors[i], dict) and "forward" in errors[i]:
+                inv["error"] += 1
+            elif isinstance(outputs[i], dict) and any(v != v for v in outputs[i]["values"]):
+                inv["nan"] += 1
+            else:
+                inv["a number"] += 1
+        silent = sum(1 for i in misuse if pitfall[i] and not (isinstance(errors[i], dict) and "forward" in errors[i]))
+        n_valid = sum(valid.values())
+        valid_bad = sum(valid.get(v, 0) for v in PROBLEMS if v != "stale")
+        valid_stale = valid.get("stale", 0)
+        valid_missing = sum(valid.get(v, 0) for v in verdicts.LIMITS)
+        if not n_valid:
+            status = "no correct-usage cases"
+        elif valid_bad:
+            status = "failures"
+        elif valid_stale:
+            status = f"stale ({valid_stale} results made from other inputs: run again)"
+        elif valid_missing:
+            status = "limited"
+        else:
+            status = "ok"
+        changes = by_step.get((dev, rel), [])
+        dr = drift.get((dev, rel))
+        prev = first_of.get((dev, rel))
+        if prev is None:
+            changed = "first tested release"
+        elif changes or dr:
+            parts = [f"{len(changes)} behaviour change{'s' if len(changes) != 1 else ''}"] if changes else []
+            if dr:
+                parts.append(f"drift in {dr.cases} cases (≤ {dr.max_ulps:g} ulp)")
+            changed = f"vs {prev}: " + ", ".join(parts)
+        else:
+            changed = f"vs {prev}: nothing"
+        out.append(
+            {
+                "release": rel,
+                "device": dev,
+                "status": status,
+                "correct_usage": {
+                    "cases": n_valid,
+                    "problems": valid_bad,
+                    "stale": valid_stale,
+                    "not_implemented": valid_missing,
+                },
+                "boundary": {
+                    "cases": len(boundary),
+                    "differ_from_limit": sum(1 for i in boundary if verdict[i] in ("nan", "mismatch", "error")),
+                },
+                "invalid": {"cases": len(invalid), **{k: inv[k] for k in ("error", "nan", "a number")}},
+                "misuse": {"cases": len(misuse), "silent": silent},
+                "changed": changed,
+                "changes": [bc.key for bc in changes],
+            }
+        )
+    return out
+
+
+def sec_glance(d: ReportData) -> Section:
+    """The first answers: correct usage per release, boundary, invalid input, misuse, change."""
+    rows = _glance(d)
+    intro = (
+        "Per release and device: does correct usage (arguments as the documentation describes them) match the "
+        "reference; how many boundary cases differ from the mathematical limit; what invalid input gets; how many "
+        "misuses (swapped arguments, 'mean', probabilities as input) return a number without any error; and what "
+        "changed against the release before. A release reads *failures* only when correct usage fails."
+    )
+    headers = ["release", "device", "status", "correct usage", "boundary", "invalid input", "silent misuse", "changed"]
+    md_rows, html_rows = [], []
+    for r in rows:
+        cu = r["correct_usage"]
+        usage = (
+            f"✗ {cu['problems']} of {cu['cases']} fail"
+            if cu["problems"]
+            else f"? {cu['stale']} of {cu['cases']} stale"
+            if cu["stale"]
+            else f"✓ all {cu['cases']} match"
+            + (f" ({cu['not_implemented']} not implemented)" if cu["not_implemented"] else "")
+        )
+        bd = f"{r['boundary']['differ_from_limit']} of {r['boundary']['cases']} differ from the limit"
+        inv = r["invalid"]
+        invalid = f"error {inv['error']} · nan {inv['nan']} · a number {inv['a number']}"
+        mis = f"{r['misuse']['silent']} of {r['misuse']['cases']}"
+        cells = [r["release"], r["device"], r["status"], usage, bd, invalid, mis, r["changed"]]
+        md_rows.append(cells)
+        links = " ".join(f'<a href="#{esc(k)}">#{j + 1}</a>' for j, k in enumerate(r["changes"]))
+        word = r["status"].split(" (")[0]
+        status_html = Raw(f'<span class="st st-{STATUS_CLASS.get(word, "warn")}">{esc(r["status"])}</span>')
+        html_rows.append(
+            cells[:2] + [status_html] + cells[3:7] + [Raw(esc(r["changed"]) + (f" {links}" if links else ""))]
+        )
+    grid_md, grid_html, ghead = _usage_grid(d)
+    md = "\n\n".join(
+        [
+            md_escape(intro),
+            md_table(headers, md_rows) if md_rows else "No results.",
+            md_escape(
+                "Correct usage per dtype and phase (✓ every case matches the reference; ✗ failing/total; "
+                "– not implemented):"
+            ),
+            md_table(ghead, grid_md) if grid_md else "",
+        ]
+    )
+    h = (
+        f"<p>{esc(intro)}</p>"
+        + (html_table(headers, html_rows, "glance") if html_rows else "<p>No results.</p>")
+        + "<p>Correct usage per dtype and phase (✓ every case matches the reference; ✗ failing/total; – not "
+        "implemented):</p>" + (html_table(ghead, grid_html, "grid usage") if grid_html else "")
+    )
+    return Section("glance", "At a glance", md, h, rows)
+
+
+def _usage_grid(d: ReportData):
+    counts = d.behaviour.phase_counts
+    dtypes = axes.BY_NAME["dtype"].values
+    from . import phases as phases_mod
+
+    ghead = ["release", "device"] + [f"{dt} {p.label}" for dt in dtypes for p in phases_mod.PHASES]
+    md_rows, html_rows = [], []
+    keys = sorted({(r, dv) for (r, dv, _, _, _) in counts}, key=lambda k: (device_key(k[1]), release_key(k[0])))
+    for rel, dev in keys:
+        md_row, html_row = [rel, dev], [rel, dev]
+        for dt in dtypes:
+            for p in phases_mod.PHASES:
+                text, cls = _glance_cell(counts.get((rel, dev, "valid", dt, p.name), Counter()))
+                md_row.append(text)
+                html_row.append(Raw(f'<span class="v v-{esc(cls)}">{esc(text)}</span>' if text else ""))
+        md_rows.append(md_row)
+        html_rows.append(html_row)
+    return md_rows, html_rows, ghead
+
+
+def _example(bc):
+    """(CaseChange, position) that shows ``bc`` with the fewest elements: a member with an
+    elementwise output and a changed element if there is one, else the first member."""
+    for ch in bc.cases:
+        if ch.positions and "/none/" in ch.case_id:
+            return ch, ch.positions[0]
+    return bc.cases[0], None
+
+
+def _repro_lines(case, phase: str, position) -> list:
+    """At most 10 lines of Python showing the change: the case's call on one element
+    (elementwise outputs) or on its whole inputs."""
+    from .inputs import call_inputs
+    from .worker import _legacy
+
+    ci = call_inputs(case)
+    first, second = ci.first, ci.second
+    if position is not None:
+        a, b = np.broadcast_arrays(first, second)
+        first, second = a.reshape(-1)[[position]], b.reshape(-1)[[position]]
+    kw = (
+        [f"{k}={v!r}" for k, v in _legacy(case.reduction).items()]
+        if case.api.startswith("legacy")
+        else [f"reduction={case.reduction!r}"]
+    )
+    if case.log_target:
+        kw.append("log_target=True")
+    grad = phase in ("grad_input", "grad_target")
+    rg = ", requires_grad=True" if grad else ""
+    lines = [
+        "import torch",
+        'nan, inf = float("nan"), float("inf")',
+        f"x = torch.tensor({_literal(first, case.dtype)}, dtype=torch.{case.dtype}{rg})  # input",
+        f"t = torch.tensor({_literal(second, case.dtype)}, dtype=torch.{case.dtype}{rg})  # target",
+    ]
+    call = f"torch.nn.functional.kl_div(x, t, {', '.join(kw)})"
+    if case.api in ("module", "legacy_module"):
+        call = f"torch.nn.KLDivLoss({', '.join(kw)})(x, t)"
+    lines.append(f"loss = {call}")
+    if grad:
+        lines.append("loss.backward(torch.ones_like(loss))")
+        lines.append(f"print({'x' if phase == 'grad_input' else 't'}.grad)")
+    else:
+        lines.append("print(loss)")
+    return lines
+
+
+def _recorded(d: ReportData, case_id: str, release: str, device: str, phase: str, position):
+    """What the case recorded for ``phase`` in one release (the element at ``position``)."""
+    for i in d.rows_by_case.get(case_id, ()):
+        r = d.rows[i]
+        if r.release == release and r.device == device:
+            row = d.frame.iloc[r.index] if hasattr(r, "index") else None
+            break
+    else:
+        return "not run"
+    return _phase_text(row, phase, position)
+
+
+def _phase_text(row, phase: str, position) -> str:
+    from . import phases as phases_mod
+
+    if row is None:
+        return "?"
+    if phase == "warnings":
+        return "; ".join(row["warnings"]) or "no warning"
+    p = phases_mod.BY_NAME[phase]
+    err = (row["errors"] or {}).get(phase) if isinstance(row["errors"], dict) else None
+    if err:
+        return visible(err.split("\n")[0])[:200]
+    t = (
+        row["output"]
+        if p.grad_of is None
+        else (row["grads"] or {}).get(p.grad_of)
+        if isinstance(row["grads"], dict)
+        else None
+    )
+    if not isinstance(t, dict):
+        return "no value"
+    vals = t["values"]
+    if position is not None and position < len(vals):
+        return fmt_float(vals[position])
+    return fmt_values(t["shape"], vals)
+
+
+def sec_behaviour(d: ReportData) -> Section:
+    """Behaviour changes between consecutive releases, each with its reproduction."""
+    from . import findings as findings_mod
+
+    b = d.behaviour
+    matching = d.explained
+    frame_by = {}
+    if len(d.frame):
+        for i, key in enumerate(zip(d.col("id"), d.col("release"), d.col("device"))):
+            frame_by[key] = i
+    intro = (
+        "Every phase of every case is compared between consecutive tested releases on the same device: the class "
+        "of every element (finite, 0, -0, inf, -inf, nan), the exception and its message, the warnings. Changed "
+        "cases are grouped by release, phase and what changed; each group is one behaviour change below, with the "
+        "cases it covers, a reproduction sliced to the fewest elements, what the case recorded on both sides and "
+        "the upstream reason where it is known. Value drift within tolerance is listed separately."
+    )
+    md, h, data = [md_escape(intro)], [f"<p>{esc(intro)}</p>"], []
+    if not b.changes:
+        md.append("No behaviour changes between consecutive tested releases.")
+        h.append("<p>No behaviour changes between consecutive tested releases.</p>")
+    summary_rows = []
+    for k, bc in enumerate(b.changes):
+        expl = matching.explained.get(k) if matching is not None else None
+        summary_rows.append(
+            [
+                str(k + 1),
+                bc.since,
+                bc.previous,
+                bc.device,
+                bc.title,
+                str(bc.count),
+                bc.direction,
+                "explained" if expl else "unexplained",
+            ]
+        )
+    if summary_rows:
+        sh = ["#", "since", "last without", "device", "behaviour change", "cases", "direction", "reason"]
+        md.append(md_table(sh, summary_rows))
+        h.append(
+            html_table(
+                sh,
+                [
+                    r[:4] + [Raw(f'<a href="#{esc(bc.key)}">{esc(r[4])}</a>')] + r[5:]
+                    for r, bc in zip(summary_rows, b.changes)
+                ],
+                "changes",
+            )
+        )
+    for k, bc in enumerate(b.changes):
+        expl = matching.explained.get(k) if matching is not None else None
+        ch, pos = _example(bc)
+        case = d.cases[ch.case_id]
+        lines = (
+            _repro_lines(case, bc.phase, pos)
+            if bc.phase != findings_mod.WARNINGS
+            else _repro_lines(case, "forward", pos)
+        )
+        before = after = "?"
+        for rel, which in ((bc.previous, "before"), (bc.since, "after")):
+            i = frame_by.get((ch.case_id, rel, bc.device))
+            text = _phase_text(d.frame.iloc[i], bc.phase, pos) if i is not None else "not run"
+            if which == "before":
+                before = text
+            else:
+                after = text
+        scope_text = "; ".join(f"{a}: {', '.join(_axis_text(v) for v in vals)}" for a, vals in bc.scope.items() if vals)
+        facts = [
+            ("since", f"{bc.since} (last release without it: {bc.previous}), {bc.device}"),
+            ("cases", f"{bc.count}, {bc.direction}"),
+            ("phases", ", ".join(findings_mod.PHASE_LABEL[p] for p in bc.phases_seen)),
+            ("domain", ", ".join(bc.scopes)),
+            ("covers", scope_text),
+        ]
+        if bc.also:
+            also = "; ".join(f"{findings_mod.PHASE_LABEL[ph]}: {f} → {t} ({n})" for ph, f, t, n in bc.also[:4])
+            facts.append(("also", also))
+        if expl:
+            refs = ", ".join(_upstream_text(u) for u in expl.upstream)
+            facts.append(("why", f"{expl.explanation} ({refs})"))
+        else:
+            facts.append(("why", "unexplained: no entry in cases/explanations.yaml matches this change"))
+        shown = f"{bc.previous}: {before}\n{bc.since}: {after}"
+        md.append(f'<a id="{esc(bc.key)}"></a>\n\n### {k + 1}. {md_escape(bc.title)}')
+        md.append("\n".join(f"- **{md_escape(a)}**: {md_escape(b_)}" for a, b_ in facts))
+        recorded = f"- {md_escape(bc.previous)}: {md_escape(before)}\n- {md_escape(bc.since)}: {md_escape(after)}"
+        code = "\n".join(lines)  # numbers and names only: nothing from the results
+        md.append(f"```python\n{code}\n```\n\nRecorded by case {md_escape(ch.case_id)}:\n\n{recorded}")
+        dl = "".join(f"<dt>{esc(a)}</dt><dd>{esc(b_)}</dd>" for a, b_ in facts)
+        h.append(
+            f'<div class="case" id="{esc(bc.key)}"><h3>{k + 1}. {esc(bc.title)}</h3><dl>{dl}</dl>'
+            f"<pre>{esc(chr(10).join(lines))}</pre><p>Recorded (case <code>{esc(ch.case_id)}</code>):</p>"
+            f"<pre>{esc(shown)}</pre></div>"
+        )
+        data.append(
+            {
+                "key": bc.key,
+                "title": bc.title,
+                "since": bc.since,
+                "previous": bc.previous,
+                "device": bc.device,
+                "phase": bc.phase,
+                "from": bc.from_,
+                "to": bc.to,
+                "where": list(bc.where),
+                "cases": bc.count,
+                "direction": bc.direction,
+                "phases": list(bc.phases_seen),
+                "scopes": list(bc.scopes),
+                "covers": {a: [_axis_text(v) for v in vals] for a, vals in bc.scope.items()},
+                "also": [{"phase": ph, "from": f, "to": t, "cases": n} for ph, f, t, n in bc.also],
+                "explained": bool(expl),
+                "explanation": expl.explanation if expl else None,
+                "upstream": [{"kind": u.kind, "id": u.id, "url": u.url} for u in expl.upstream] if expl else [],
+                "reproduction": lines,
+                "example": ch.case_id,
+                "recorded": {bc.previous: before, bc.since: after},
+                "case_ids": [c.case_id for c in bc.cases],
+            }
+        )
+    stale_expl = _stale_explanations(b.changes, matching)
+    if stale_expl:
+        stale = "; ".join(f"{e.since} {e.phase}: {e.from_} → {e.to}" for e in stale_expl)
+        md.append(md_escape(f"Stale explanations (they match no observed change): {stale}"))
+        h.append(f'<p class="note">Stale explanations (they match no observed change): {esc(stale)}</p>')
+    drift_rows = [
+        [x.since, x.previous, x.device, str(x.cases), f"{x.max_ulps:g}", ", ".join(x.dtypes), ", ".join(x.phases)]
+        for x in b.drift
+    ]
+    dh = ["since", "previous", "device", "cases", "largest (ulp)", "dtypes", "phases"]
+    md.append("### Drift within tolerance\n\n" + (md_table(dh, drift_rows) if drift_rows else "None."))
+    h.append(
+        "<h3>Drift within tolerance</h3>" + (html_table(dh, drift_rows, "small") if drift_rows else "<p>None.</p>")
+    )
+    summary = {
+        "changes": data,
+        "drift": [
+            {
+                "since": x.since,
+                "previous": x.previous,
+                "device": x.device,
+                "cases": x.cases,
+                "max_ulps": x.max_ulps,
+                "dtypes": list(x.dtypes),
+                "phases": list(x.phases),
+            }
+            for x in b.drift
+        ],
+        "unexplained": [
+            b.changes[i].key for i in (matching.unexplained if matching is not None else range(len(b.changes)))
+        ],
+        "stale_explanations": [
+            f"{e.since} {e.phase}: {e.from_} -> {e.to}" for e in (matching.stale if matching else [])
+        ],
+    }
+    return Section("behaviour", "Behaviour changes", "\n\n".join(md), "".join(h), summary)
+
+
+def _stale_explanations(changes, matching) -> list:
+    """Explanations that match no behaviour change, neither its primary transition nor one
+    that rode along ('also')."""
+    if matching is None:
+        return []
+    seen = {(bc.since, ph, f, t) for bc in changes for ph, f, t, _ in bc.also}
+    return [e for e in matching.stale if (e.since, e.phase, e.from_, e.to) not in seen]
+
+
+def _upstream_text(ref) -> str:
+    """An upstream reference (harness.explanations.Ref) as text with its address."""
+    label = {"pr": "PR", "issue": "issue", "commit": "commit"}[ref.kind]
+    ident = f"#{ref.id}" if ref.kind != "commit" else str(ref.id)[:12]
+    return f"{label} {ident} <{ref.url}>"
+
+
 SECTIONS: list[Callable[[ReportData], Section | None]] = [
+    sec_glance,
+    sec_behaviour,
     sec_headline,
     sec_matrix,
-    sec_changes,
     sec_claims,
     sec_cuda_vs_cpu,
     sec_warnings,

@@ -14,14 +14,15 @@ from tests.conftest import ROOT
 
 # The one layer map: a module may import its own layer (without a circle) or a lower one.
 LAYERS = {
-    0: ("__init__", "axes", "memo", "phases", "verdicts", "versions", "results"),  # vocabulary
+    0: ("__init__", "axes", "memo", "phases", "scopes", "verdicts", "versions", "results"),  # vocabulary
     1: ("cases",),
     2: ("inputs",),
     3: ("catalogue", "worker", "runner"),  # run
     4: ("reference",),
-    5: ("evaluate", "evaluation", "oracle", "claims"),
-    6: ("report", "gate"),
-    7: ("cli", "__main__"),
+    5: ("evaluate", "explanations", "evaluation", "oracle", "claims"),
+    6: ("findings",),
+    7: ("report", "gate"),
+    8: ("cli", "__main__"),
 }
 LAYER = {name: level for level, names in LAYERS.items() for name in names}
 PACKAGE = "harness"

@@ -169,9 +169,10 @@ def test_headline_counts_and_statuses(synthetic):
     assert re.search(r"^\| 1\.10 +\| not run +\| not run +\|$", md, re.M)
     assert re.search(r"^\| 2\.0 +\| no results +\| not run +\|$", md, re.M)
     assert re.search(r"^\| 2\.1 +\| crashed \(16 problems, 16 changed\) +\| not run +\|$", md, re.M)
-    row = next(line for line in md.splitlines() if re.match(r"\| 1\.9 +\| cpu ", line))
+    counts_table = md.split("Counts per verdict", 1)[1]  # the headline's counts, after the at-a-glance table
+    row = next(line for line in counts_table.splitlines() if re.match(r"\| 1\.9 +\| cpu ", line))
     cells_md = [c.strip() for c in row.strip("|").split("|")]
-    header = next(line for line in md.splitlines() if line.startswith("| release ") and "| device " in line)
+    header = next(line for line in counts_table.splitlines() if line.startswith("| release ") and "| results " in line)
     names = [c.strip() for c in header.strip("|").split("|")]
     got = dict(zip(names, cells_md))
     assert (got["status"], got["results"], got["error"], got["nan"], got["pass"]) == ("failures", "16", "1", "2", "13")
@@ -210,8 +211,15 @@ def test_change_found_with_first_release_and_pattern(synthetic):
     assert not any(f["since"] in ("1.8", "1.10", "2.0") for f in d.findings)
     # CUDA ran once: nothing to compare, no change invented
     assert not any("cuda" in f["devices"] for f in d.findings)
+    # the behaviour changes: the 1.9 nan is one change of the forward, over exactly the two changed cases
+    b = d.behaviour
+    at_19 = [bc for bc in b.changes if bc.since == "1.9" and bc.phase == "forward"]
+    (nan_bc,) = [bc for bc in at_19 if bc.to == "nan"]
+    assert (nan_bc.previous, nan_bc.to, nan_bc.count) == ("1.8", "nan", 2)
+    assert {ch.case_id for ch in nan_bc.cases} == {c.id for c in synthetic["cases"] if _changed(c)}
+    assert nan_bc.scope["reduction"] == ("sum",) and nan_bc.scope["log_target"] == (True,)
     md = report.render(d)["README.md"]
-    assert "**since 1.9** (after 1.8; cpu): reduction=sum, log_target=true:" in md
+    assert re.search(rf"^### \d+\. {re.escape(report.md_escape(nan_bc.title))}$", md, re.M)
 
 
 def test_describe_finds_exact_axis_patterns():
@@ -275,7 +283,7 @@ def test_empty_folder_and_unreadable_file(tmp_path, synthetic):
     assert {c["status"] for c in d.cells.values()} == {"not run"}
     page = files["index.html"]
     assert '<section id="matrix"><h2>Matrix: case groups × releases</h2><p>No results.</p></section>' in page
-    assert "<p>No changes between consecutive tested releases.</p>" in page
+    assert "<p>No behaviour changes between consecutive tested releases.</p>" in page
     bad = synthetic["root"] / "1.8" / "cpu.jsonl"
     bad.write_text('{"record": "run", "schema": 1}\nnot json\n{"record": "result"}\n')
     d = _load(synthetic)

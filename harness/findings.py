@@ -1,0 +1,433 @@
+"""Stage 6: findings.  What the verdict rows say, in the terms a user asks about.
+
+* **Behaviour changes**: between consecutive releases with results on one device, every
+  phase of every case is compared: the class of every element (finite, 0, -0, inf, -inf,
+  nan, also where the reference is undefined), the exception (type and message), the
+  warnings.  A case that differs in any of them at a release step has changed; its
+  *primary* change is the first phase that differs (forward, then the gradients, then the
+  warnings: the others ride along as "also").  Changes are clustered by step, phase and
+  what changed (``phase: FROM → TO``), and only then described by the axes they cover, so
+  every changed case belongs to exactly one behaviour change.
+* **Drift**: a case whose outcome did not change but whose values did (bits) is drift:
+  counted per step with its largest difference in units in the last place of its dtype.
+* **Phase verdicts**: per release, device, scope, dtype and phase, how many cases pass.
+
+No torch: this reads the verdict frame (harness.evaluation) and the cases' inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import axes, phases, scopes, verdicts
+from .inputs import call_inputs
+from .versions import release_key
+
+CLASS_ORDER = ("finite", "0", "-0", "inf", "-inf", "nan")
+WARNINGS = "warnings"  # the pseudo-phase of warnings, after every phase
+PHASE_LABEL = {**{p.name: p.label for p in phases.PHASES}, WARNINGS: "warnings"}
+PHASE_ORDER = (*phases.NAMES, WARNINGS)
+# ulp of each dtype at 1.0 (spacing doubles with each binade): for drift in ulps
+MANTISSA_BITS = {"float16": 10, "bfloat16": 7, "float32": 23, "float64": 52}
+MIN_EXPONENT = {"float16": -14, "bfloat16": -126, "float32": -126, "float64": -1022}
+
+
+# ------------------------------------------------------------------ outcomes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One phase of one case in one release on one device."""
+
+    kind: str  # value | error | not implemented | no gradient | crash | timeout | stale | not run
+    classes: tuple = ()  # per element, for a value (CLASS_ORDER names)
+    error: str = ""  # exception type, for error / not implemented
+    message: str = ""  # its message, normalised
+    bits: bytes = b""  # the values' float64 bits, for drift
+
+    def same_behaviour(self, other: Outcome) -> bool:
+        return (self.kind, self.classes, self.error, self.message) == (
+            other.kind,
+            other.classes,
+            other.error,
+            other.message,
+        )
+
+
+def element_classes(values) -> tuple:
+    out = []
+    for v in values:
+        if v != v:
+            out.append("nan")
+        elif v == math.inf:
+            out.append("inf")
+        elif v == -math.inf:
+            out.append("-inf")
+        elif v == 0:
+            out.append("-0" if math.copysign(1.0, v) < 0 else "0")
+        else:
+            out.append("finite")
+    return tuple(out)
+
+
+def normalise_message(message: str) -> str:
+    """An exception message without what varies from build to build: C++ backtraces,
+    addresses, file paths and line numbers."""
+    import re
+
+    text = str(message).split("\nException raised from")[0].strip()
+    text = re.sub(r"0x[0-9a-fA-F]+", "0x…", text)
+    text = re.sub(r"\(Triggered internally at [^)]*\)", "", text)
+    text = re.sub(r"\(.*?[/\\].*?:\d+\)", "", text)  # (path/file.cpp:123)
+    return " ".join(text.split())[:300]
+
+
+def _tensor_outcome(tensor, memo: dict | None = None) -> Outcome:
+    """The outcome of a recorded tensor (``memo``: by object, for one compute(): the
+    evaluation shares one object between equal outputs)."""
+    hit = memo.get(id(tensor)) if memo is not None else None
+    if hit is None:
+        import struct
+
+        vals = tensor.get("values") or []
+        hit = Outcome("value", element_classes(vals), bits=struct.pack(f"<{len(vals)}d", *vals))
+        if memo is not None:
+            memo[id(tensor)] = hit
+    return hit
+
+
+def outcome(row, phase: phases.Phase, memo: dict | None = None) -> Outcome:
+    """The outcome of ``phase`` in a verdict row (a namedtuple of the frame's columns)."""
+    if row.status in ("crash", "timeout"):
+        return Outcome(row.status)
+    if row.verdict == "stale":
+        return Outcome("stale")
+    err = (row.errors or {}).get(phase.name) if isinstance(row.errors, dict) else None
+    if err:
+        etype, _, msg = err.partition(": ")
+        kind = "not implemented" if getattr(row, phase.name) == "unsupported" else "error"
+        return Outcome(kind, error=etype, message=normalise_message(msg))
+    if phase.grad_of is None:
+        tensor = row.output
+    else:
+        tensor = (row.grads or {}).get(phase.grad_of) if isinstance(row.grads, dict) else None
+        if tensor is None:
+            return Outcome("no gradient")
+    if not isinstance(tensor, dict):
+        return Outcome("not run")
+    return _tensor_outcome(tensor, memo)
+
+
+def warnings_outcome(row) -> frozenset:
+    """The warnings of a row, each normalised (what varies from build to build removed)."""
+    return frozenset(normalise_message(w) for w in row.warnings or ())
+
+
+# ------------------------------------------------------------------ transitions
+
+
+def _classes_text(classes) -> str:
+    present = set(classes)
+    return "/".join(c for c in CLASS_ORDER if c in present) or "value"
+
+
+def transition(a: Outcome, b: Outcome) -> tuple[str, str, tuple]:
+    """(FROM, TO, changed element positions) describing how ``a`` became ``b``."""
+    if a.kind == b.kind == "value":
+        if len(a.classes) != len(b.classes):
+            return f"shape {len(a.classes)} values", f"shape {len(b.classes)} values", ()
+        changed = tuple(i for i, (x, y) in enumerate(zip(a.classes, b.classes)) if x != y)
+        return _classes_text(a.classes[i] for i in changed), _classes_text(b.classes[i] for i in changed), changed
+    if a.kind == b.kind and a.kind in ("error", "not implemented") and a.error == b.error:
+        text = _outcome_text(a)
+        return text, f"{text} (new message)", ()
+    return _outcome_text(a), _outcome_text(b), ()
+
+
+def _outcome_text(o: Outcome) -> str:
+    if o.kind == "error":
+        return o.error
+    return o.kind
+
+
+def _warning_categories(ws) -> list:
+    return sorted({w.split(":", 1)[0] for w in ws})
+
+
+def warnings_transition(a: frozenset, b: frozenset) -> tuple[str, str]:
+    gone, new = a - b, b - a
+    if gone and new:
+        cats = _warning_categories(gone | new)
+        return "/".join(_warning_categories(gone)), "/".join(f"{c} (new message)" for c in cats)
+    if new:
+        return "none", "/".join(_warning_categories(new))
+    return "/".join(_warning_categories(gone)), "none"
+
+
+# ------------------------------------------------------------------ where (inputs)
+
+FEATURES = (  # (name, argument, predicate on its values)
+    ("target < 0", "second", lambda v: np.isfinite(v) & (v < 0)),
+    ("target = 0", "second", lambda v: v == 0),
+    ("target = -inf", "second", lambda v: v == -np.inf),
+    ("target = inf", "second", lambda v: v == np.inf),
+    ("target = nan", "second", np.isnan),
+    ("input = -inf", "first", lambda v: v == -np.inf),
+    ("input = inf", "first", lambda v: v == np.inf),
+    ("input = nan", "first", np.isnan),
+    ("target ≤ 0 or nan", "second", lambda v: ~(v > 0)),  # where a 'target > 0' test fails
+)
+MAX_WHERE = 2  # features named in a title
+GENERAL = "target ≤ 0 or nan"
+
+
+def input_features(case, positions: tuple) -> frozenset:
+    """The FEATURES the case's arguments show at the output's ``positions`` (elementwise
+    output: the broadcast elements; a reduced output: anywhere)."""
+    ci = call_inputs(case)
+    try:
+        first, second = np.broadcast_arrays(ci.first, ci.second)
+    except ValueError:
+        return frozenset()
+    found = set()
+    flat = {"first": first.reshape(-1), "second": second.reshape(-1)}
+    elementwise = case.reduction == "none" and positions and max(positions) < flat["first"].size
+    for name, arg, pred in FEATURES:
+        vals = flat[arg][list(positions)] if elementwise else flat[arg]
+        if vals.size and pred(vals).any():
+            found.add(name)
+    return frozenset(found)
+
+
+# ------------------------------------------------------------------ changes
+
+
+@dataclass
+class CaseChange:
+    """One case at one release step: its primary change and what rode along."""
+
+    case_id: str
+    device: str
+    previous: str
+    since: str
+    phase: str
+    from_: str
+    to: str
+    positions: tuple
+    old_verdict: str
+    new_verdict: str
+    also: tuple = ()  # ((phase, from, to), ...)
+
+
+@dataclass
+class BehaviourChange:
+    device: str
+    previous: str  # the last release without it
+    since: str  # the first release with it
+    phase: str
+    from_: str
+    to: str
+    cases: list = field(default_factory=list)  # CaseChange, in case order
+    where: tuple = ()  # input features shared by every case
+    scope: dict = field(default_factory=dict)  # axis -> values covered
+    scopes: tuple = ()  # domain scopes covered
+    phases_seen: tuple = ()  # every phase that changed in its cases
+    direction: str = "changed"  # fixed | broke | changed | mixed
+    also: tuple = ()  # ((phase label, from, to, cases), ...)
+
+    @property
+    def key(self) -> str:
+        """A stable anchor: device, step, phase and transition."""
+        import re
+
+        text = f"{self.device}-{self.since}-{self.phase}-{self.from_}-to-{self.to}"
+        return "bc-" + re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
+
+    @property
+    def title(self) -> str:
+        dtypes = self.scope.get("dtype", ())
+        prefix = f"{dtypes[0]} " if len(dtypes) == 1 else ""
+        where = f" where {' and '.join(self.where)}" if self.where else ""
+        return f"{prefix}{PHASE_LABEL[self.phase]}: {self.from_} → {self.to}{where}"
+
+    @property
+    def count(self) -> int:
+        return len(self.cases)
+
+
+@dataclass
+class Drift:
+    device: str
+    previous: str
+    since: str
+    cases: int
+    max_ulps: float
+    dtypes: tuple
+    phases: tuple
+
+
+@dataclass
+class Findings:
+    changes: list  # BehaviourChange, by device, step, phase
+    case_changes: list  # every CaseChange (each in exactly one BehaviourChange)
+    drift: list  # Drift per device and step
+    steps: list  # (device, previous, release) compared
+    phase_counts: dict  # (release, device, scope, dtype, phase) -> Counter of verdicts
+
+
+def _direction(old: str, new: str) -> str:
+    old_bad, new_bad = verdicts.BY_NAME[old].problem or old == "unsupported", verdicts.BY_NAME[new].problem
+    if old_bad and not new_bad and new != "unsupported":
+        return "fixed"
+    if new_bad and not old_bad:
+        return "broke"
+    return "changed"
+
+
+def _beyond_tolerance(a: bytes, b: bytes, case) -> tuple:
+    """Positions where two finite values differ by more than the dtype's tolerance
+    (harness.evaluate.tolerance, relative to the larger of the two)."""
+    from .evaluate import tolerance
+
+    x = np.frombuffer(a, dtype=np.float64)
+    y = np.frombuffer(b, dtype=np.float64)
+    tol = tolerance(case)
+    with np.errstate(invalid="ignore"):
+        bound = tol["atol"] + tol["rtol"] * np.maximum(np.abs(x), np.abs(y))
+        bad = np.isfinite(x) & np.isfinite(y) & (np.abs(x - y) > bound)
+    return tuple(np.flatnonzero(bad).tolist())
+
+
+def _atol(case) -> float:
+    from .evaluate import tolerance
+
+    return tolerance(case)["atol"]
+
+
+def _ulps(a: bytes, b: bytes, dtype: str, atol: float = 0.0) -> float:
+    x = np.frombuffer(a, dtype=np.float64)
+    y = np.frombuffer(b, dtype=np.float64)
+    mag = np.maximum(np.abs(x), np.abs(y))
+    # ulps where the values are significant: below the dtype's smallest normal (or 0) they mean nothing
+    floor = max(atol, float(np.exp2(MIN_EXPONENT.get(dtype, -1022))))  # below it a difference means nothing
+    both = np.isfinite(x) & np.isfinite(y) & (x != y) & (mag >= floor)
+    if not both.any():
+        return 0.0
+    mag = mag[both]
+    ulp = np.exp2(np.floor(np.log2(mag)) - MANTISSA_BITS.get(dtype, 52))
+    return float((np.abs(x[both] - y[both]) / ulp).max())
+
+
+COLUMNS = ("id", "device", "release", "status", "verdict", *phases.NAMES, "output", "grads", "errors", "warnings")
+
+
+def compute(frame, cases_by_id: dict) -> Findings:
+    """Findings of a verdict frame (harness.evaluation) for the cases ``cases_by_id``."""
+    phase_counts: dict = defaultdict(Counter)
+    by_case: dict = defaultdict(list)  # (device, case id) -> [(release key, release, row)]
+    if len(frame):
+        present = [c for c in COLUMNS if c in frame.columns]
+        for row in frame[present].itertuples(index=False):
+            case = cases_by_id.get(row.id)
+            if case is None:
+                continue
+            by_case[(row.device, row.id)].append((release_key(row.release), row.release, row))
+            scope = _scope(case)
+            for p in phases.PHASES:
+                v = getattr(row, p.name)
+                if v is not None and v == v:
+                    phase_counts[(row.release, row.device, scope, case.dtype, p.name)][v] += 1
+    order = {cid: i for i, cid in enumerate(cases_by_id)}
+    case_changes, drift_acc, steps = [], defaultdict(list), set()
+    memo: dict = {}  # id(tensor) -> Outcome; the tensors live in the frame for the whole call
+    for (device, cid), runs in sorted(by_case.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 0))):
+        runs.sort(key=lambda r: r[0])
+        case = cases_by_id[cid]
+        for (_, prev_rel, prev), (_, rel, cur) in zip(runs, runs[1:]):
+            steps.add((device, prev_rel, rel))
+            change = _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo)
+            if change is not None:
+                case_changes.append(change)
+    clusters: dict = {}
+    for ch in case_changes:
+        key = (ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
+        if key not in clusters:
+            clusters[key] = BehaviourChange(ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
+        clusters[key].cases.append(ch)
+    changes = [_describe(bc, cases_by_id) for bc in clusters.values()]
+    changes.sort(key=lambda b: (b.device, release_key(b.since), PHASE_ORDER.index(b.phase), -b.count, b.from_, b.to))
+    drift = []
+    for (device, prev_rel, rel), items in sorted(drift_acc.items(), key=lambda kv: (kv[0][0], release_key(kv[0][2]))):
+        drift.append(
+            Drift(
+                device,
+                prev_rel,
+                rel,
+                len({cid for cid, _, _, _ in items}),
+                max(u for _, u, _, _ in items),
+                tuple(sorted({d for _, _, d, _ in items}, key=axes.BY_NAME["dtype"].values.index)),
+                tuple(p for p in phases.NAMES if any(ph == p for _, _, _, ph in items)),
+            )
+        )
+    steps_sorted = sorted(steps, key=lambda s: (s[0], release_key(s[2])))
+    return Findings(changes, case_changes, drift, steps_sorted, dict(phase_counts))
+
+
+def _scope(case) -> str:
+    from .evaluate import case_scope
+
+    return case_scope(case)
+
+
+def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo) -> CaseChange | None:
+    found = []  # (phase, from, to, positions, old verdict, new verdict)
+    for p in phases.PHASES:
+        a, b = outcome(prev, p, memo), outcome(cur, p, memo)
+        if "stale" in (a.kind, b.kind):
+            return None  # made from other inputs: not comparable
+        if not a.same_behaviour(b):
+            frm, to, pos = transition(a, b)
+            found.append((p.name, frm, to, pos, getattr(prev, p.name) or "pass", getattr(cur, p.name) or "pass"))
+        elif a.kind == "value" and a.bits != b.bits:
+            beyond = _beyond_tolerance(a.bits, b.bits, case)
+            if beyond:
+                found.append((p.name, "value", "other value", beyond, getattr(prev, p.name), getattr(cur, p.name)))
+            else:
+                ulps = _ulps(a.bits, b.bits, case.dtype, _atol(case))
+                drift_acc[(device, prev_rel, rel)].append((case.id, ulps, case.dtype, p.name))
+    wa, wb = warnings_outcome(prev), warnings_outcome(cur)
+    if wa != wb:
+        frm, to = warnings_transition(wa, wb)
+        found.append((WARNINGS, frm, to, (), prev.verdict, cur.verdict))
+    if not found:
+        return None
+    phase, frm, to, pos, old_v, new_v = found[0]
+    also = tuple((ph, f, t) for ph, f, t, _, _, _ in found[1:])
+    return CaseChange(case.id, device, prev_rel, rel, phase, frm, to, pos, old_v, new_v, also)
+
+
+def _describe(bc: BehaviourChange, cases_by_id: dict) -> BehaviourChange:
+    members = [cases_by_id[ch.case_id] for ch in bc.cases]
+    bc.scope = {a.name: tuple(v for v in a.values if any(getattr(c, a.name) == v for c in members)) for a in axes.AXES}
+    bc.scopes = tuple(s for s in scopes.NAMES if any(_scope(c) == s for c in members))
+    if bc.phase in phases.NAMES and any(ch.positions for ch in bc.cases):
+        shared = None
+        for ch, case in zip(bc.cases, members):
+            if ch.positions or case.reduction != "none":
+                feats = input_features(case, ch.positions)
+                shared = feats if shared is None else shared & feats
+        named = [name for name, _, _ in FEATURES if shared and name in shared]
+        if len(named) > 1 and GENERAL in named:  # a specific feature says more than the general one
+            named.remove(GENERAL)
+        bc.where = tuple(named[:MAX_WHERE])
+    dirs = {_direction(ch.old_verdict, ch.new_verdict) for ch in bc.cases}
+    bc.direction = dirs.pop() if len(dirs) == 1 else "mixed"
+    also = Counter(x for ch in bc.cases for x in ch.also)
+    bc.also = tuple((ph, f, t, n) for (ph, f, t), n in sorted(also.items(), key=lambda kv: (-kv[1], kv[0])))
+    seen = {bc.phase} | {ph for ch in bc.cases for ph, _, _ in ch.also}
+    bc.phases_seen = tuple(p for p in PHASE_ORDER if p in seen)
+    return bc

@@ -1,0 +1,164 @@
+"""Findings (harness.findings): behaviour changes, drift, and their partition of the changed cases."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from harness import findings
+from harness.cases import load_cases
+from tests.conftest import ROOT
+
+CASES = """\
+version: 1
+description: one negative-target family, elementwise, float32.
+families:
+  - name: neg
+    scope: invalid
+    generator: negative
+    shape: [2, 3]
+    seed: 5
+    axes: {reduction: [none], log_target: [false], order: [intended], dtype: [float32], api: [functional, module]}
+"""
+
+
+@pytest.fixture
+def cases(tmp_path):
+    path = tmp_path / "cases.yaml"
+    path.write_text(CASES)
+    return {c.id: c for c in load_cases([path])}
+
+
+def _row(cid, release, values=None, error=None, warnings=(), verdict="pass", grads=None):
+    out = None if values is None else {"dtype": "float32", "shape": [len(values)], "values": list(values)}
+    return {
+        "id": cid,
+        "device": "cpu",
+        "release": release,
+        "status": "ok",
+        "verdict": verdict if error is None else "error",
+        "forward": verdict if error is None else "error",
+        "grad_input": None,
+        "grad_target": None,
+        "output": out,
+        "grads": grads,
+        "errors": {"forward": error} if error else None,
+        "warnings": list(warnings),
+    }
+
+
+def _compute(cases, rows):
+    return findings.compute(pd.DataFrame(rows), cases)
+
+
+BASE = [0.1, 0.0, 0.2, 0.0, 0.3, 0.4]  # the negative targets sit where the generator put them
+
+
+def _zero_positions(case):
+    from harness.inputs import call_inputs
+
+    return [i for i, v in enumerate(call_inputs(case).second.reshape(-1)) if not v > 0]
+
+
+@pytest.mark.parametrize(
+    "change, title, direction",
+    [
+        ("zero_to_nan", "float32 forward: 0 → nan where target < 0", "changed"),
+        ("new_warning", "float32 warnings: none → UserWarning", "changed"),
+        ("new_message", "float32 forward: RuntimeError → RuntimeError (new message)", "changed"),
+        ("error_to_value", "float32 forward: RuntimeError → value", "fixed"),
+    ],
+)
+def test_one_synthetic_transition_gives_exactly_one_behaviour_change(cases, change, title, direction):
+    ids = list(cases)
+    case = cases[ids[0]]
+    zeros = _zero_positions(case)
+    assert zeros, "the generator puts negative targets in every row"
+    before = [0.1 if i not in zeros else 0.0 for i in range(6)]
+    after = [v if i not in zeros else float("nan") for i, v in enumerate(before)]
+    rows = []
+    for cid in ids:  # both API forms change alike: one behaviour change over 2 cases
+        if change == "zero_to_nan":
+            rows += [_row(cid, "1.12", before, verdict="undefined"), _row(cid, "1.13", after, verdict="undefined")]
+        elif change == "new_warning":
+            rows += [_row(cid, "1.12", before), _row(cid, "1.13", before, warnings=["UserWarning: resized"])]
+        elif change == "new_message":
+            rows += [_row(cid, "1.12", error="RuntimeError: old words"), _row(cid, "1.13", error="RuntimeError: new")]
+        else:
+            rows += [_row(cid, "1.12", error="RuntimeError: no kernel"), _row(cid, "1.13", before)]
+    f = _compute(cases, rows)
+    assert [(bc.since, bc.previous, bc.title, bc.count, bc.direction) for bc in f.changes] == [
+        ("1.13", "1.12", title, 2, direction)
+    ]
+    assert f.drift == []
+
+
+def test_drift_within_tolerance_is_drift_not_a_change(cases):
+    import numpy as np
+
+    before = [float(np.float32(v)) for v in BASE]
+    after = [float(np.nextafter(np.float32(v), np.float32(1))) if v else 0.0 for v in BASE]  # one float32 ulp
+    rows = []
+    for cid in cases:
+        rows += [_row(cid, "1.12", before), _row(cid, "1.13", after)]
+    f = _compute(cases, rows)
+    assert f.changes == []
+    (d,) = f.drift
+    assert (d.since, d.previous, d.cases, d.dtypes, d.phases) == ("1.13", "1.12", 2, ("float32",), ("forward",))
+    assert d.max_ulps == 1
+
+
+def test_value_beyond_tolerance_is_a_change(cases):
+    rows = []
+    for cid in cases:
+        rows += [_row(cid, "1.12", BASE), _row(cid, "1.13", [v * 1.5 for v in BASE])]
+    (bc,) = _compute(cases, rows).changes
+    assert (bc.from_, bc.to, bc.count) == ("value", "other value", 2)
+
+
+def test_messages_that_differ_only_in_build_details_are_the_same():
+    a = "RuntimeError: boom (Triggered internally at ../aten/src/ATen/x.cpp:84.)\nException raised from f at /a/b.cpp:9"
+    b = "RuntimeError: boom (Triggered internally at /pytorch/aten/src/ATen/x.cpp:91.)"
+    assert findings.normalise_message(a) == findings.normalise_message(b) == "RuntimeError: boom"
+
+
+@pytest.fixture(scope="module")
+def real():
+    from harness.evaluation import verdict_frame
+
+    paths = sorted((ROOT / "reports" / "results").glob("*/cpu.jsonl"))
+    if len(paths) < 2:
+        pytest.skip("no committed results")
+    cases = {c.id: c for c in load_cases()}
+    frame = verdict_frame([ROOT / "reports" / "results"])
+    return frame, cases, findings.compute(frame, cases)
+
+
+def test_every_changed_case_belongs_to_exactly_one_behaviour_change(real):
+    frame, cases, f = real
+    members = [(ch.case_id, ch.device, ch.since) for bc in f.changes for ch in bc.cases]
+    assert len(members) == len(set(members)) == len(f.case_changes)
+    # independently: every (case, step) whose outcome of any phase or whose warnings differ is among them
+    rows = {(r.id, r.device, r.release): r for r in frame[list(findings.COLUMNS)].itertuples(index=False)}
+    expected = set()
+    for device, prev, rel in f.steps:
+        for cid in cases:
+            a, b = rows.get((cid, device, prev)), rows.get((cid, device, rel))
+            if a is None or b is None or "stale" in (a.verdict, b.verdict):
+                continue
+            differs = any(
+                not findings.outcome(a, p).same_behaviour(findings.outcome(b, p)) for p in findings.phases.PHASES
+            ) or findings.warnings_outcome(a) != findings.warnings_outcome(b)
+            if differs:
+                expected.add((cid, device, rel))
+    value_only = {(ch.case_id, ch.device, ch.since) for ch in f.case_changes if ch.to == "other value"}
+    assert set(members) - value_only == expected - value_only and expected <= set(members)
+
+
+def test_the_committed_history_has_a_readable_number_of_behaviour_changes(real):
+    _, _, f = real
+    assert 10 <= len(f.changes) <= 25, [bc.title for bc in f.changes]
+    titles = [bc.title for bc in f.changes]
+    assert "forward: 0 → nan where target ≤ 0 or nan" in titles  # the xlogy rewrite of 1.13
+    xlogy = next(bc for bc in f.changes if bc.title == "forward: 0 → nan where target ≤ 0 or nan")
+    assert (xlogy.since, xlogy.previous) == ("1.13", "1.12") and xlogy.count > 500
