@@ -14,7 +14,7 @@ Transition descriptors (``from`` / ``to``), one of:
 
 - element classes, one or several joined with "/": ``finite``, ``0``, ``-0``, ``nan``,
   ``inf``, ``-inf`` (``0``, ``0/inf``, ``nan``);
-- outcome kinds: ``value``, ``not implemented``, ``no gradient``, ``crash``, ``timeout``,
+- outcome kinds: ``value``, ``other value``, ``not implemented`` (optionally `` (new message)``), ``no gradient``, ``crash``, ``timeout``,
   ``none`` (for warnings: no warning);
 - an exception or warning type, optionally with `` (new message)``: ``RuntimeError``,
   ``RuntimeError (new message)``, ``UserWarning (new message)``.
@@ -37,7 +37,16 @@ SCHEMA_PATH = ROOT / "cases" / "explanations.schema.json"
 
 PHASE_NAMES: tuple[str, ...] = (*phases.NAMES, "warnings")
 ELEMENT_CLASSES: tuple[str, ...] = ("finite", "0", "-0", "nan", "inf", "-inf")
-OUTCOMES: tuple[str, ...] = ("value", "not implemented", "no gradient", "crash", "timeout", "none")
+OUTCOMES: tuple[str, ...] = (
+    "value",
+    "other value",  # the same element classes, values beyond the dtype's tolerance
+    "not implemented",
+    "not implemented (new message)",
+    "no gradient",
+    "crash",
+    "timeout",
+    "none",
+)
 EXCEPTION = re.compile(r"[A-Z][A-Za-z0-9_]*(?:Error|Exception|Warning)(?: \(new message\))?")
 REF_KINDS: tuple[str, ...] = ("pr", "issue", "commit")
 UPSTREAM = "https://github.com/pytorch/pytorch"
