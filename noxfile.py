@@ -211,4 +211,5 @@ def cuda(session, torch):
 @nox.session(python=False, tags=["default", "all"])
 def report(session):
     """Evaluate every results file and write reports/ (Markdown, HTML, JSON); needs no torch."""
-    _host(session, "report", "--results", str(RESULTS), "--out", str(REPORT_OUT))
+    readme = ["--readme", str(ROOT / "README.md")] if REPORT_OUT.resolve() == (ROOT / "reports").resolve() else []
+    _host(session, "report", "--results", str(RESULTS), "--out", str(REPORT_OUT), *readme)

@@ -172,6 +172,16 @@ def cmd_report(args) -> int:
     # again and again, here and in the interpreter's last collection at exit, and free nothing.
     with quiet_gc():
         out = write_report(args.results, args.out, args.cases)
+        if args.readme:
+            import json
+
+            from .report import readme_excerpt, update_readme
+
+            summary = json.loads((Path(args.out) / "summary.json").read_text())
+            link = os.path.relpath(Path(args.out) / "README.md", Path(args.readme).parent)
+            if not update_readme(args.readme, readme_excerpt(summary, link)):
+                _err(f"{args.readme}: no generated findings block to update")
+                return EXIT_INPUT
         out["data"].evaluation.save()  # what this report computed (verdicts, references) serves the next one
     d = out["data"]
     sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items())
@@ -323,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
+    p.add_argument("--readme", metavar="FILE", help="also rewrite the generated findings block of this README")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

@@ -14,7 +14,8 @@ Transition descriptors (``from`` / ``to``), one of:
 
 - element classes, one or several joined with "/": ``finite``, ``0``, ``-0``, ``nan``,
   ``inf``, ``-inf`` (``0``, ``0/inf``, ``nan``);
-- outcome kinds: ``value``, ``other value``, ``not implemented`` (optionally `` (new message)``), ``no gradient``, ``crash``, ``timeout``,
+- outcome kinds: ``value``, ``other value``, ``not implemented`` (optionally `` (new message)``),
+  ``no gradient``, ``crash``, ``timeout``,
   ``none`` (for warnings: no warning);
 - an exception or warning type, optionally with `` (new message)``: ``RuntimeError``,
   ``RuntimeError (new message)``, ``UserWarning (new message)``.

@@ -17,6 +17,7 @@ No torch: this reads the verdict frame (harness.evaluation) and the cases' input
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ def element_classes(values) -> tuple:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def normalise_message(message: str) -> str:
     """An exception message without what varies from build to build: C++ backtraces,
     addresses, file paths and line numbers."""
@@ -322,7 +324,20 @@ def _ulps(a: bytes, b: bytes, dtype: str, atol: float = 0.0) -> float:
     return float((np.abs(x[both] - y[both]) / ulp).max())
 
 
-COLUMNS = ("id", "device", "release", "status", "verdict", *phases.NAMES, "output", "grads", "errors", "warnings")
+COLUMNS = (
+    "id",
+    "device",
+    "release",
+    "scope",
+    "dtype",
+    "status",
+    "verdict",
+    *phases.NAMES,
+    "output",
+    "grads",
+    "errors",
+    "warnings",
+)
 
 
 def compute(frame, cases_by_id: dict) -> Findings:
@@ -330,17 +345,22 @@ def compute(frame, cases_by_id: dict) -> Findings:
     phase_counts: dict = defaultdict(Counter)
     by_case: dict = defaultdict(list)  # (device, case id) -> [(release key, release, row)]
     if len(frame):
-        present = [c for c in COLUMNS if c in frame.columns]
-        for row in frame[present].itertuples(index=False):
-            case = cases_by_id.get(row.id)
-            if case is None:
+        from collections import namedtuple
+
+        Row = namedtuple("Row", COLUMNS)
+        columns = [frame[c].tolist() for c in COLUMNS]  # plain lists: far faster to walk than the frame
+        keys: dict = {}  # release -> its sort key (few distinct)
+        for row in map(Row._make, zip(*columns)):
+            if row.id not in cases_by_id:
                 continue
-            by_case[(row.device, row.id)].append((release_key(row.release), row.release, row))
-            scope = _scope(case)
+            key = keys.get(row.release)
+            if key is None:
+                key = keys[row.release] = release_key(row.release)
+            by_case[(row.device, row.id)].append((key, row.release, row))
             for p in phases.PHASES:
                 v = getattr(row, p.name)
                 if v is not None and v == v:
-                    phase_counts[(row.release, row.device, scope, case.dtype, p.name)][v] += 1
+                    phase_counts[(row.release, row.device, row.scope, row.dtype, p.name)][v] += 1
     order = {cid: i for i, cid in enumerate(cases_by_id)}
     case_changes, drift_acc, steps = [], defaultdict(list), set()
     memo: dict = {}  # id(tensor) -> Outcome; the tensors live in the frame for the whole call
@@ -398,7 +418,7 @@ def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo) -> Cas
                 found.append((p.name, "value", "other value", beyond, getattr(prev, p.name), getattr(cur, p.name)))
             else:
                 ulps = _ulps(a.bits, b.bits, case.dtype, _atol(case))
-                drift_acc[(device, prev_rel, rel)].append((case.id, ulps, case.dtype, p.name))
+                drift_acc[(device, prev_rel, rel)].append((case.id, ulps, cur.dtype, p.name))
     wa, wb = warnings_outcome(prev), warnings_outcome(cur)
     if wa != wb:
         frm, to = warnings_transition(wa, wb)

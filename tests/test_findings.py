@@ -35,6 +35,8 @@ def _row(cid, release, values=None, error=None, warnings=(), verdict="pass", gra
         "id": cid,
         "device": "cpu",
         "release": release,
+        "scope": "invalid",
+        "dtype": "float32",
         "status": "ok",
         "verdict": verdict if error is None else "error",
         "forward": verdict if error is None else "error",
@@ -162,3 +164,36 @@ def test_the_committed_history_has_a_readable_number_of_behaviour_changes(real):
     assert "forward: 0 → nan where target ≤ 0 or nan" in titles  # the xlogy rewrite of 1.13
     xlogy = next(bc for bc in f.changes if bc.title == "forward: 0 → nan where target ≤ 0 or nan")
     assert (xlogy.since, xlogy.previous) == ("1.13", "1.12") and xlogy.count > 500
+
+
+def test_published_summary_follows_its_schema_and_every_change_shows_itself():
+    """reports/summary.json validates against reports/summary.schema.json; each behaviour
+    change has a reproduction of at most 10 lines and recorded outputs that differ on its
+    two releases."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "reports" / "summary.schema.json").read_text())
+    summary = json.loads((ROOT / "reports" / "summary.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(summary)
+    changes = summary["behaviour"]["changes"]
+    assert changes and len({c["key"] for c in changes}) == len(changes)
+    for c in changes:
+        assert len(c["reproduction"]) <= 10
+        before, after = c["recorded"][c["previous"]], c["recorded"][c["since"]]
+        assert before != after, c["title"]
+    assert summary["behaviour"]["stale_explanations"] == []
+
+
+def test_readme_findings_are_generated_from_the_published_summary():
+    """The README states no finding by hand: its findings block is what the report's data gives."""
+    import json
+
+    from harness import report
+
+    summary = json.loads((ROOT / "reports" / "summary.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    start, end = text.index(report.README_BEGIN), text.index(report.README_END) + len(report.README_END)
+    assert text[start:end] == report.readme_excerpt(summary, "reports/README.md"), "run: nox -s report"
