@@ -171,7 +171,7 @@ def cmd_report(args) -> int:
     # Millions of objects kept to the end (rows, outputs, text): cyclic GC would only scan them
     # again and again, here and in the interpreter's last collection at exit, and free nothing.
     with quiet_gc():
-        out = write_report(args.results, args.out, args.cases)
+        out = write_report(args.results, args.out, args.cases, explanations_path=args.explanations)
         if args.readme:
             import json
 
@@ -334,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--readme", metavar="FILE", help="also rewrite the generated findings block of this README")
+    p.add_argument(
+        "--explanations", metavar="YAML", help="explanations of behaviour changes (default: cases/explanations/...)"
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

@@ -328,6 +328,7 @@ class ReportData:
     notes: list = field(default_factory=list)
     snippets: list = field(default_factory=list)  # records of the published claims' snippets
     evaluation: object = field(default=None, repr=False)  # the harness.evaluation.Evaluation that judged frame
+    explanations_path: Path | None = None  # default: harness.explanations.EXPLANATIONS_PATH
     _lists: dict = field(default_factory=dict, init=False, repr=False)
 
     # -------------------------------------------------------------- derived views
@@ -352,9 +353,10 @@ class ReportData:
         or None where the explanations file is absent."""
         from . import explanations
 
-        if not explanations.EXPLANATIONS_PATH.exists():
+        path = Path(self.explanations_path or explanations.EXPLANATIONS_PATH)
+        if not path.exists():
             return None
-        return explanations.match(explanations.load(), self.behaviour.changes)
+        return explanations.match(explanations.load(path), self.behaviour.changes)
 
     @cached_property
     def case_index(self) -> dict:
@@ -2237,6 +2239,7 @@ def _glance(d: ReportData) -> list[dict]:
 def sec_glance(d: ReportData) -> Section:
     """The first answers: correct usage per release, boundary, invalid input, misuse, change."""
     rows = _glance(d)
+    number = {bc.key: k + 1 for k, bc in enumerate(d.behaviour.changes)}  # as numbered in Behaviour changes
     intro = (
         "Per release and device: does correct usage (arguments as the documentation describes them) match the "
         "reference; how many boundary cases differ from the mathematical limit; what invalid input gets; how many "
@@ -2261,7 +2264,7 @@ def sec_glance(d: ReportData) -> Section:
         mis = f"{r['misuse']['silent']} of {r['misuse']['cases']}"
         cells = [r["release"], r["device"], r["status"], usage, bd, invalid, mis, r["changed"]]
         md_rows.append(cells)
-        links = " ".join(f'<a href="#{esc(k)}">#{j + 1}</a>' for j, k in enumerate(r["changes"]))
+        links = " ".join(f'<a href="#{esc(k)}">#{number[k]}</a>' for k in r["changes"])
         word = r["status"].split(" (")[0]
         status_html = Raw(f'<span class="st st-{STATUS_CLASS.get(word, "warn")}">{esc(r["status"])}</span>')
         html_rows.append(
@@ -2280,7 +2283,7 @@ def sec_glance(d: ReportData) -> Section:
         ]
     )
     h = (
-        f"<p>{esc(intro)}</p>"
+        f"<p>{esc(intro.replace('*', ''))}</p>"
         + (html_table(headers, html_rows, "glance") if html_rows else "<p>No results.</p>")
         + "<p>Correct usage per dtype and phase (✓ every case matches the reference; ✗ failing/total; – not "
         "implemented):</p>" + (html_table(ghead, grid_html, "grid usage") if grid_html else "")
@@ -2815,9 +2818,11 @@ def update_readme(path, excerpt: str) -> bool:
     return True
 
 
-def write_report(results_paths, out_dir, case_paths=None, expected_releases=None) -> dict:
-    """Load, render and write the three files; returns {name: (path, bytes, ReportData)}."""
+def write_report(results_paths, out_dir, case_paths=None, expected_releases=None, explanations_path=None) -> dict:
+    """Load, render and write the three files (all rendered before any is written: bad
+    input leaves the old report as it was); returns {name: (path, bytes, ReportData)}."""
     d = load(results_paths, case_paths, expected_releases)
+    d.explanations_path = explanations_path
     files = render(d)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -193,3 +193,26 @@ def test_match_pairs_exact_changes_and_reports_the_rest(tmp_path):
     assert m.unexplained == [1]
     assert m.stale == [entries[1]]
     assert explanations.match([], []) == explanations.Matching({}, [], [])
+
+
+def test_report_refuses_a_bad_explanations_file_and_writes_nothing(tmp_path):
+    """A typo in the explanations is an input error (exit 2, file:line) and no report file is
+    written half-way."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    bad = tmp_path / "explanations.yaml"
+    text = (ROOT / "cases" / "explanations" / "explanations.yaml").read_text()
+    bad.write_text(text.replace("    explanation: >-", "    explaination: >-", 1))
+    line = next(i for i, ln in enumerate(bad.read_text().splitlines(), 1) if "explaination" in ln)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "report", "--out", str(out), "--explanations", str(bad),
+         "--results", str(ROOT / "reports" / "results" / "1.12"), str(ROOT / "reports" / "results" / "1.13")],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"{bad}:{line}:" in result.stderr and "explaination" in result.stderr
+    assert not out.exists() or not any(out.iterdir())
