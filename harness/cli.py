@@ -37,12 +37,13 @@ def _load_cases(paths, filters=()):
 
 
 def _build_plan(args) -> dict:
-    """Plan for the selected cases; the published claims' snippets ride along unless
-    case files or filters narrow the run."""
-    from . import claims
+    """Plan for the selected cases; the published claims' snippets and the behaviour
+    changes' reproductions ride along unless case files or filters narrow the run."""
+    from . import claims, reproductions
     from .runner import build_plan
 
-    extra = [] if (args.cases or args.filter) else claims.plan_entries(claims.load()[0])
+    narrowed = args.cases or args.filter
+    extra = [] if narrowed else claims.plan_entries(claims.load()[0]) + reproductions.plan_entries(reproductions.load())
     return build_plan(_load_cases(args.cases, args.filter), extra_entries=extra)
 
 
@@ -64,6 +65,20 @@ def cmd_schema(args) -> int:
 
     write_schema(Path(args.out) if args.out else SCHEMA_PATH)
     print(f"schema: {args.out or SCHEMA_PATH}")
+    return EXIT_OK
+
+
+def cmd_reproductions(args) -> int:
+    """Write the behaviour changes' reproduction snippets (harness.reproductions) from the results."""
+    from . import reproductions
+    from .report import load, reproduction_snippets
+
+    d = load(args.results, args.cases)
+    snippets = reproduction_snippets(d)
+    out = Path(args.out) if args.out else reproductions.PATH
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(reproductions.dumps(snippets))
+    print(f"reproductions: {len(snippets)} snippets -> {out}")
     return EXIT_OK
 
 
@@ -294,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reproductions", help="write the behaviour changes' reproduction snippets for the plan")
+    p.add_argument("--results", nargs="+", default=["reports/results"], metavar="PATH", help="results files or folders")
+    p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
+    p.add_argument("--out", help="where to write them (default: cases/reproductions/reproductions.json)")
+    p.set_defaults(func=cmd_reproductions)
 
     p = sub.add_parser("schema", help="write the case-file schema (cases/schema.json) from the declared axes")
     p.add_argument("--out", help="where to write it (default: cases/schema.json)")

@@ -361,7 +361,7 @@ class Evaluation:
                 )
             )
         for rec in results:
-            if rec["id"].startswith("claim/"):  # published snippets, judged by harness.claims
+            if rec["id"].startswith(("claim/", "repro/")):  # snippets: the claims', the reproductions'
                 env = runs[rec["run"]].get("env", {})
                 snippets.append({**rec, "release": release_of(env.get("torch")), "torch": env.get("torch")})
                 continue

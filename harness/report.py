@@ -2365,18 +2365,6 @@ def _repro_lines(case, phase: str, position) -> list:
     return lines
 
 
-def _recorded(d: ReportData, case_id: str, release: str, device: str, phase: str, position):
-    """What the case recorded for ``phase`` in one release (the element at ``position``)."""
-    for i in d.rows_by_case.get(case_id, ()):
-        r = d.rows[i]
-        if r.release == release and r.device == device:
-            row = d.frame.iloc[r.index] if hasattr(r, "index") else None
-            break
-    else:
-        return "not run"
-    return _phase_text(row, phase, position)
-
-
 def _phase_text(row, phase: str, position) -> str:
     from . import phases as phases_mod
 
@@ -2406,9 +2394,11 @@ def _phase_text(row, phase: str, position) -> str:
 def sec_behaviour(d: ReportData) -> Section:
     """Behaviour changes between consecutive releases, each with its reproduction."""
     from . import findings as findings_mod
+    from . import reproductions
 
     b = d.behaviour
     matching = d.explained
+    run_snippets = reproductions.load()
     frame_by = {}
     if len(d.frame):
         for i, key in enumerate(zip(d.col("id"), d.col("release"), d.col("device"))):
@@ -2486,15 +2476,33 @@ def sec_behaviour(d: ReportData) -> Section:
         else:
             facts.append(("why", "unexplained: no entry in cases/explanations.yaml matches this change"))
         shown = f"{bc.previous}: {before}\n{bc.since}: {after}"
+        committed = run_snippets.get(bc.key)
+        printed = {rel: _printed(d, bc.key, rel, bc.device) for rel in (bc.previous, bc.since)}
+        if committed is None or committed.get("code") != lines:
+            printed_text = (
+                "this snippet has not been run in the releases yet (python -m harness reproductions, then nox)"
+            )
+            printed = {}
+        elif None in printed.values():
+            missing = ", ".join(rel for rel, p in printed.items() if p is None)
+            printed_text = f"not run yet in {missing}"
+            printed = {rel: p for rel, p in printed.items() if p is not None}
+        else:
+            printed_text = f"{bc.previous}: {printed[bc.previous]}\n{bc.since}: {printed[bc.since]}"
         md.append(f'<a id="{esc(bc.key)}"></a>\n\n### {k + 1}. {md_escape(bc.title)}')
         md.append("\n".join(f"- **{md_escape(a)}**: {md_escape(b_)}" for a, b_ in facts))
         recorded = f"- {md_escape(bc.previous)}: {md_escape(before)}\n- {md_escape(bc.since)}: {md_escape(after)}"
         code = "\n".join(lines)  # numbers and names only: nothing from the results
-        md.append(f"```python\n{code}\n```\n\nRecorded by case {md_escape(ch.case_id)}:\n\n{recorded}")
+        prints = "\n".join(f"- {md_escape(x)}" for x in printed_text.split("\n"))
+        md.append(
+            f"```python\n{code}\n```\n\nPrinted by this snippet, run by each release's worker:\n\n{prints}\n\n"
+            f"Recorded by case {md_escape(ch.case_id)}:\n\n{recorded}"
+        )
         dl = "".join(f"<dt>{esc(a)}</dt><dd>{esc(b_)}</dd>" for a, b_ in facts)
         h.append(
             f'<div class="case" id="{esc(bc.key)}"><h3>{k + 1}. {esc(bc.title)}</h3><dl>{dl}</dl>'
-            f"<pre>{esc(chr(10).join(lines))}</pre><p>Recorded (case <code>{esc(ch.case_id)}</code>):</p>"
+            f"<pre>{esc(chr(10).join(lines))}</pre><p>Printed by this snippet, run by each release's worker:</p>"
+            f"<pre>{esc(printed_text)}</pre><p>Recorded (case <code>{esc(ch.case_id)}</code>):</p>"
             f"<pre>{esc(shown)}</pre></div>"
         )
         data.append(
@@ -2520,6 +2528,7 @@ def sec_behaviour(d: ReportData) -> Section:
                 "reproduction": lines,
                 "example": ch.case_id,
                 "recorded": {bc.previous: before, bc.since: after},
+                "printed": printed,
                 "case_ids": [c.case_id for c in bc.cases],
             }
         )
@@ -2566,6 +2575,41 @@ def _stale_explanations(changes, matching) -> list:
         return []
     seen = {(bc.since, ph, f, t) for bc in changes for ph, f, t, _ in bc.also}
     return [e for e in matching.stale if (e.since, e.phase, e.from_, e.to) not in seen]
+
+
+def reproduction_snippets(d: ReportData) -> dict:
+    """{change key: snippet} for every behaviour change (harness.reproductions' format)."""
+    from . import findings as findings_mod
+
+    out = {}
+    for bc in d.behaviour.changes:
+        ch, pos = _example(bc)
+        phase = bc.phase if bc.phase != findings_mod.WARNINGS else "forward"
+        out[bc.key] = {
+            "title": bc.title,
+            "since": bc.since,
+            "previous": bc.previous,
+            "case": ch.case_id,
+            "code": _repro_lines(d.cases[ch.case_id], phase, pos),
+        }
+    return out
+
+
+def _printed(d: ReportData, key: str, release: str, device: str = "cpu") -> str | None:
+    """What the reproduction snippet of ``key`` printed when run by a release's worker."""
+    from . import reproductions
+
+    for r in d.snippets:
+        if r.get("id") == reproductions.PREFIX + key and r.get("release") == release and r.get("device") == device:
+            if r.get("error"):
+                err = r["error"]
+                return visible(
+                    f"{err.get('type')}: {str(err.get('message')).splitlines()[0] if err.get('message') else ''}"
+                )
+            text = " ".join(line.strip() for line in r.get("printed") or []) or "(printed nothing)"
+            warned = [f"{w.get('category')}: {str(w.get('message'))[:100]}" for w in r.get("warnings") or []]
+            return visible(text + "".join(f" [warns {w}]" for w in warned))
+    return None
 
 
 def _upstream_text(ref) -> str:

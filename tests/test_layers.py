@@ -19,7 +19,7 @@ LAYERS = {
     2: ("inputs",),
     3: ("catalogue", "worker", "runner"),  # run
     4: ("reference",),
-    5: ("evaluate", "explanations", "evaluation", "oracle", "claims"),
+    5: ("evaluate", "explanations", "evaluation", "oracle", "claims", "reproductions"),
     6: ("findings",),
     7: ("report", "gate"),
     8: ("cli", "__main__"),
