@@ -2446,11 +2446,7 @@ def sec_behaviour(d: ReportData) -> Section:
         expl = matching.explained.get(k) if matching is not None else None
         ch, pos = _example(bc)
         case = d.cases[ch.case_id]
-        lines = (
-            _repro_lines(case, bc.phase, pos)
-            if bc.phase != findings_mod.WARNINGS
-            else _repro_lines(case, "forward", pos)
-        )
+        lines = _repro_lines(case, _snippet_phase(d, bc, ch), pos)
         before = after = "?"
         for rel, which in ((bc.previous, "before"), (bc.since, "after")):
             i = frame_by.get((ch.case_id, rel, bc.device))
@@ -2579,20 +2575,28 @@ def _stale_explanations(changes, matching) -> list:
 
 def reproduction_snippets(d: ReportData) -> dict:
     """{change key: snippet} for every behaviour change (harness.reproductions' format)."""
-    from . import findings as findings_mod
 
     out = {}
     for bc in d.behaviour.changes:
         ch, pos = _example(bc)
-        phase = bc.phase if bc.phase != findings_mod.WARNINGS else "forward"
         out[bc.key] = {
             "title": bc.title,
             "since": bc.since,
             "previous": bc.previous,
             "case": ch.case_id,
-            "code": _repro_lines(d.cases[ch.case_id], phase, pos),
+            "code": _repro_lines(d.cases[ch.case_id], _snippet_phase(d, bc, ch), pos),
         }
     return out
+
+
+def _snippet_phase(d: ReportData, bc, ch) -> str:
+    """The phase a reproduction computes: the change's own; for a change of warnings, the
+    backward too when the case has gradients (warnings such as a resized output come from it)."""
+    from . import findings as findings_mod
+
+    if bc.phase != findings_mod.WARNINGS:
+        return bc.phase
+    return "grad_input" if d.cases[ch.case_id].family.grad else "forward"
 
 
 def _printed(d: ReportData, key: str, release: str, device: str = "cpu") -> str | None:
