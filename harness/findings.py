@@ -124,9 +124,15 @@ def outcome(row, phase: phases.Phase, memo: dict | None = None) -> Outcome:
     return _tensor_outcome(tensor, memo)
 
 
+# Warnings that come from the environment a run had, not from kl_div (emitted once per process,
+# by whichever case came first): never a behaviour change of the op.
+ENVIRONMENT_WARNINGS = ("Failed to initialize NumPy",)
+
+
 def warnings_outcome(row) -> frozenset:
-    """The warnings of a row, each normalised (what varies from build to build removed)."""
-    return frozenset(normalise_message(w) for w in row.warnings or ())
+    """The warnings of a row, each normalised (what varies from build to build removed),
+    without the environment's (ENVIRONMENT_WARNINGS)."""
+    return frozenset(normalise_message(w) for w in row.warnings or () if not any(e in w for e in ENVIRONMENT_WARNINGS))
 
 
 # ------------------------------------------------------------------ transitions

@@ -2320,11 +2320,18 @@ def _usage_grid(d: ReportData):
 
 def _example(bc):
     """(CaseChange, position) that shows ``bc`` with the fewest elements: a member with an
-    elementwise output and a changed element if there is one, else the first member."""
-    for ch in bc.cases:
+    elementwise output and a changed element if there is one, else the first member.  A
+    change of warnings is shown by a float32/float64 member (whose backward runs on every
+    release, so the warning can appear)."""
+    from . import findings as findings_mod
+
+    members = bc.cases
+    if bc.phase == findings_mod.WARNINGS:
+        members = [ch for ch in bc.cases if "/float32/" in ch.case_id or "/float64/" in ch.case_id] or bc.cases
+    for ch in members:
         if ch.positions and "/none/" in ch.case_id:
             return ch, ch.positions[0]
-    return bc.cases[0], None
+    return members[0], None
 
 
 def _repro_lines(case, phase: str, position) -> list:
@@ -2473,7 +2480,7 @@ def sec_behaviour(d: ReportData) -> Section:
             facts.append(("why", "unexplained: no entry in cases/explanations.yaml matches this change"))
         shown = f"{bc.previous}: {before}\n{bc.since}: {after}"
         committed = run_snippets.get(bc.key)
-        printed = {rel: _printed(d, bc.key, rel, bc.device) for rel in (bc.previous, bc.since)}
+        printed = {rel: _printed(d, bc.key, rel, bc.device, lines) for rel in (bc.previous, bc.since)}
         if committed is None or committed.get("code") != lines:
             printed_text = (
                 "this snippet has not been run in the releases yet (python -m harness reproductions, then nox)"
@@ -2599,12 +2606,17 @@ def _snippet_phase(d: ReportData, bc, ch) -> str:
     return "grad_input" if d.cases[ch.case_id].family.grad else "forward"
 
 
-def _printed(d: ReportData, key: str, release: str, device: str = "cpu") -> str | None:
-    """What the reproduction snippet of ``key`` printed when run by a release's worker."""
+def _printed(d: ReportData, key: str, release: str, device: str = "cpu", code=None) -> str | None:
+    """What the reproduction snippet of ``key`` printed when run by a release's worker
+    (only a run of exactly ``code``, when given: its input digest must match)."""
     from . import reproductions
+    from .inputs import input_digest
 
+    digest = input_digest(reproductions.plan_entries({key: {"code": code}})[0]) if code is not None else None
     for r in d.snippets:
         if r.get("id") == reproductions.PREFIX + key and r.get("release") == release and r.get("device") == device:
+            if digest is not None and r.get("digest") != digest:
+                continue  # a run of an older version of the snippet
             if r.get("error"):
                 err = r["error"]
                 return visible(

@@ -180,10 +180,15 @@ def test_published_summary_follows_its_schema_and_every_change_shows_itself():
     jsonschema.Draft202012Validator(schema).validate(summary)
     changes = summary["behaviour"]["changes"]
     assert changes and len({c["key"] for c in changes}) == len(changes)
+    both_printed = 0
     for c in changes:
         assert len(c["reproduction"]) <= 10
         before, after = c["recorded"][c["previous"]], c["recorded"][c["since"]]
         assert before != after, c["title"]
+        if set(c["printed"]) == {c["previous"], c["since"]}:  # the snippet itself, run by both releases
+            both_printed += 1
+            assert c["printed"][c["previous"]] != c["printed"][c["since"]], (c["title"], c["printed"])
+    assert both_printed == len(changes), f"{len(changes) - both_printed} snippets not run on both sides yet"
     assert summary["behaviour"]["stale_explanations"] == []
 
 
@@ -197,3 +202,14 @@ def test_readme_findings_are_generated_from_the_published_summary():
     text = (ROOT / "README.md").read_text()
     start, end = text.index(report.README_BEGIN), text.index(report.README_END) + len(report.README_END)
     assert text[start:end] == report.readme_excerpt(summary, "reports/README.md"), "run: nox -s report"
+
+
+def test_a_warning_from_the_environment_is_no_behaviour_change(cases):
+    """'Failed to initialize NumPy' comes from a run's environment (once per process), not from kl_div."""
+    rows = []
+    for cid in cases:
+        env_warning = (
+            "UserWarning: Failed to initialize NumPy: No module named 'numpy' (Triggered internally at x.cpp:84.)"
+        )
+        rows += [_row(cid, "2.2", BASE), _row(cid, "2.3", BASE, warnings=[env_warning])]
+    assert _compute(cases, rows).changes == []
