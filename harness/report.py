@@ -2623,7 +2623,7 @@ def _printed(d: ReportData, key: str, release: str, device: str = "cpu", code=No
                     f"{err.get('type')}: {str(err.get('message')).splitlines()[0] if err.get('message') else ''}"
                 )
             text = " ".join(line.strip() for line in r.get("printed") or []) or "(printed nothing)"
-            warned = [f"{w.get('category')}: {str(w.get('message'))[:100]}" for w in r.get("warnings") or []]
+            warned = [f"{w.get('category')}: {str(w.get('message'))[:300]}" for w in r.get("warnings") or []]
             return visible(text + "".join(f" [warns {w}]" for w in warned))
     return None
 
