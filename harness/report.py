@@ -2845,7 +2845,7 @@ def readme_excerpt(summary: dict, link: str = "reports/README.md") -> str:
     for dev in sorted({r["device"] for r in rows}, key=device_key):
         mine = [r for r in rows if r["device"] == dev]
         ok = [r["release"] for r in mine if r["status"] in ("ok", "limited")]
-        others = [f"{r['release']} ({r['status']})" for r in mine if r["status"] not in ("ok", "limited")]
+        others = [f"{r['release']}: {r['status']}" for r in mine if r["status"] not in ("ok", "limited")]
         limited = [r["release"] for r in mine if r["status"] == "limited"]
         text = f"- **{md_escape(dev)}**: correct usage matches the reference on {len(ok)} of {len(mine)} releases"
         if limited:
