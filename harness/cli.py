@@ -202,7 +202,7 @@ def cmd_report(args) -> int:
     sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items())
     print(
         f"report: {len(d.frame)} results, {len(d.data_releases)} releases with results, "
-        f"{len(d.findings)} change findings -> {args.out} ({sizes}) in {time.perf_counter() - t0:.1f}s"
+        f"{len(d.behaviour.changes)} behaviour changes -> {args.out} ({sizes}) in {time.perf_counter() - t0:.1f}s"
     )
     for note in d.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -98,22 +98,6 @@ def test_cuda_oracle_once_per_distinct_pair_gives_every_pair(data):
     assert {"same", "close"} <= set(full["agreement"])  # not only the shortcut is exercised
 
 
-def test_describe_gives_exact_patterns():
-    rng = random.Random(7)
-    for _ in range(300):
-        sizes = [rng.randint(1, 3) for _ in report.AXES]
-        combos = dict.fromkeys(tuple(f"v{rng.randrange(k)}" for k in sizes) for _ in range(rng.randint(2, 80)))
-        axes = {f"c{i}": combo for i, combo in enumerate(combos)}  # one case per combination, as in case files
-        universe = set(axes)
-        members = set(rng.sample(sorted(universe), rng.randint(1, len(universe))))
-        parts = report._describe(members, universe, axes)
-        assert set().union(*(ids for _, ids in parts)) == members
-        for pattern, ids in parts:
-            if "scattered" not in pattern:
-                inside = {i for i in universe if all(axes[i][a] in pattern[a] for a in range(len(report.AXES)))}
-                assert inside == ids  # exact: the pattern covers these members and nothing else
-
-
 def test_shared_outputs_are_only_equal_ones():
     same: dict = {}
     a = ev._shared_output({"dtype": "float32", "shape": [2], "values": [1.0, 0.0]}, same)
