@@ -61,7 +61,8 @@ STATUS_MEANING = {
     "crashed": "every result is a crash or timeout",
     "partial": "fewer results than the run header's case count (interrupted or still running)",
     "crashes": "some cases crashed or timed out",
-    "failures": "some cases error, return nan or mismatch",
+    "failures": "correct usage fails: some correct-usage cases error, return nan or mismatch",
+    "stale": "correct-usage results made from other inputs: run them again",
     "limited": "no failures; some features unsupported",
     "ok": "no failures, nothing unsupported",
 }
@@ -73,6 +74,7 @@ STATUS_CLASS = {
     "partial": "warn",
     "crashes": "bad",
     "failures": "warn",
+    "stale": "warn",
     "limited": "meh",
     "ok": "good",
 }
@@ -383,10 +385,18 @@ class ReportData:
     def cells(self) -> dict:
         """(release, device) -> status, counts and coverage."""
         counts: dict = {}
+        valid_counts: dict = {}  # of the correct-usage cases: only their problems make 'failures'
         if len(self.frame):
             release, device = self.col("release"), self.col("device")
             for (rel, dev, verdict), n in sorted(Counter(zip(release, device, self.col("verdict"))).items()):
                 counts.setdefault((rel, dev), {})[verdict] = n
+            valid = Counter(
+                (rel, dev, v)
+                for rel, dev, v, sc in zip(release, device, self.col("verdict"), self.col("scope"))
+                if sc == "valid"
+            )
+            for (rel, dev, verdict), n in valid.items():
+                valid_counts.setdefault((rel, dev), {})[verdict] = n
             pit = Counter(compress(zip(release, device), self.col("pitfall")))
             torch_v: dict = {}
             for rel, dev, version in Counter(zip(release, device, self.col("torch"))):  # each triple once
@@ -419,7 +429,7 @@ class ReportData:
                     first = next(r for r in self.releases if counts.get((r, dev)))
                     if rel != first:  # the first tested release on a device has nothing to compare with
                         cell["changed"] = int(changed.get((rel, dev), 0)) if len(self.events) else 0
-                cell["status"] = _status(n, c, expected, files, recorded)
+                cell["status"] = _status(n, c, expected, files, recorded, valid_counts.get((rel, dev), {}))
                 out[(rel, dev)] = cell
         return out
 
@@ -496,7 +506,9 @@ class ReportData:
         return [cid for k, cid in enumerate(self.cases) if k in shown or cid in changed]
 
 
-def _status(n, counts, expected, files, recorded) -> str:
+def _status(n, counts, expected, files, recorded, valid=None) -> str:
+    """The status word of a release and device; 'failures' only when correct usage fails
+    (``valid``: the verdict counts of its correct-usage cases)."""
     if not files and not n:
         return NOT_RUN
     if not n:
@@ -508,9 +520,12 @@ def _status(n, counts, expected, files, recorded) -> str:
         return "partial"
     if bad:
         return "crashes"
-    if sum(counts.get(v, 0) for v in PROBLEMS):
+    valid = counts if valid is None else valid
+    if sum(valid.get(v, 0) for v in PROBLEMS if v != "stale"):
         return "failures"
-    if sum(counts.get(v, 0) for v in verdicts.LIMITS):
+    if valid.get("stale", 0):
+        return "stale"
+    if sum(valid.get(v, 0) for v in verdicts.LIMITS):
         return "limited"
     return "ok"
 
