@@ -2441,7 +2441,7 @@ def _filters_html(d: ReportData) -> str:
     parts.append('<label>id contains <input name="q" type="search" size="18"></label>')
     parts.append(
         '<button type="reset">reset</button><span id="fstatus"></span>'
-        '<span class="muted">(applies to What changed and Cases; the view can be linked)</span>'
+        '<span class="muted">(applies to the Cases section; the view can be linked)</span>'
     )
     return (
         f'<form id="filters" hidden onsubmit="return false" data-axes="{esc(" ".join(AXES))}" '
