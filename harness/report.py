@@ -1333,10 +1333,25 @@ def _literal(array: np.ndarray, dtype: str = "float64") -> str:
     return _LITERALS[key]
 
 
+def call_text(case, first: str, second: str) -> str:
+    """The case's kl_div call as Python, on the variables ``first`` and ``second`` (the
+    worker's _call: its API form, reduction or legacy arguments, log_target when True)."""
+    from .worker import _legacy
+
+    if case.api in ("legacy_module", "legacy_functional"):
+        kw = [f"{k}={v!r}" for k, v in _legacy(case.reduction).items()]
+    else:
+        kw = [f"reduction={case.reduction!r}"]
+    if case.log_target:
+        kw.append("log_target=True")
+    if case.api in ("module", "legacy_module"):
+        return f"torch.nn.KLDivLoss({', '.join(kw)})({first}, {second})"
+    return f"torch.nn.functional.kl_div({first}, {second}, {', '.join(kw)})"
+
+
 def reproduction(case, devices) -> str:
     """Python that builds the case's exact tensors and makes its call (as the worker does)."""
     from .inputs import call_inputs
-    from .worker import _legacy
 
     ci = call_inputs(case)
     dt = f"torch.{case.dtype}"
@@ -1378,17 +1393,7 @@ def reproduction(case, devices) -> str:
             expr = f"torch.tensor({_literal(arr, case.dtype)}, dtype={dt}, device=device{rg})"
         lines.append(f"# {comment}")
         lines.append(f"{name} = {expr}")
-    if case.api in ("legacy_module", "legacy_functional"):
-        kw = [f"{k}={v!r}" for k, v in _legacy(case.reduction).items()]
-    else:
-        kw = [f"reduction={case.reduction!r}"]
-    if case.log_target:
-        kw.append("log_target=True")
-    if case.api in ("module", "legacy_module"):
-        call = f"torch.nn.KLDivLoss({', '.join(kw)})(first, second)"
-    else:
-        call = f"torch.nn.functional.kl_div(first, second, {', '.join(kw)})"
-    lines += [f"loss = {call}", "print(loss)"]
+    lines += [f"loss = {call_text(case, 'first', 'second')}", "print(loss)"]
     if grad:
         lines += ["loss.backward(torch.ones_like(loss))", "print(first.grad, second.grad)"]
     return "\n".join(lines) + "\n"
@@ -2014,20 +2019,12 @@ def _repro_lines(case, phase: str, position) -> list:
     """At most 10 lines of Python showing the change: the case's call on one element
     (elementwise outputs) or on its whole inputs."""
     from .inputs import call_inputs
-    from .worker import _legacy
 
     ci = call_inputs(case)
     first, second = ci.first, ci.second
     if position is not None:
         a, b = np.broadcast_arrays(first, second)
         first, second = a.reshape(-1)[[position]], b.reshape(-1)[[position]]
-    kw = (
-        [f"{k}={v!r}" for k, v in _legacy(case.reduction).items()]
-        if case.api.startswith("legacy")
-        else [f"reduction={case.reduction!r}"]
-    )
-    if case.log_target:
-        kw.append("log_target=True")
     grad = phase in ("grad_input", "grad_target")
     rg = ", requires_grad=True" if grad else ""
     lines = [
@@ -2036,10 +2033,7 @@ def _repro_lines(case, phase: str, position) -> list:
         f"x = torch.tensor({_literal(first, case.dtype)}, dtype=torch.{case.dtype}{rg})  # input",
         f"t = torch.tensor({_literal(second, case.dtype)}, dtype=torch.{case.dtype}{rg})  # target",
     ]
-    call = f"torch.nn.functional.kl_div(x, t, {', '.join(kw)})"
-    if case.api in ("module", "legacy_module"):
-        call = f"torch.nn.KLDivLoss({', '.join(kw)})(x, t)"
-    lines.append(f"loss = {call}")
+    lines.append(f"loss = {call_text(case, 'x', 't')}")
     if grad:
         lines.append("loss.backward(torch.ones_like(loss))")
         lines.append(f"print({'x' if phase == 'grad_input' else 't'}.grad)")
