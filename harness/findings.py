@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import axes, phases, scopes, verdicts
+from .evaluate import case_scope, tolerance
 from .inputs import call_inputs
 from .versions import release_key
 
@@ -296,24 +297,15 @@ def _direction(old: str, new: str) -> str:
     return "changed"
 
 
-def _beyond_tolerance(a: bytes, b: bytes, case) -> tuple:
-    """Positions where two finite values differ by more than the dtype's tolerance
+def _beyond_tolerance(a: bytes, b: bytes, tol: dict) -> tuple:
+    """Positions where two finite values differ by more than the case's tolerance ``tol``
     (harness.evaluate.tolerance, relative to the larger of the two)."""
-    from .evaluate import tolerance
-
     x = np.frombuffer(a, dtype=np.float64)
     y = np.frombuffer(b, dtype=np.float64)
-    tol = tolerance(case)
     with np.errstate(invalid="ignore"):
         bound = tol["atol"] + tol["rtol"] * np.maximum(np.abs(x), np.abs(y))
         bad = np.isfinite(x) & np.isfinite(y) & (np.abs(x - y) > bound)
     return tuple(np.flatnonzero(bad).tolist())
-
-
-def _atol(case) -> float:
-    from .evaluate import tolerance
-
-    return tolerance(case)["atol"]
 
 
 def _ulps(a: bytes, b: bytes, dtype: str, atol: float = 0.0) -> float:
@@ -403,12 +395,6 @@ def compute(frame, cases_by_id: dict) -> Findings:
     return Findings(changes, case_changes, drift, steps_sorted, dict(phase_counts))
 
 
-def _scope(case) -> str:
-    from .evaluate import case_scope
-
-    return case_scope(case)
-
-
 def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo) -> CaseChange | None:
     found = []  # (phase, from, to, positions, old verdict, new verdict)
     for p in phases.PHASES:
@@ -419,11 +405,12 @@ def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo) -> Cas
             frm, to, pos = transition(a, b)
             found.append((p.name, frm, to, pos, getattr(prev, p.name) or "pass", getattr(cur, p.name) or "pass"))
         elif a.kind == "value" and a.bits != b.bits:
-            beyond = _beyond_tolerance(a.bits, b.bits, case)
+            tol = tolerance(case)
+            beyond = _beyond_tolerance(a.bits, b.bits, tol)
             if beyond:
                 found.append((p.name, "value", "other value", beyond, getattr(prev, p.name), getattr(cur, p.name)))
             else:
-                ulps = _ulps(a.bits, b.bits, case.dtype, _atol(case))
+                ulps = _ulps(a.bits, b.bits, case.dtype, tol["atol"])
                 drift_acc[(device, prev_rel, rel)].append((case.id, ulps, cur.dtype, p.name))
     wa, wb = warnings_outcome(prev), warnings_outcome(cur)
     if wa != wb:
@@ -439,7 +426,7 @@ def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo) -> Cas
 def _describe(bc: BehaviourChange, cases_by_id: dict) -> BehaviourChange:
     members = [cases_by_id[ch.case_id] for ch in bc.cases]
     bc.scope = {a.name: tuple(v for v in a.values if any(getattr(c, a.name) == v for c in members)) for a in axes.AXES}
-    bc.scopes = tuple(s for s in scopes.NAMES if any(_scope(c) == s for c in members))
+    bc.scopes = tuple(s for s in scopes.NAMES if any(case_scope(c) == s for c in members))
     if bc.phase in phases.NAMES and any(ch.positions for ch in bc.cases):
         shared = None
         for ch, case in zip(bc.cases, members):
