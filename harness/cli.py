@@ -260,6 +260,17 @@ def cmd_gate(args) -> int:
     return EXIT_CONDITION if any(r.failed for r in results) else EXIT_OK
 
 
+def _results_option(p) -> None:
+    """--results, as every command that reads results files takes it."""
+    p.add_argument(
+        "--results",
+        nargs="+",
+        default=["reports/results"],
+        metavar="PATH",
+        help="results files or folders (default: %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .verdicts import NAMES as VERDICTS
 
@@ -311,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reproductions", help="write the behaviour changes' reproduction snippets for the plan")
-    p.add_argument("--results", nargs="+", default=["reports/results"], metavar="PATH", help="results files or folders")
+    _results_option(p)
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--out", help="where to write them (default: cases/reproductions/reproductions.json)")
     p.set_defaults(func=cmd_reproductions)
@@ -345,13 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--results",
-        nargs="+",
-        default=["reports/results"],
-        metavar="PATH",
-        help="results files or folders (default: %(default)s)",
-    )
+    _results_option(p)
     p.add_argument("--out", default="reports", help="output folder (default: %(default)s)")
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--readme", metavar="FILE", help="also rewrite the generated findings block of this README")
@@ -367,13 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--baseline", default="reports/baseline.json", help="baseline JSON (default: %(default)s)")
-    p.add_argument(
-        "--results",
-        nargs="+",
-        default=["reports/results"],
-        metavar="PATH",
-        help="results files or folders (default: %(default)s)",
-    )
+    _results_option(p)
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from the current results")
     p.add_argument("--markdown", metavar="FILE", help="also write the summary as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
