@@ -448,13 +448,18 @@ def run(
     plan = plan if plan is not None else build_plan(cases, hooks)
     check_protocol(plan)
     if resume and out_path.exists():
-        read(out_path, repair=True)  # cut a truncated last line
+        existing = read(out_path, repair=True)  # (cuts a truncated last line)
         # a result recorded from other inputs than the plan's is stale: run again, not kept
         digests = {e["id"]: e.get("digest") for e in plan["cases"]}
-        stale = drop_results(out_path, lambda r: r.get("digest") not in (None, digests.get(r["id"], r.get("digest"))))
-        if stale and progress:
-            progress(f"{out_path}: {stale} stale results (inputs changed since they were recorded) run again")
-        done = {(r["id"], r["device"]) for r in read(out_path).results}
+
+        def stale(r):
+            return r.get("digest") not in (None, digests.get(r["id"], r.get("digest")))
+
+        if any(stale(r) for r in existing.results):
+            n = drop_results(out_path, stale)
+            if progress:
+                progress(f"{out_path}: {n} stale results (inputs changed since they were recorded) run again")
+        done = {(r["id"], r["device"]) for r in existing.results if not stale(r)}
     summaries = []
     with tempfile.TemporaryDirectory(prefix="kldiv-plan-") as tmp:
         plan_path = Path(tmp) / "plan.json"
