@@ -36,13 +36,13 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import axes, claims, verdicts
-from .evaluate import COLUMNS as EVAL_COLUMNS
-from .evaluate import tolerance
-from .memo import Memo
-from .verdicts import NAMES as SEVERITY
-from .verdicts import RANK
-from .versions import release_key, release_of
+from .. import axes, claims, verdicts
+from ..evaluate import COLUMNS as EVAL_COLUMNS
+from ..evaluate import tolerance
+from ..memo import Memo
+from ..verdicts import NAMES as SEVERITY
+from ..verdicts import RANK
+from ..versions import release_key, release_of
 
 TITLE = "KLDivLoss / F.kl_div compatibility report"
 AXES = ("family", *axes.NAMES)  # grouping axes, in display order
@@ -344,7 +344,7 @@ class ReportData:
     @cached_property
     def behaviour(self):
         """The findings (harness.findings.Findings): behaviour changes, drift, phase verdicts."""
-        from . import findings
+        from .. import findings
 
         return findings.compute(self.frame, self.cases)
 
@@ -352,7 +352,7 @@ class ReportData:
     def explained(self):
         """The explanations matched to the behaviour changes (harness.explanations.Matching),
         or None where the explanations file is absent."""
-        from . import explanations
+        from .. import explanations
 
         path = Path(self.explanations_path or explanations.EXPLANATIONS_PATH)
         if not path.exists():
@@ -553,16 +553,16 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
 
     ``expected_releases``: the releases to show even without results (default: the
     release catalogue).  A file that cannot be read is reported, not fatal."""
-    from .cases import load_cases
-    from .evaluation import Evaluation, frame_of
-    from .results import ResultsError, result_files
+    from ..cases import load_cases
+    from ..evaluation import Evaluation, frame_of
+    from ..results import ResultsError, result_files
 
     roots = [Path(p) for p in results_paths]
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"results path {root} does not exist")
     if expected_releases is None:
-        from . import catalogue
+        from .. import catalogue
 
         expected_releases = [r.key for r in catalogue.load()]
     cases = load_cases(case_paths)
@@ -1303,7 +1303,7 @@ def short_literal(v: float, dtype: str) -> str:
     if dtype == "float64":
         return repr(v)
     if key not in _SHORT_CACHE:
-        from .inputs import round_to_dtype
+        from ..inputs import round_to_dtype
 
         text = repr(v)
         cands = [format(v, f".{digits}g") for digits in range(1, 18)]  # every length in one NumPy call
@@ -1336,7 +1336,7 @@ def _literal(array: np.ndarray, dtype: str = "float64") -> str:
 def call_text(case, first: str, second: str) -> str:
     """The case's kl_div call as Python, on the variables ``first`` and ``second`` (the
     worker's _call: its API form, reduction or legacy arguments, log_target when True)."""
-    from .worker import _legacy
+    from ..worker import _legacy
 
     if case.api in ("legacy_module", "legacy_functional"):
         kw = [f"{k}={v!r}" for k, v in _legacy(case.reduction).items()]
@@ -1351,7 +1351,7 @@ def call_text(case, first: str, second: str) -> str:
 
 def reproduction(case, devices) -> str:
     """Python that builds the case's exact tensors and makes its call (as the worker does)."""
-    from .inputs import call_inputs
+    from ..inputs import call_inputs
 
     ci = call_inputs(case)
     dt = f"torch.{case.dtype}"
@@ -1447,7 +1447,7 @@ def _detail_value(r: Row) -> str:
 
 
 def _case_detail(d: ReportData, cid: str) -> str:
-    from .evaluate import case_references
+    from ..evaluate import case_references
 
     case = d.cases[cid]
     fam = case.family
@@ -1623,7 +1623,7 @@ def _claim_runs(d: ReportData, rows: list) -> list:
 
 def sec_claims(d: ReportData) -> Section:
     """Published claims vs reality: the seed post's printed outputs and advice, per release."""
-    from . import claims as claims_mod
+    from .. import claims as claims_mod
 
     frame = d.frame.copy(deep=False)  # evaluate_claims reads it only
     frame.attrs = {"snippets": d.snippets}
@@ -1690,7 +1690,7 @@ def _cuda_vs_cpu(d: ReportData) -> pd.DataFrame:
     """:func:`harness.oracle.cuda_vs_cpu` of the frame, asked once per distinct pair: its
     answer for a case run on both devices of a release depends on the case and on what each
     device returned (verdict, output shape and bits), which most releases repeat."""
-    from .oracle import cuda_vs_cpu
+    from ..oracle import cuda_vs_cpu
 
     n = len(d.frame)
     column = {
@@ -1982,7 +1982,7 @@ def sec_glance(d: ReportData) -> Section:
 def _usage_grid(d: ReportData):
     counts = d.behaviour.phase_counts
     dtypes = axes.BY_NAME["dtype"].values
-    from . import phases as phases_mod
+    from .. import phases as phases_mod
 
     ghead = ["release", "device"] + [f"{dt} {p.label}" for dt in dtypes for p in phases_mod.PHASES]
     md_rows, html_rows = [], []
@@ -2004,7 +2004,7 @@ def _example(bc):
     elementwise output and a changed element if there is one, else the first member.  A
     change of warnings is shown by a float32/float64 member (whose backward runs on every
     release, so the warning can appear)."""
-    from . import findings as findings_mod
+    from .. import findings as findings_mod
 
     members = bc.cases
     if bc.phase == findings_mod.WARNINGS:
@@ -2018,7 +2018,7 @@ def _example(bc):
 def _repro_lines(case, phase: str, position) -> list:
     """At most 10 lines of Python showing the change: the case's call on one element
     (elementwise outputs) or on its whole inputs."""
-    from .inputs import call_inputs
+    from ..inputs import call_inputs
 
     ci = call_inputs(case)
     first, second = ci.first, ci.second
@@ -2043,7 +2043,7 @@ def _repro_lines(case, phase: str, position) -> list:
 
 
 def _phase_text(row, phase: str, position) -> str:
-    from . import phases as phases_mod
+    from .. import phases as phases_mod
 
     if row is None:
         return "?"
@@ -2070,8 +2070,8 @@ def _phase_text(row, phase: str, position) -> str:
 
 def sec_behaviour(d: ReportData) -> Section:
     """Behaviour changes between consecutive releases, each with its reproduction."""
-    from . import findings as findings_mod
-    from . import reproductions
+    from .. import findings as findings_mod
+    from .. import reproductions
 
     b = d.behaviour
     matching = d.explained
@@ -2269,7 +2269,7 @@ def reproduction_snippets(d: ReportData) -> dict:
 def _snippet_phase(d: ReportData, bc, ch) -> str:
     """The phase a reproduction computes: the change's own; for a change of warnings, the
     backward too when the case has gradients (warnings such as a resized output come from it)."""
-    from . import findings as findings_mod
+    from .. import findings as findings_mod
 
     if bc.phase != findings_mod.WARNINGS:
         return bc.phase
@@ -2279,8 +2279,8 @@ def _snippet_phase(d: ReportData, bc, ch) -> str:
 def _printed(d: ReportData, key: str, release: str, device: str = "cpu", code=None) -> str | None:
     """What the reproduction snippet of ``key`` printed when run by a release's worker
     (only a run of exactly ``code``, when given: its input digest must match)."""
-    from . import reproductions
-    from .inputs import input_digest
+    from .. import reproductions
+    from ..inputs import input_digest
 
     digest = input_digest(reproductions.plan_entries({key: {"code": code}})[0]) if code is not None else None
     for r in d.snippets:
