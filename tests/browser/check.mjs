@@ -112,6 +112,7 @@ function firstScreen(page, selector) {
       selector,
       found: true,
       viewport: { width: vw, height: vh },
+      scale: window.visualViewport ? window.visualViewport.scale : 1,
       scroll: { x: window.scrollX, y: window.scrollY },
       box: { x: r.x + window.scrollX, y: r.y + window.scrollY, width: r.width, height: r.height },
       top_within_viewport: r.height > 0 && r.top >= 0 && r.top < vh,
@@ -357,11 +358,24 @@ async function main() {
           entry.url_after_form = p.url();
           entry.url_has_filter = new URL(p.url()).searchParams.get(f.name) === f.value ||
             decodeURIComponent(new URL(p.url()).hash).includes(`${f.name}=${f.value}`);
+          // the reset button shows everything again and takes the filter out of the URL
+          const reset = p.locator('#filters [type="reset"]');
+          if ((await reset.count()) >= 1) {
+            await reset.first().click({ timeout: 5000 });
+            await settle(p);
+            entry.after_reset = await counts(p);
+            entry.url_after_reset = p.url();
+          }
         } catch (e) {
           entry.form_error = String(e.message || e).split('\n')[0];
         }
       }
       await p.close();
+      // the fallback form of the state: #f:name=value
+      const h = await open(desktop, `${base}#f:${encodeURIComponent(f.name)}=${encodeURIComponent(f.value)}`, errors);
+      await settle(h);
+      entry.via_hash = await counts(h);
+      await h.close();
       const q = await open(desktop, `${base}?${encodeURIComponent(f.name)}=${encodeURIComponent(f.value)}`, errors);
       await settle(q);
       entry.via_url = await counts(q);
@@ -371,6 +385,7 @@ async function main() {
         after ? Object.keys(entry.before).filter((s) => after[s] && after[s].visible !== entry.before[s].visible) : [];
       entry.sections_changed_via_url = changed(entry.via_url);
       entry.sections_changed_via_form = changed(entry.via_form);
+      entry.sections_changed_via_hash = changed(entry.via_hash);
       result.filters[f.text] = entry;
     }
     await desktop.close();
