@@ -153,7 +153,7 @@ def cmd_evaluate(args) -> int:
     if frame.attrs.get("unknown_ids"):
         print(f"note: {frame.attrs['unknown_ids']} results name cases not in the case files (skipped)", file=sys.stderr)
     if args.show:
-        from .report import visible
+        from .report.text import visible
 
         shown = frame[frame["verdict"].isin(args.show)].assign(detail=lambda f: f["detail"].map(visible))
         cols = ["torch", "device", "id", "verdict", "detail"]
@@ -186,7 +186,14 @@ def cmd_report(args) -> int:
     # Millions of objects kept to the end (rows, outputs, text): cyclic GC would only scan them
     # again and again, here and in the interpreter's last collection at exit, and free nothing.
     with quiet_gc():
-        out = write_report(args.results, args.out, args.cases, explanations_path=args.explanations)
+        out = write_report(
+            args.results,
+            args.out,
+            args.cases,
+            explanations_path=args.explanations,
+            pages_url=args.pages_url,
+            commit=args.commit,
+        )
         if args.readme:
             import json
 
@@ -199,7 +206,9 @@ def cmd_report(args) -> int:
                 return EXIT_INPUT
         out["data"].evaluation.save()  # what this report computed (verdicts, references) serves the next one
     d = out["data"]
-    sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items())
+    pages = [size for name, (_, size) in out["files"].items() if name.startswith("cases/")]
+    sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, (_, size) in out["files"].items() if "/" not in name)
+    sizes += f", cases/ {len(pages)} pages {sum(pages) / 1e6:.2f} MB"
     print(
         f"report: {len(d.frame)} results, {len(d.data_releases)} releases with results, "
         f"{len(d.behaviour.changes)} behaviour changes -> {args.out} ({sizes}) in {time.perf_counter() - t0:.1f}s"
@@ -362,6 +371,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", metavar="FILE", help="also rewrite the generated findings block of this README")
     p.add_argument(
         "--explanations", metavar="YAML", help="explanations of behaviour changes (default: cases/explanations/...)"
+    )
+    p.add_argument(
+        "--pages-url",
+        default=os.environ.get("HARNESS_PAGES_URL") or None,
+        metavar="URL",
+        help="where the report is published (GitHub Pages), linked from README.md (default: $HARNESS_PAGES_URL)",
+    )
+    p.add_argument(
+        "--commit",
+        default=os.environ.get("HARNESS_RESULTS_COMMIT") or None,
+        metavar="SHA",
+        help="the results' commit shown as the report's origin (default: $HARNESS_RESULTS_COMMIT, else asked of git "
+        "when the results are committed and unmodified)",
     )
     p.set_defaults(func=cmd_report)
 

@@ -1,0 +1,304 @@
+"""Behaviour changes in plain words: each with the cases it covers, a reproduction sliced
+to the fewest elements (run in every release by harness.reproductions), what its
+example case recorded on both sides, and the upstream reason where it is known."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import phases as phases_mod
+from .base import Section
+from .model import ReportData
+from .text import axis_text, call_text, fmt_float, fmt_values, literal, visible
+
+
+def _example(bc):
+    """(CaseChange, position) that shows ``bc`` with the fewest elements: a member with an
+    elementwise output and a changed element if there is one, else the first member.  A
+    change of warnings is shown by a float32/float64 member (whose backward runs on every
+    release, so the warning can appear)."""
+    from .. import findings as findings_mod
+
+    members = bc.cases
+    if bc.phase == findings_mod.WARNINGS:
+        members = [ch for ch in bc.cases if "/float32/" in ch.case_id or "/float64/" in ch.case_id] or bc.cases
+    for ch in members:
+        if ch.positions and "/none/" in ch.case_id:
+            return ch, ch.positions[0]
+    return members[0], None
+
+
+def _repro_lines(case, phase: str, position) -> list:
+    """At most 10 lines of Python showing the change: the case's call on one element
+    (elementwise outputs) or on its whole inputs."""
+    from ..inputs import call_inputs
+
+    ci = call_inputs(case)
+    first, second = ci.first, ci.second
+    if position is not None:
+        a, b = np.broadcast_arrays(first, second)
+        first, second = a.reshape(-1)[[position]], b.reshape(-1)[[position]]
+    grad = phase in ("grad_input", "grad_target")
+    rg = ", requires_grad=True" if grad else ""
+    lines = [
+        "import torch",
+        'nan, inf = float("nan"), float("inf")',
+        f"x = torch.tensor({literal(first, case.dtype)}, dtype=torch.{case.dtype}{rg})  # input",
+        f"t = torch.tensor({literal(second, case.dtype)}, dtype=torch.{case.dtype}{rg})  # target",
+    ]
+    lines.append(f"loss = {call_text(case, 'x', 't')}")
+    if grad:
+        lines.append("loss.backward(torch.ones_like(loss))")
+        lines.append(f"print({'x' if phase == 'grad_input' else 't'}.grad)")
+    else:
+        lines.append("print(loss)")
+    return lines
+
+
+def _phase_text(row, phase: str, position) -> str:
+
+
+    if row is None:
+        return "?"
+    if phase == "warnings":
+        return "; ".join(row["warnings"]) or "no warning"
+    p = phases_mod.BY_NAME[phase]
+    err = (row["errors"] or {}).get(phase) if isinstance(row["errors"], dict) else None
+    if err:
+        return visible(err.split("\n")[0])[:200]
+    t = (
+        row["output"]
+        if p.grad_of is None
+        else (row["grads"] or {}).get(p.grad_of)
+        if isinstance(row["grads"], dict)
+        else None
+    )
+    if not isinstance(t, dict):
+        return "no value"
+    vals = t["values"]
+    if position is not None and position < len(vals):
+        return fmt_float(vals[position])
+    return fmt_values(t["shape"], vals)
+
+
+def _stale_explanations(changes, matching) -> list:
+    """Explanations that match no behaviour change, neither its primary transition nor one
+    that rode along ('also')."""
+    if matching is None:
+        return []
+    seen = {(bc.since, ph, f, t) for bc in changes for ph, f, t, _ in bc.also}
+    return [e for e in matching.stale if (e.since, e.phase, e.from_, e.to) not in seen]
+
+
+def reproduction_snippets(d: ReportData) -> dict:
+    """{change key: snippet} for every behaviour change (harness.reproductions' format)."""
+
+    out = {}
+    for bc in d.behaviour.changes:
+        ch, pos = _example(bc)
+        out[bc.key] = {
+            "title": bc.title,
+            "since": bc.since,
+            "previous": bc.previous,
+            "case": ch.case_id,
+            "code": _repro_lines(d.cases[ch.case_id], _snippet_phase(d, bc, ch), pos),
+        }
+    return out
+
+
+def _snippet_phase(d: ReportData, bc, ch) -> str:
+    """The phase a reproduction computes: the change's own; for a change of warnings, the
+    backward too when the case has gradients (warnings such as a resized output come from it)."""
+    from .. import findings as findings_mod
+
+    if bc.phase != findings_mod.WARNINGS:
+        return bc.phase
+    return "grad_input" if d.cases[ch.case_id].family.grad else "forward"
+
+
+def _printed(d: ReportData, key: str, release: str, device: str = "cpu", code=None) -> str | None:
+    """What the reproduction snippet of ``key`` printed when run by a release's worker
+    (only a run of exactly ``code``, when given: its input digest must match)."""
+    from .. import reproductions
+    from ..inputs import input_digest
+
+    digest = input_digest(reproductions.plan_entries({key: {"code": code}})[0]) if code is not None else None
+    for r in d.snippets:
+        if r.get("id") == reproductions.PREFIX + key and r.get("release") == release and r.get("device") == device:
+            if digest is not None and r.get("digest") != digest:
+                continue  # a run of an older version of the snippet
+            if r.get("error"):
+                err = r["error"]
+                return visible(
+                    f"{err.get('type')}: {str(err.get('message')).splitlines()[0] if err.get('message') else ''}"
+                )
+            text = " ".join(line.strip() for line in r.get("printed") or []) or "(printed nothing)"
+            warned = [f"{w.get('category')}: {str(w.get('message'))[:300]}" for w in r.get("warnings") or []]
+            return visible(text + "".join(f" [warns {w}]" for w in warned))
+    return None
+
+
+def _upstream_text(ref) -> str:
+    """An upstream reference (harness.explanations.Ref) as text with its address."""
+    label = {"pr": "PR", "issue": "issue", "commit": "commit"}[ref.kind]
+    ident = f"#{ref.id}" if ref.kind != "commit" else str(ref.id)[:12]
+    return f"{label} {ident} <{ref.url}>"
+
+
+
+
+def _change_filters(bc) -> dict:
+    return {
+        "release": bc.since,
+        "device": bc.device,
+        "dtype": " ".join(bc.scope.get("dtype", ())),
+        "phase": " ".join(p for p in bc.phases_seen if p in phases_mod.NAMES),
+        "scope": " ".join(bc.scopes),
+    }
+
+
+def sec_changes(d: ReportData) -> Section:
+    """Behaviour changes between consecutive releases, each with its reproduction."""
+    from .. import findings as findings_mod
+    from .. import reproductions
+    from .casepages import case_href
+
+    b = d.behaviour
+    matching = d.explained
+    run_snippets = reproductions.load()
+    frame_by = {}
+    if len(d.frame):
+        for i, key in enumerate(zip(d.col("id"), d.col("release"), d.col("device"))):
+            frame_by[key] = i
+    items, data = [], []
+    for k, bc in enumerate(b.changes):
+        expl = matching.explained.get(k) if matching is not None else None
+        ch, pos = _example(bc)
+        case = d.cases[ch.case_id]
+        lines = _repro_lines(case, _snippet_phase(d, bc, ch), pos)
+        recorded = {}
+        for rel in (bc.previous, bc.since):
+            i = frame_by.get((ch.case_id, rel, bc.device))
+            recorded[rel] = _phase_text(d.frame.iloc[i], bc.phase, pos) if i is not None else "not run"
+        covers = [(a, ", ".join(axis_text(v) for v in vals)) for a, vals in bc.scope.items() if vals]
+        facts = [
+            ("since", f"{bc.since} (last release without it: {bc.previous}), {bc.device}"),
+            ("cases", f"{bc.count}, {bc.direction}"),
+            ("phases", ", ".join(findings_mod.PHASE_LABEL[p] for p in bc.phases_seen)),
+            ("domain", ", ".join(bc.scopes)),
+            ("covers", "; ".join(f"{a}: {v}" for a, v in covers)),
+        ]
+        if bc.also:
+            also = "; ".join(f"{findings_mod.PHASE_LABEL[ph]}: {f} → {t} ({n})" for ph, f, t, n in bc.also[:4])
+            facts.append(("also", also))
+        committed = run_snippets.get(bc.key)
+        printed = {rel: _printed(d, bc.key, rel, bc.device, lines) for rel in (bc.previous, bc.since)}
+        if committed is None or committed.get("code") != lines:
+            printed_note = "this snippet has not been run in the releases yet (python -m harness reproductions, then nox)"
+            printed = {}
+        elif None in printed.values():
+            printed_note = "not run yet in " + ", ".join(rel for rel, p in printed.items() if p is None)
+            printed = {rel: p for rel, p in printed.items() if p is not None}
+        else:
+            printed_note = ""
+        upstream = (
+            [{"kind": u.kind, "id": u.id, "url": u.url, "text": _upstream_text(u)} for u in expl.upstream]
+            if expl
+            else []
+        )
+        items.append(
+            {
+                "key": bc.key,
+                "number": k + 1,
+                "title": bc.title,
+                "since": bc.since,
+                "previous": bc.previous,
+                "device": bc.device,
+                "direction": bc.direction,
+                "count": bc.count,
+                "facts": facts,
+                "explanation": expl.explanation if expl else None,
+                "upstream": upstream,
+                "code": "\n".join(lines),
+                "printed": printed,
+                "printed_note": printed_note,
+                "recorded": recorded,
+                "example": ch.case_id,
+                "example_href": case_href(d, ch.case_id),
+                "filters": _change_filters(bc),
+            }
+        )
+        data.append(
+            {
+                "key": bc.key,
+                "title": bc.title,
+                "since": bc.since,
+                "previous": bc.previous,
+                "device": bc.device,
+                "phase": bc.phase,
+                "from": bc.from_,
+                "to": bc.to,
+                "where": list(bc.where),
+                "cases": bc.count,
+                "direction": bc.direction,
+                "phases": list(bc.phases_seen),
+                "scopes": list(bc.scopes),
+                "covers": {a: [axis_text(v) for v in vals] for a, vals in bc.scope.items()},
+                "also": [{"phase": ph, "from": f, "to": t, "cases": n} for ph, f, t, n in bc.also],
+                "explained": bool(expl),
+                "explanation": expl.explanation if expl else None,
+                "upstream": [{"kind": u["kind"], "id": u["id"], "url": u["url"]} for u in upstream],
+                "reproduction": lines,
+                "example": ch.case_id,
+                "recorded": recorded,
+                "printed": printed,
+                "case_ids": [c.case_id for c in bc.cases],
+            }
+        )
+    stale_expl = _stale_explanations(b.changes, matching)
+    drift = [
+        {
+            "since": x.since,
+            "previous": x.previous,
+            "device": x.device,
+            "cases": x.cases,
+            "max_ulps": x.max_ulps,
+            "dtypes": list(x.dtypes),
+            "phases": list(x.phases),
+        }
+        for x in b.drift
+    ]
+    summary = {
+        "changes": data,
+        "drift": drift,
+        "unexplained": [
+            b.changes[i].key for i in (matching.unexplained if matching is not None else range(len(b.changes)))
+        ],
+        "stale_explanations": [f"{e.since} {e.phase}: {e.from_} -> {e.to}" for e in stale_expl],
+    }
+    intro = (
+        "Every phase of every case is compared between consecutive tested releases on the same device: the class "
+        "of every element (finite, 0, -0, inf, -inf, nan), the exception and its message, the warnings. Changed "
+        "cases are grouped by release, phase and what changed; each group is one behaviour change, with the "
+        "cases it covers, a reproduction sliced to the fewest elements, what the snippet printed in both releases "
+        "and the upstream reason where it is known. Value drift within tolerance is listed separately."
+    )
+    from .base import Cell
+
+    changes_md = [
+        [Cell(str(c["number"]), href="#" + c["key"]), c["since"], c["device"], c["title"],
+         f"{c['count']}, {c['direction']}", "explained" if c["explanation"] else "unexplained"]
+        for c in items
+    ]  # fmt: skip
+    drift_md = [[x["since"], x["previous"], x["device"], str(x["cases"]), f"{x['max_ulps']:g}",
+                 ", ".join(x["dtypes"]), ", ".join(x["phases"])] for x in drift]  # fmt: skip
+    ctx = {
+        "changes_md": changes_md,
+        "drift_md": drift_md,
+        "intro": intro,
+        "changes": items,
+        "drift": drift,
+        "stale": [f"{e.since} {e.phase}: {e.from_} → {e.to}" for e in stale_expl],
+        "unexplained": len(summary["unexplained"]),
+    }
+    return Section("behaviour", "Behaviour changes", summary, ctx, filterable=True, anchor="changes")

@@ -1,0 +1,452 @@
+"""The first answers: one grid of behaviours × releases, and one line per release.
+
+Grid rows, in the order users ask:
+
+* correct usage (the ``valid`` scope) per device, dtype and phase: ✓ every case matches
+  the reference, ✗ some fail, – not implemented;
+* each behaviour change: its old state up to the last release without it, its new
+  state from the first release with it (that cell is marked as the boundary);
+* each silent misuse: ✗ where the wrong call returns a number without error or warning.
+
+The cell states are declared once in :data:`STATES` (symbol, meaning, colours); the page's
+CSS and legend are made from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import NamedTuple
+
+from .. import axes, phases, verdicts
+from ..versions import release_key
+from .base import Section
+from .model import PROBLEMS, ReportData
+from .text import device_key
+
+OK_VERDICTS = ("pass", "expected-error")  # a phase that does what the documentation says
+
+
+class State(NamedTuple):
+    name: str
+    symbol: str
+    meaning: str
+    background: str
+    foreground: str
+
+
+STATES = (
+    State("ok", "✓", "matches the reference (or refuses, as documented)", "#1b5e20", "#ffffff"),
+    State("fail", "✗", "some cases fail: an error, nan or a mismatch", "#b71c1c", "#ffffff"),
+    State("limit", "–", "not implemented in this release", "#eceff1", "#263238"),
+    State("part", "◐", "works, but some cases are not implemented", "#e8f5e9", "#1b5e20"),
+    State("stale", "↺", "results made from other inputs: run them again", "#f3e5f5", "#4a148c"),
+    State("old", "○", "the behaviour before the change", "#ffffff", "#37474f"),
+    State("new", "●", "the behaviour after the change", "#0d47a1", "#ffffff"),
+    State("silent", "✗", "the wrong call returns a number, without error or warning", "#b71c1c", "#ffffff"),
+    State("warned", "⚠", "the wrong call returns a number, with a warning", "#fff3e0", "#6d3300"),
+    State("refused", "⊘", "the wrong call is refused with an error", "#1b5e20", "#ffffff"),
+    State("nr", "·", "not run", "#fafafa", "#595959"),
+)
+STATE = {s.name: s for s in STATES}
+
+
+def css() -> str:
+    """The grid's cell colours, from STATES."""
+    return "\n".join(f".s-{s.name}{{background:{s.background};color:{s.foreground}}}" for s in STATES)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", str(text)).strip("-").lower()
+
+
+def usage_key(device: str, dtype: str, phase: str) -> str:
+    return f"u-{slug(device)}-{dtype}-{phase}"
+
+
+def misuse_key(reason: str) -> str:
+    return "m-" + slug(reason.split(":")[0])
+
+
+def usage_state(counts: Counter) -> tuple[str, str]:
+    """(state, text) of correct usage in one release: every case matches, some fail (how
+    many), stale, or not implemented (how many)."""
+    n = sum(counts.values())
+    if not n:
+        return "nr", ""
+    bad = sum(counts.get(v, 0) for v in PROBLEMS if v != "stale")
+    missing = sum(counts.get(v, 0) for v in verdicts.LIMITS)
+    if bad:
+        return "fail", f"{bad}/{n}"
+    if counts.get("stale", 0):
+        return "stale", str(counts["stale"])
+    if missing == n:
+        return "limit", ""
+    if missing:
+        return "part", f"{n - missing}/{n}"
+    return "ok", ""
+
+
+def _misuse_rows(d: ReportData) -> dict:
+    """misuse reason (its words before ':') -> (release, device) -> Counter of silent /
+    warned / refused / same (the misuse happens to give the KL meant)."""
+    from ..evaluate import misuse_reason
+
+    out: dict = {}
+    reasons = {cid: misuse_reason(c) for cid, c in d.cases.items()}
+    errors, warnings, pitfall = d.col("errors"), d.col("warnings"), d.col("pitfall")
+    for i, (cid, rel, dev, sc) in enumerate(zip(d.col("id"), d.col("release"), d.col("device"), d.col("scope"))):
+        if sc != "misuse" or not reasons.get(cid):
+            continue
+        reason = reasons[cid]
+        err = errors[i]
+        if isinstance(err, dict) and "forward" in err:
+            kind = "refused"
+        elif not pitfall[i]:
+            kind = "same"
+        elif warnings[i]:
+            kind = "warned"
+        else:
+            kind = "silent"
+        out.setdefault(reason, {}).setdefault((rel, dev), Counter())[kind] += 1
+    return out
+
+
+def misuse_state(c: Counter) -> tuple[str, str]:
+    n = sum(c.values())
+    if not n:
+        return "nr", ""
+    if c["silent"]:
+        return "silent", f"{c['silent']}/{n}"
+    if c["warned"]:
+        return "warned", f"{c['warned']}/{n}"
+    return "refused" if c["refused"] else "ok", ""
+
+
+def _old_new(direction: str) -> tuple[str, str]:
+    return {"fixed": ("fail", "ok"), "broke": ("ok", "fail")}.get(direction, ("old", "new"))
+
+
+def grid(d: ReportData) -> dict:
+    """The grid: columns (releases with results), row groups, each row's cells."""
+    releases = d.data_releases
+    devices = d.data_devices
+    present = {(r, dv) for r, dv in zip(d.col("release"), d.col("device"))}
+    counts = d.behaviour.phase_counts
+    dtypes = axes.BY_NAME["dtype"].values
+    groups = []
+    for dev in devices:
+        rows = []
+        for dt in dtypes:
+            for p in phases.PHASES:
+                key = usage_key(dev, dt, p.name)
+                cells = []
+                for rel in releases:
+                    if (rel, dev) not in present:
+                        cells.append(_cell(key, rel, "nr", "", f"{dt} {p.label} on {dev}: not run in {rel}", None))
+                        continue
+                    state, text = usage_state(counts.get((rel, dev, "valid", dt, p.name), Counter()))
+                    tip = f"{dt} {p.label} on {dev} in {rel}: {STATE[state].meaning}" + (f" ({text})" if text else "")
+                    cells.append(_cell(key, rel, state, text, tip, "#" + key))
+                rows.append(
+                    {
+                        "id": key,
+                        "label": f"{dt} · {p.label}",
+                        "href": "#" + key,
+                        "cells": cells,
+                        "filters": {"device": dev, "dtype": dt, "phase": p.name, "scope": "valid"},
+                    }
+                )
+        groups.append({"title": f"Correct usage on {dev}", "rows": rows})
+    later = groups[1:]  # the other devices' usage after the changes and misuses of all
+    del groups[1:]
+    number = {bc.key: k + 1 for k, bc in enumerate(d.behaviour.changes)}
+    rows = []
+    for bc in d.behaviour.changes:
+        old, new = _old_new(bc.direction)
+        since_rk = release_key(bc.since)
+        cells = []
+        for rel in releases:
+            if (rel, bc.device) not in present:
+                cells.append(_cell(bc.key, rel, "nr", "", f"not run on {bc.device} in {rel}", None))
+                continue
+            after = release_key(rel) >= since_rk
+            state = new if after else old
+            tip = f"#{number[bc.key]} {'with' if after else 'without'} the change in {rel} ({bc.device})"
+            cells.append(_cell(bc.key, rel, state, "", tip, "#" + bc.key, since=rel == bc.since))
+        rows.append(
+            {
+                "id": "row-" + bc.key,
+                "label": f"#{number[bc.key]} {bc.title}" + (f" ({bc.device})" if len(devices) > 1 else ""),
+                "href": "#" + bc.key,
+                "cells": cells,
+                "filters": {
+                    "device": bc.device,
+                    "dtype": " ".join(bc.scope.get("dtype", ())),
+                    "phase": " ".join(p for p in bc.phases_seen if p in phases.NAMES),
+                    "scope": " ".join(bc.scopes),
+                },
+            }
+        )
+    if rows:
+        groups.append({"title": "Behaviour changes (the boundary is the first release with the change)", "rows": rows})
+    rows = []
+    for reason, by in sorted(_misuse_rows(d).items()):
+        key = misuse_key(reason)
+        for dev in devices:
+            cells = []
+            for rel in releases:
+                c = by.get((rel, dev), Counter())
+                state, text = misuse_state(c)
+                tip = f"{reason.split(':')[0]} on {dev} in {rel}: {STATE[state].meaning}" + (
+                    f" ({text})" if text else ""
+                )
+                cells.append(_cell(key + "-" + slug(dev), rel, state, text, tip, "#" + key if c else None))
+            rows.append(
+                {
+                    "id": "row-" + key + "-" + slug(dev),
+                    "label": reason.split(":")[0] + (f" ({dev})" if len(devices) > 1 else ""),
+                    "href": "#" + key,
+                    "cells": cells,
+                    "filters": {"device": dev, "scope": "misuse"},
+                }
+            )
+    if rows:
+        groups.append({"title": "Misuse: the wrong call for the KL you mean", "rows": rows})
+    groups += later
+    return {"releases": releases, "groups": groups, "states": STATES}
+
+
+def _cell(row: str, rel: str, state: str, text: str, tip: str, href, since: bool = False) -> dict:
+    return {
+        "id": f"g-{row}-{slug(rel)}",
+        "release": rel,
+        "state": state,
+        "symbol": STATE[state].symbol,
+        "text": text,
+        "title": tip,
+        "href": href,
+        "since": since,
+    }
+
+
+def answers(d: ReportData) -> list[dict]:
+    """Per release and device with results: the answers, in the order users ask them
+    (summary.json's glance.releases)."""
+    if not len(d.frame):
+        return []
+    b = d.behaviour
+    by_step: dict = {}
+    for bc in b.changes:
+        by_step.setdefault((bc.device, bc.since), []).append(bc)
+    drift = {(x.device, x.since): x for x in b.drift}
+    first_of = {(dev, rel): prev for dev, prev, rel in b.steps}
+    keys = sorted(
+        {(r, dv) for r, dv in zip(d.col("release"), d.col("device"))},
+        key=lambda k: (device_key(k[1]), release_key(k[0])),
+    )
+    scope, verdict, pitfall = d.col("scope"), d.col("verdict"), d.col("pitfall")
+    errors, outputs = d.col("errors"), d.col("output")
+    groups: dict = {}
+    for i, key in enumerate(zip(d.col("release"), d.col("device"))):
+        groups.setdefault(key, []).append(i)
+    out = []
+    for rel, dev in keys:
+        idx = groups[(rel, dev)]
+        valid = Counter(verdict[i] for i in idx if scope[i] == "valid")
+        boundary = [i for i in idx if scope[i] == "boundary"]
+        invalid = [i for i in idx if scope[i] == "invalid"]
+        misuse = [i for i in idx if scope[i] == "misuse"]
+        inv = Counter()
+        for i in invalid:
+            if isinstance(errors[i], dict) and "forward" in errors[i]:
+                inv["error"] += 1
+            elif isinstance(outputs[i], dict) and any(v != v for v in outputs[i]["values"]):
+                inv["nan"] += 1
+            else:
+                inv["a number"] += 1
+        silent = sum(1 for i in misuse if pitfall[i] and not (isinstance(errors[i], dict) and "forward" in errors[i]))
+        n_valid = sum(valid.values())
+        valid_bad = sum(valid.get(v, 0) for v in PROBLEMS if v != "stale")
+        valid_stale = valid.get("stale", 0)
+        valid_missing = sum(valid.get(v, 0) for v in verdicts.LIMITS)
+        if not n_valid:
+            status = "no correct-usage cases"
+        elif valid_bad:
+            status = "failures"
+        elif valid_stale:
+            status = f"stale ({valid_stale} results made from other inputs: run again)"
+        elif valid_missing:
+            status = "limited"
+        else:
+            status = "ok"
+        changes = by_step.get((dev, rel), [])
+        dr = drift.get((dev, rel))
+        prev = first_of.get((dev, rel))
+        if prev is None:
+            changed = "first tested release"
+        elif changes or dr:
+            parts = [f"{len(changes)} behaviour change{'s' if len(changes) != 1 else ''}"] if changes else []
+            if dr:
+                parts.append(f"drift in {dr.cases} cases (≤ {dr.max_ulps:g} ulp)")
+            changed = f"vs {prev}: " + ", ".join(parts)
+        else:
+            changed = f"vs {prev}: nothing"
+        out.append(
+            {
+                "release": rel,
+                "device": dev,
+                "status": status,
+                "correct_usage": {
+                    "cases": n_valid,
+                    "problems": valid_bad,
+                    "stale": valid_stale,
+                    "not_implemented": valid_missing,
+                },
+                "boundary": {
+                    "cases": len(boundary),
+                    "differ_from_limit": sum(1 for i in boundary if verdict[i] in ("nan", "mismatch", "error")),
+                },
+                "invalid": {"cases": len(invalid), **{k: inv[k] for k in ("error", "nan", "a number")}},
+                "misuse": {"cases": len(misuse), "silent": silent},
+                "changed": changed,
+                "changes": [bc.key for bc in changes],
+            }
+        )
+    return out
+
+
+def answer_texts(r: dict) -> dict:
+    """The words of one answers() row, as the tables show them."""
+    cu = r["correct_usage"]
+    if cu["problems"]:
+        usage = f"✗ {cu['problems']} of {cu['cases']} fail"
+    elif cu["stale"]:
+        usage = f"↺ {cu['stale']} of {cu['cases']} stale"
+    else:
+        usage = f"✓ all {cu['cases']} match" + (
+            f" ({cu['not_implemented']} not implemented)" if cu["not_implemented"] else ""
+        )
+    inv = r["invalid"]
+    return {
+        "usage": usage,
+        "boundary": f"{r['boundary']['differ_from_limit']} of {r['boundary']['cases']} differ from the limit",
+        "invalid": f"error {inv['error']} · nan {inv['nan']} · a number {inv['a number']}",
+        "misuse": f"{r['misuse']['silent']} of {r['misuse']['cases']} silent",
+    }
+
+
+def sec_glance(d: ReportData) -> Section:
+    rows = answers(d)
+    number = {bc.key: k + 1 for k, bc in enumerate(d.behaviour.changes)}
+    for r in rows:
+        r_text = answer_texts(r)
+        r["_text"] = r_text
+        r["_links"] = [(k, number[k]) for k in r["changes"]]
+        r["_md"] = [r["release"], r["status"], r_text["usage"], r_text["boundary"], r_text["invalid"],
+                    r_text["misuse"], r["changed"]]  # fmt: skip
+    phase_verdicts = [
+        {"release": rel, "device": dev, "scope": sc, "dtype": dt, "phase": ph, "counts": dict(sorted(c.items()))}
+        for (rel, dev, sc, dt, ph), c in sorted(
+            d.behaviour.phase_counts.items(),
+            key=lambda kv: (device_key(kv[0][1]), release_key(kv[0][0]), kv[0][2:]),
+        )
+    ]
+    data = {"releases": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], "phase_verdicts": phase_verdicts}
+    ctx = {"grid": grid(d), "answers": rows, "usage_md": _usage_tables(d)}
+    return Section("glance", "At a glance", data, ctx, filterable=True)
+
+
+def _usage_tables(d: ReportData) -> dict:
+    """device -> Table of releases (rows) × dtypes, one symbol per phase (README.md)."""
+    from .base import Table
+
+    counts = d.behaviour.phase_counts
+    dtypes = axes.BY_NAME["dtype"].values
+    out = {}
+    for dev in d.data_devices:
+        rows = []
+        for rel in d.data_releases:
+            row = [rel]
+            seen = False
+            for dt in dtypes:
+                parts = []
+                for p in phases.PHASES:
+                    c = counts.get((rel, dev, "valid", dt, p.name))
+                    state, text = usage_state(c or Counter())
+                    seen |= bool(c)
+                    parts.append(STATE[state].symbol + (f" {text}" if text else ""))
+                row.append(" ".join(parts))
+            if seen:
+                rows.append(row)
+        if rows:
+            out[dev] = Table(["release", *dtypes], rows)
+    return out
+
+
+def usage_detail(d: ReportData) -> list[dict]:
+    """Per device, dtype and phase of correct usage: per release the counts and the cases
+    that fail or are not implemented (the grid's usage cells link here)."""
+    from .casepages import case_href
+
+    counts = d.behaviour.phase_counts
+    dtypes = axes.BY_NAME["dtype"].values
+    bad_cases: dict = {}
+    for cid, rel, dev, sc, dt, *pv in zip(
+        d.col("id"), d.col("release"), d.col("device"), d.col("scope"), d.col("dtype"), *(d.col(p) for p in phases.NAMES)
+    ):
+        if sc != "valid":
+            continue
+        for p, v in zip(phases.NAMES, pv):
+            if v is not None and v == v and v not in OK_VERDICTS:
+                bad_cases.setdefault((dev, dt, p, v), {}).setdefault(cid, []).append(rel)
+    out = []
+    for dev in d.data_devices:
+        for dt in dtypes:
+            for p in phases.PHASES:
+                per_rel = []
+                for rel in d.data_releases:
+                    c = counts.get((rel, dev, "valid", dt, p.name))
+                    if not c:
+                        continue
+                    state, text = usage_state(c)
+                    per_rel.append(
+                        {
+                            "release": rel,
+                            "state": state,
+                            "symbol": STATE[state].symbol,
+                            "counts": ", ".join(f"{v} {c[v]}" for v in verdicts.NAMES if c.get(v)),
+                        }
+                    )
+                if not per_rel:
+                    continue
+                odd = []
+                for (dv, dt2, p2, v), cases in sorted(bad_cases.items()):
+                    if (dv, dt2, p2) != (dev, dt, p.name):
+                        continue
+                    for cid, rels in sorted(cases.items(), key=lambda kv: d.case_index.get(kv[0], 0)):
+                        odd.append({"verdict": v, "case": cid, "href": case_href(d, cid), "releases": rels})
+                out.append(
+                    {
+                        "key": usage_key(dev, dt, p.name),
+                        "device": dev,
+                        "dtype": dt,
+                        "phase": p.name,
+                        "label": f"{dt} {p.label} on {dev}",
+                        "releases": per_rel,
+                        "odd": odd[:40],
+                        "odd_more": max(0, len(odd) - 40),
+                    }
+                )
+    return out
+
+
+def sec_usage(d: ReportData) -> Section:
+    items = usage_detail(d)
+    intro = (
+        "Correct usage: arguments as the documentation describes them (log-probabilities as input, "
+        "probabilities or log-probabilities as target, finite values). Per dtype and phase, the verdicts of every "
+        "release, and the cases that do not match."
+    )
+    return Section("usage", "Correct usage per dtype and phase", None, {"intro": intro, "items": items},
+                   markdown=False, filterable=True)  # fmt: skip
