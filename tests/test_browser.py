@@ -154,6 +154,8 @@ def test_grid_top_is_on_the_first_screen(page, screen):
 def test_permalink_opens_scrolls_and_is_not_covered(page, kind):
     with contract(page) as c:
         pid = page["permalinks"][kind]
+        if not pid and kind == "case" and (page["page"].parent / "cases").is_dir():
+            pytest.skip('no id="case-..." on the page: the cases have pages of their own (cases/)')
         assert pid, f"no {kind} id on the page"
         for where, probes in (("alone", c["permalinks"]), (f"with ?{FILTER}", c["permalinks_filtered"])):
             got = probes[pid]

@@ -98,12 +98,12 @@ async function open(context, url, errors) {
   return page;
 }
 
-function firstScreen(page, selector) {
-  return page.evaluate((selector) => {
+function firstScreen(page, selector, screenWidth) {
+  return page.evaluate(([selector, screenWidth]) => {
     const el = document.querySelector(selector);
     const vw = window.innerWidth;
     const vh = window.innerHeight;
-    if (!el) return { selector, found: false, viewport: { width: vw, height: vh } };
+    if (!el) return { selector, found: false, viewport: { width: vw, height: vh }, fits_width: vw <= screenWidth };
     const r = el.getBoundingClientRect();
     const area = r.width * r.height;
     const w = Math.max(0, Math.min(r.right, vw) - Math.max(r.left, 0));
@@ -115,10 +115,12 @@ function firstScreen(page, selector) {
       scale: window.visualViewport ? window.visualViewport.scale : 1,
       scroll: { x: window.scrollX, y: window.scrollY },
       box: { x: r.x + window.scrollX, y: r.y + window.scrollY, width: r.width, height: r.height },
+      // a phone zooms a page wider than itself out to fit: the layout viewport is then wider than the screen
+      fits_width: vw <= screenWidth && document.documentElement.scrollWidth <= vw + 1,
       top_within_viewport: r.height > 0 && r.top >= 0 && r.top < vh,
       visible_fraction: area > 0 ? Math.round(((w * h) / area) * 10000) / 10000 : 0,
     };
-  }, selector);
+  }, [selector, screenWidth]);
 }
 
 // per section[data-filterable]: .fi elements that are not cells, shown = no [hidden] on them or above
@@ -269,7 +271,7 @@ async function main() {
       const mains = new Set([...document.querySelectorAll('main, [role="main"]')]);
       return { main: mains.size, exactly_one_main: mains.size === 1 };
     });
-    result.first_screen = { desktop: await firstScreen(page, GRID) };
+    result.first_screen = { desktop: await firstScreen(page, GRID, DESKTOP.width) };
     await page.screenshot({ path: join(opts.out, 'desktop.png') });
     if (opts.axe) {
       await page.addScriptTag({ content: readFileSync(AXE, 'utf8') });
@@ -394,7 +396,7 @@ async function main() {
     const phone = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
     const pp = await open(phone, base, errors);
     await settle(pp);
-    result.first_screen.phone = await firstScreen(pp, GRID);
+    result.first_screen.phone = await firstScreen(pp, GRID, PHONE.width);
     await pp.screenshot({ path: join(opts.out, 'phone.png') });
     await phone.close();
 
