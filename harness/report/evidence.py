@@ -350,20 +350,33 @@ def sec_warnings(d: ReportData) -> Section:
 
 def environment_summary(d: ReportData) -> dict:
     """Origin of the report: the newest run's date (from the results), the harness
-    versions that made them, and the machines."""
+    versions that made them, and a short summary of the machines."""
+    import re
+
     started = sorted(str(r.get("started")) for r in d.runs if r.get("started"))
     harness = sorted({str(r.get("harness")) for r in d.runs if r.get("harness")})
-    platforms = sorted({str(r.get("env", {}).get("platform", "")).split("-with")[0] for r in d.runs} - {""})
-    pythons = sorted({str(r.get("env", {}).get("python", "")) for r in d.runs} - {""})
+    systems = set()
+    for r in d.runs:
+        plat = str(r.get("env", {}).get("platform", ""))
+        m = re.match(r"([A-Za-z]+)-.*?-(x86_64|aarch64|arm64|AMD64|i686)", plat)
+        if m:
+            systems.add(f"{m.group(1)} {m.group(2)}")
+    pythons = sorted({str(r.get("env", {}).get("python", "")) for r in d.runs} - {""}, key=_version_key)
     return {
         "newest_run": started[-1] if started else None,
+        "newest_date": started[-1][:10] if started else None,
         "oldest_run": started[0] if started else None,
         "harness_versions": harness,
-        "platforms": platforms,
+        "systems": sorted(systems),
         "pythons": pythons,
+        "python_span": (pythons[0] if len(pythons) == 1 else f"{pythons[0]}–{pythons[-1]}") if pythons else "",
         "runs": len(d.runs),
         "files": len(d.files),
     }
+
+
+def _version_key(text: str) -> tuple:
+    return tuple(int(x) if x.isdigit() else 0 for x in text.split("."))
 
 
 def sec_environment(d: ReportData) -> Section:

@@ -33,20 +33,21 @@ class State(NamedTuple):
     meaning: str
     background: str
     foreground: str
+    short: str = ""  # the legend's words
 
 
 STATES = (
-    State("ok", "✓", "matches the reference (or refuses, as documented)", "#1b5e20", "#ffffff"),
-    State("fail", "✗", "some cases fail: an error, nan or a mismatch", "#b71c1c", "#ffffff"),
-    State("limit", "–", "not implemented in this release", "#eceff1", "#263238"),
-    State("part", "◐", "works, but some cases are not implemented", "#e8f5e9", "#1b5e20"),
-    State("stale", "↺", "results made from other inputs: run them again", "#f3e5f5", "#4a148c"),
-    State("old", "○", "the behaviour before the change", "#ffffff", "#37474f"),
-    State("new", "●", "the behaviour after the change", "#0d47a1", "#ffffff"),
-    State("silent", "✗", "the wrong call returns a number, without error or warning", "#b71c1c", "#ffffff"),
-    State("warned", "⚠", "the wrong call returns a number, with a warning", "#fff3e0", "#6d3300"),
-    State("refused", "⊘", "the wrong call is refused with an error", "#1b5e20", "#ffffff"),
-    State("nr", "·", "not run", "#fafafa", "#595959"),
+    State("ok", "✓", "matches the reference (or refuses, as documented)", "#1b5e20", "#ffffff", "matches"),
+    State("fail", "✗", "some cases fail: an error, nan or a mismatch", "#b71c1c", "#ffffff", "fails"),
+    State("limit", "–", "not implemented in this release", "#eceff1", "#263238", "not implemented"),
+    State("part", "◐", "works, but some cases are not implemented", "#e8f5e9", "#1b5e20", "partly implemented"),
+    State("stale", "↺", "results made from other inputs: run them again", "#f3e5f5", "#4a148c", "stale: run again"),
+    State("old", "○", "the behaviour before the change", "#ffffff", "#37474f", "before the change"),
+    State("new", "●", "the behaviour after the change", "#0d47a1", "#ffffff", "after the change"),
+    State("silent", "✗", "the wrong call returns a number, without error or warning", "#b71c1c", "#ffffff", "silent misuse"),
+    State("warned", "⚠", "the wrong call returns a number, with a warning", "#fff3e0", "#6d3300", "misuse, warned"),
+    State("refused", "⊘", "the wrong call is refused with an error", "#1b5e20", "#ffffff", "misuse refused"),
+    State("nr", "·", "not run", "#fafafa", "#595959", "not run"),
 )
 STATE = {s.name: s for s in STATES}
 
@@ -123,8 +124,31 @@ def misuse_state(c: Counter) -> tuple[str, str]:
     return "refused" if c["refused"] else "ok", ""
 
 
-def _old_new(direction: str) -> tuple[str, str]:
-    return {"fixed": ("fail", "ok"), "broke": ("ok", "fail")}.get(direction, ("old", "new"))
+def _side(verdict_names) -> str | None:
+    """The grid state of one side of a change from its cases' verdicts, when they agree on
+    one: all not implemented, some failing, or all as documented; else None."""
+    vs = set(verdict_names)
+    if vs and vs <= set(verdicts.LIMITS):
+        return "limit"
+    if vs & set(PROBLEMS):
+        return "fail"
+    if vs and vs <= set(OK_VERDICTS):
+        return "ok"
+    return None
+
+
+def _old_new(d: ReportData, bc) -> tuple[str, str]:
+    """The grid states before and after a change: what the verdicts of its correct-usage
+    and boundary cases say where they agree (a misuse or invalid input that errors is no
+    failure of torch), else the neutral before/after pair."""
+    from ..evaluate import case_scope
+
+    members = [ch for ch in bc.cases if case_scope(d.cases[ch.case_id]) in ("valid", "boundary")]
+    if not members:
+        return "old", "new"
+    old = _side(ch.old_verdict for ch in members)
+    new = _side(ch.new_verdict for ch in members)
+    return old or "old", new or "new"
 
 
 def grid(d: ReportData) -> dict:
@@ -163,7 +187,7 @@ def grid(d: ReportData) -> dict:
     number = {bc.key: k + 1 for k, bc in enumerate(d.behaviour.changes)}
     rows = []
     for bc in d.behaviour.changes:
-        old, new = _old_new(bc.direction)
+        old, new = _old_new(d, bc)
         since_rk = release_key(bc.since)
         cells = []
         for rel in releases:
