@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def main(argv=None) -> dict:
         "runs": args.runs,
         "runs_ms": timing["runs"],
         "browser": f"Chromium {check['browser']} (headless)",
-        "machine": f"{platform.machine()}, {platform.system()}",
+        "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} cores",
         "machine_dependent": ["first_contentful_paint_ms", "load_event_end_ms", "dom_content_loaded_ms", "runs_ms"],
         "budgets": BUDGETS,
     }
