@@ -1,4 +1,4 @@
-"""The compatibility report (harness/report.py) on small synthetic result sets.
+"""The compatibility report (harness/report/) on small synthetic result sets.
 
 Results files are written directly in the results format (a run header, then result
 records) for cases of a small case file, with values taken from the reference, so the
@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import struct
 import subprocess
-import zlib
-from html.parser import HTMLParser
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from harness import report
+from harness.report import assemble, casepages, glance, text
+from harness.report.base import Cell, Section, Table
 from harness.cases import load_cases
 from harness.cli import main
 from harness.evaluate import case_references
@@ -145,7 +144,12 @@ def _render(s, out):
     return report.write_report([s["root"]], out, [s["case_file"]], expected_releases=EXPECTED)
 
 
-def test_headline_counts_and_statuses(synthetic):
+
+def _answers(files) -> dict:
+    return {(r["release"], r["device"]): r for r in json.loads(files["summary.json"])["glance"]["releases"]}
+
+
+def test_statuses_and_answers_per_release(synthetic):
     d = _load(synthetic)
     assert d.releases == EXPECTED
     assert d.devices == ["cpu", "cuda"]
@@ -154,7 +158,8 @@ def test_headline_counts_and_statuses(synthetic):
     assert cells[("1.7", "cpu")]["status"] == "ok"
     assert cells[("1.9", "cpu")]["counts"] == {"pass": 13, "nan": 2, "error": 1}
     assert cells[("1.9", "cpu")]["status"] == "failures"
-    assert cells[("1.9", "cpu")]["changed"] == 3
+    changed_19 = {ch.case_id for ch in d.behaviour.case_changes if ch.since == "1.9" and ch.device == "cpu"}
+    assert cells[("1.9", "cpu")]["changed"] == len(changed_19) >= 3  # the nans, the error, the warnings
     assert cells[("1.8", "cuda")]["status"] == "ok"
     assert cells[("1.10", "cpu")]["status"] == "not run"  # missing release
     assert cells[("2.0", "cpu")]["status"] == "no results"  # empty file
@@ -164,32 +169,30 @@ def test_headline_counts_and_statuses(synthetic):
         assert cells[(rel, "cuda")]["status"] == "not run" and cells[(rel, "cuda")]["counts"] == {}
 
     files = report.render(d)
+    answers = _answers(files)
+    assert answers[("1.7", "cpu")]["status"] == "ok"
+    assert answers[("1.9", "cpu")]["status"] == "failures"
+    assert answers[("1.9", "cpu")]["correct_usage"] == {"cases": 12, "problems": 3, "stale": 0, "not_implemented": 0}  # mean: misuse
+    assert answers[("2.0", "cpu")]["status"] == "no results"
+    assert answers[("2.1", "cpu")]["status"] == "crashed"
+    assert ("1.10", "cpu") not in answers and ("1.9", "cuda") not in answers  # no file: no answer invented
     md = files["README.md"]
-    assert re.search(r"^\| 1\.9 +\| failures \(3 problems, 3 changed\) +\| not run +\|$", md, re.M)
-    assert re.search(r"^\| 1\.10 +\| not run +\| not run +\|$", md, re.M)
-    assert re.search(r"^\| 2\.0 +\| no results +\| not run +\|$", md, re.M)
-    assert re.search(r"^\| 2\.1 +\| crashed \(16 problems, 16 changed\) +\| not run +\|$", md, re.M)
-    counts_table = md.split("Counts per verdict", 1)[1]  # the headline's counts, after the at-a-glance table
-    row = next(line for line in counts_table.splitlines() if re.match(r"\| 1\.9 +\| cpu ", line))
-    cells_md = [c.strip() for c in row.strip("|").split("|")]
-    header = next(line for line in counts_table.splitlines() if line.startswith("| release ") and "| results " in line)
-    names = [c.strip() for c in header.strip("|").split("|")]
-    got = dict(zip(names, cells_md))
-    assert (got["status"], got["results"], got["error"], got["nan"], got["pass"]) == ("failures", "16", "1", "2", "13")
-    summary = json.loads(files["summary.json"])
-    by = {(c["release"], c["device"]): c for c in summary["headline"]}
-    assert by[("1.9", "cpu")]["counts"] == {"error": 1, "nan": 2, "pass": 13}
-    assert by[("1.10", "cuda")]["status"] == "not run"
+    row = next(line for line in md.splitlines() if re.match(r"\| 1\.9 +\| failures ", line))
+    assert "✗ 3 of 12 fail" in row and "vs 1.8:" in row
+    # the grid: correct usage of float64 forward per release; 1.10 has no column (no results anywhere)
+    g = glance.grid(d)
+    assert g["releases"] == ["1.7", "1.8", "1.9", "2.1"]
+    row = next(r for r in g["groups"][0]["rows"] if r["id"] == "u-cpu-float64-forward")
+    assert [c["state"] for c in row["cells"]] == ["ok", "ok", "fail", "fail"]
+    cuda = next(gr for gr in g["groups"] if gr["title"] == "Correct usage on cuda")
+    assert [c["state"] for c in cuda["rows"][-3]["cells"]] == ["nr", "ok", "nr", "nr"]
     page = files["index.html"]
-    assert 'class="headline"' in page and "not run" in page
+    for c in row["cells"]:
+        assert f'id="{c["id"]}"' in page
 
 
 def test_change_found_with_first_release_and_pattern(synthetic):
     d = _load(synthetic)
-    ev = d.events
-    nan_ev = ev[ev["new_verdict"] == "nan"]
-    assert sorted(nan_ev["id"]) == sorted(c.id for c in synthetic["cases"] if _changed(c))
-    assert set(nan_ev["from"]) == {"1.8"} and set(nan_ev["to"]) == {"1.9"}
     # the crash of 2.1 covers every case, since 1.9: the empty 2.0 and missing 1.10 are skipped; the
     # changes group by what each case was before (a value or the hostile error)
     crashes = sorted((bc.previous, bc.from_, bc.to, bc.count) for bc in d.behaviour.changes if bc.since == "2.1")
@@ -197,30 +200,38 @@ def test_change_found_with_first_release_and_pattern(synthetic):
     assert not any(bc.since in ("1.8", "1.10", "2.0") for bc in d.behaviour.changes)
     # CUDA ran once: nothing to compare, no change invented
     assert not any(bc.device == "cuda" for bc in d.behaviour.changes)
-    # the behaviour changes: the 1.9 nan is one change of the forward, over exactly the two changed cases
+    # the 1.9 nan is one change of the forward, over exactly the two changed cases
     b = d.behaviour
     at_19 = [bc for bc in b.changes if bc.since == "1.9" and bc.phase == "forward"]
     (nan_bc,) = [bc for bc in at_19 if bc.to == "nan"]
     assert (nan_bc.previous, nan_bc.to, nan_bc.count) == ("1.8", "nan", 2)
     assert {ch.case_id for ch in nan_bc.cases} == {c.id for c in synthetic["cases"] if _changed(c)}
     assert nan_bc.scope["reduction"] == ("sum",) and nan_bc.scope["log_target"] == (True,)
-    md = report.render(d)["README.md"]
-    assert re.search(rf"^### \d+\. {re.escape(report.md_escape(nan_bc.title))}$", md, re.M)
+    files = report.render(d)
+    md, page = files["README.md"], files["index.html"]
+    assert re.search(rf"^### \d+\. {re.escape(text.md_escape(nan_bc.title))}$", md, re.M)
+    assert f'<article class="fi change dir-{nan_bc.direction}" id="{nan_bc.key}"' in page
+    # its grid row: before the change (1.7, 1.8) and after it (1.9: the boundary; 2.1)
+    row = next(r for g in glance.grid(d)["groups"] for r in g["rows"] if r["id"] == "row-" + nan_bc.key)
+    states = [(c["release"], c["state"], c["since"]) for c in row["cells"]]
+    assert states == [("1.7", "ok", False), ("1.8", "ok", False), ("1.9", "fail", True), ("2.1", "fail", False)]
 
 
 def test_hostile_strings_are_escaped_everywhere(synthetic, tmp_path):
     out = tmp_path / "out"
     _render(synthetic, out)
-    page = (out / "index.html").read_text()
+    pages = {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*.html")}
     md = (out / "README.md").read_text()
-    assert "<script>alert" not in page and "<script>alert" not in md
-    assert HOSTILE not in page and HOSTILE not in md
-    assert page.count(HOSTILE_HTML) >= 2  # the warning and the error message
-    assert f"RuntimeError: {HOSTILE_HTML}" in page
+    for name, page in pages.items():
+        assert "<script>alert" not in page and HOSTILE not in page, name
+        assert page.count("<script") == 1, name  # exactly one script element: its own
+    page = pages["index.html"]
+    assert "<script>alert" not in md and HOSTILE not in md
+    family = pages["cases/softmax-4x5.html"]
+    assert family.count(HOSTILE_HTML) >= 2  # the warning and the error message
+    assert f"RuntimeError: {HOSTILE_HTML}" in family
+    assert HOSTILE_HTML in page  # the warnings table
     assert HOSTILE_MD in md  # the warnings table
-    assert f"RuntimeError: {HOSTILE_MD}" in md  # the change finding that names the error
-    # the page has exactly one script element: its own
-    assert page.count("<script") == 1
     # every Markdown table row still has the header's number of cells
     for block in re.findall(r"((?:^\|.*\|\n)+)", md, re.M):
         rows = block.splitlines()
@@ -228,23 +239,53 @@ def test_hostile_strings_are_escaped_everywhere(synthetic, tmp_path):
         assert len(widths) == 1, rows[:3]
 
 
-def test_markdown_and_html_escaping_helpers():
-    assert report.md_escape("a|b\nc <d> `e` [f](g) *h*") == r"a\|b<br>c &lt;d&gt; \`e\` \[f\](g) \*h\*"
-    assert report.esc('"<&>') == "&quot;&lt;&amp;&gt;"
-    table = report.md_table(["x", "1.10"], [["a|b", "1.10"]])
+def test_markdown_escaping_and_tables():
+    assert text.md_escape("a|b\nc <d> `e` [f](g) *h*") == r"a\|b<br>c &lt;d&gt; \`e\` \[f\](g) \*h\*"
+    table = assemble.md_table(Table(["x", "1.10"], [["a|b", "1.10"], [Cell("<i>", "pass", href="#k"), "y"]]))
     assert "1.10" in table and r"a\|b" in table  # release labels are not reparsed as numbers
-    assert report.html_table(["h"], [["<b>"], [report.Raw("<i>ok</i>")]]).count("&lt;b&gt;") == 1
+    assert "[🟩✓ &lt;i&gt;](#k)" in table
+    assert text.md_code("a`b|c") == "``a`b¦c``"
+    assert str(assemble.md_fence("x = '```'")).startswith("````python\n")
+
+
+def test_readme_does_not_depend_on_wcwidth(synthetic, tmp_path):
+    """tabulate pads emoji by display width only when wcwidth imports: the report must not
+    depend on it (rendered once with wcwidth importable, once with it blocked)."""
+    code = (
+        "import sys\n"
+        "if sys.argv[1] == 'blocked':\n"
+        "    sys.modules['wcwidth'] = None\n"
+        "from harness import report\n"
+        "report.write_report([sys.argv[2]], sys.argv[3], [sys.argv[4]], expected_releases=sys.argv[5].split(','))\n"
+    )
+    outs = []
+    for mode in ("blocked", "free"):
+        out = tmp_path / mode
+        args = [sys.executable, "-c", code, mode, str(synthetic["root"]), str(out), str(synthetic["case_file"])]
+        subprocess.run([*args, ",".join(EXPECTED)], check=True, cwd=Path(__file__).resolve().parent.parent)
+        outs.append(out)
+    for name in ("README.md", "index.html", "summary.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
 
 
 def test_rendering_is_deterministic(synthetic, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     _render(synthetic, a)
-    _render(synthetic, b)
-    for name in ("README.md", "index.html", "summary.json"):
+    # the same records in another order give the same report
+    shuffled = tmp_path / "shuffled"
+    import shutil
+
+    shutil.copytree(synthetic["root"], shuffled)
+    f = shuffled / "1.9" / "cpu.jsonl"
+    lines = f.read_text().splitlines(keepends=True)
+    f.write_text(lines[0] + "".join(reversed(lines[1:])))
+    report.write_report([shuffled], b, [synthetic["case_file"]], expected_releases=EXPECTED)
+    names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    assert "cases/softmax-4x5.html" in names
+    for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    # no absolute paths leak into the outputs
-    for name in ("README.md", "index.html", "summary.json"):
-        assert str(tmp_path) not in (a / name).read_text()
+        assert str(tmp_path) not in (a / name).read_text()  # no absolute paths leak into the outputs
 
 
 def test_empty_folder_and_unreadable_file(tmp_path, synthetic):
@@ -254,14 +295,16 @@ def test_empty_folder_and_unreadable_file(tmp_path, synthetic):
     files = report.render(d)
     assert {c["status"] for c in d.cells.values()} == {"not run"}
     page = files["index.html"]
-    assert '<section id="matrix"><h2>Matrix: case groups × releases</h2><p>No results.</p></section>' in page
     assert "<p>No behaviour changes between consecutive tested releases.</p>" in page
+    assert json.loads(files["summary.json"])["glance"]["releases"] == []
     bad = synthetic["root"] / "1.8" / "cpu.jsonl"
     bad.write_text('{"record": "run", "schema": 1}\nnot json\n{"record": "result"}\n')
     d = _load(synthetic)
     assert d.cells[("1.8", "cpu")]["status"] == "unreadable"
     assert any("1.8/cpu.jsonl" in n and "unreadable" in n for n in d.notes)
-    assert "unreadable" in report.render(d)["README.md"]
+    files = report.render(d)
+    assert "unreadable" in files["README.md"]
+    assert _answers(files)[("1.8", "cpu")]["status"] == "unreadable"
     with pytest.raises(FileNotFoundError):
         report.load([tmp_path / "missing"], [synthetic["case_file"]])
 
@@ -271,21 +314,39 @@ def test_partial_run_is_flagged(synthetic):
     _write(root / "1.8" / "cpu.jsonl", "1.8.1", "cpu", [_result(c) for c in cases[:5]], len(cases))
     d = _load(synthetic)
     assert d.cells[("1.8", "cpu")]["status"] == "partial"
-    assert "partial (5/16 recorded" in report.render(d)["README.md"]
+    files = report.render(d)
+    assert _answers(files)[("1.8", "cpu")]["status"] == "partial (5/16 recorded)"
+    assert "partial (5/16 recorded)" in files["README.md"]
 
 
-def test_per_case_detail_and_reproduction(synthetic, tmp_path):
+def test_api_forms_merge_where_they_agree(synthetic):
     d = _load(synthetic)
-    # detail for cases that changed or have a problem; here every case crashed in 2.1
-    assert set(d.detailed_ids) == {c.id for c in synthetic["cases"]}
-    page = report.render(d)["index.html"]
-    case = next(c for c in synthetic["cases"] if _changed(c) and c.api == "functional")
-    anchor = report.case_anchor(case.id)
+    pages = casepages.family_pages(d)
+    items = pages["softmax-4x5"]["items"]
+    # 8 (reduction, log_target) pairs x 2 forms; the error case's forms differ in 1.9: split
+    err = synthetic["error_case"]
+    split = [i for i in items if i["split"]]
+    assert {tuple(i["forms"]) for i in split} == {("module",), ("functional",)}
+    assert all(casepages.group_of(err.id) in i["id"] for i in split)
+    merged = [i for i in items if not i["split"]]
+    assert len(merged) == 7 and all(i["forms"] == ["module", "functional"] for i in merged)
+    assert sum(len(i["forms"]) for i in items) == 16
+    files = report.render(d)
+    page = files["cases/softmax-4x5.html"]
+    for c in synthetic["cases"]:  # every case keeps its own anchor
+        assert f'id="{casepages.case_anchor(c.id)}"' in page
+
+
+def test_per_case_detail_and_reproduction(synthetic):
+    d = _load(synthetic)
+    page = report.render(d)["cases/softmax-4x5.html"]
+    case = next(c for c in synthetic["cases"] if _changed(c) and c.api == "module")
+    anchor = casepages.case_anchor(case.id)
     start = page.index(f'id="{anchor}"')
     block = page[start : page.index("</details>", start)]
-    assert "reference (documented)" in block and "KL the user means" in block
+    assert "reference (documented formula)" in block and "KL the user means" in block
     assert "1.7–1.8" in block and "1.9" in block and "2.1" in block  # per-release runs
-    assert "torch.nn.functional.kl_div(first, second, reduction=&#x27;sum&#x27;, log_target=True)" in block
+    assert "torch.nn.KLDivLoss(reduction=&#39;sum&#39;, log_target=True)(first, second)" in block
 
 
 def _snippet_tensors(code: str) -> dict:
@@ -302,7 +363,7 @@ def test_reproduction_snippets_rebuild_the_exact_inputs():
     and its literals give back the exact inputs in the case dtype (shortest decimals)."""
     seen = set()
     for case in load_cases():
-        code = report.reproduction(case, ["cpu"])
+        code = text.reproduction(case, ["cpu"])
         compile(code, case.id, "exec")
         if case.api == "legacy_module" and case.reduction == "sum":
             assert "torch.nn.KLDivLoss(size_average=False, reduce=True" in code
@@ -315,7 +376,7 @@ def test_reproduction_snippets_rebuild_the_exact_inputs():
         ci = call_inputs(case)
         tensors = _snippet_tensors(code)
         for name, want in (("first", ci.first), ("second", ci.second)):
-            if want.size > report.INLINE_LIMIT:
+            if want.size > text.INLINE_LIMIT:
                 assert "call_inputs" in code
                 continue
             if want.size == 0:
@@ -330,153 +391,31 @@ def test_reproduction_snippets_rebuild_the_exact_inputs():
                 assert (np.signbit(back[num]) == np.signbit(want[num])).all(), case.id
 
 
+
+
 def test_sections_are_pluggable(synthetic):
     d = _load(synthetic)
 
     def sec_extra(data):
-        return report.Section("extra", "Extra <section>", "extra *md*", "<p>extra html</p>", {"n": 1})
+        return Section("extra", "Extra <section>", {"n": 1}, {"intro": "extra *md*", "tables": []})
 
-    files = report.render(d, [report.sec_headline, sec_extra])
-    assert "## Extra &lt;section&gt;" in files["README.md"] and "extra *md*" in files["README.md"]
-    assert '<section id="extra"><h2>Extra &lt;section&gt;</h2><p>extra html</p>' in files["index.html"]
+    files = report.render(d, [glance.sec_glance, sec_extra])
+    assert "## Extra &lt;section&gt;" in files["README.md"] and r"extra \*md\*" in files["README.md"]
+    assert '<section id="extra">\n<h2>Extra &lt;section&gt;</h2>' in files["index.html"]
+    assert "<p>extra *md*</p>" in files["index.html"]
     assert json.loads(files["summary.json"])["extra"] == {"n": 1}
 
 
 def test_cli_report_subcommand(synthetic, tmp_path, capsys):
     out = tmp_path / "cli-out"
     rc = main(
-        ["report", "--results", str(synthetic["root"]), "--out", str(out), "--cases", str(synthetic["case_file"])]
-    )
+        ["report", "--results", str(synthetic["root"]), "--out", str(out), "--cases", str(synthetic["case_file"]),
+         "--pages-url", "https://example.org/kl/", "--commit", "abc1234"]
+    )  # fmt: skip
     assert rc == 0
-    assert {p.name for p in out.iterdir()} == {"README.md", "index.html", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"README.md", "index.html", "summary.json", "cases"}
     assert capsys.readouterr().out.startswith("report: ")
+    md = (out / "README.md").read_text()
+    assert "[https://example.org/kl/](https://example.org/kl/)" in md and "results commit abc1234" in md
+    assert json.loads((out / "summary.json").read_text())["origin"]["commit"] == "abc1234"
     assert main(["report", "--results", str(tmp_path / "nope"), "--out", str(out)]) == 2
-
-
-# ---------------------------------------------------------------- headless Chromium
-
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _png_pixels(data: bytes) -> np.ndarray:
-    """Decode an 8-bit RGB/RGBA non-interlaced PNG (what Chromium writes) to HxWxC."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, info = 8, b"", None
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            info = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    width, height, depth, colour, _, _, interlace = info
-    assert depth == 8 and colour in (2, 6) and interlace == 0
-    bpp = 3 if colour == 2 else 4
-    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + width * bpp)
-    out = np.zeros((height, width * bpp), dtype=np.uint8)
-    prev = np.zeros(width * bpp, dtype=np.int64)
-    for y in range(height):
-        ftype, line = raw[y, 0], raw[y, 1:].astype(np.int64)
-        if ftype == 0:
-            cur = line
-        elif ftype == 2:
-            cur = (line + prev) % 256
-        elif ftype == 1:
-            cur = line.reshape(-1, bpp).cumsum(axis=0).reshape(-1) % 256
-        else:
-            cur = line.copy()
-            for x in range(width * bpp):
-                a = int(cur[x - bpp]) if x >= bpp else 0
-                b = int(prev[x])
-                if ftype == 3:
-                    cur[x] = (cur[x] + (a + b) // 2) % 256
-                else:
-                    c = int(prev[x - bpp]) if x >= bpp else 0
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
-                    cur[x] = (cur[x] + pred) % 256
-        out[y] = cur
-        prev = cur
-    return out.reshape(height, width, bpp)
-
-
-class _Dom(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags = []  # (tag, attrs dict)
-        self.text = {}
-        self._capture = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.append((tag, attrs))
-        if attrs.get("id") == "fstatus":
-            self._capture = "fstatus"
-
-    def handle_data(self, data):
-        if self._capture:
-            self.text[self._capture] = self.text.get(self._capture, "") + data
-
-    def handle_endtag(self, tag):
-        self._capture = None
-
-
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="headless Chromium not installed (/usr/bin/chromium; Debian: apt-get install chromium)",
-)
-def test_html_renders_in_headless_chromium(synthetic, tmp_path):
-    out = tmp_path / "out"
-    _render(synthetic, out)
-    page = out / "index.html"
-    static = page.read_text()
-    assert '<form id="filters" hidden' in static and "<noscript>" in static  # usable with scripts off
-    profile = tmp_path / "profile"
-
-    def chromium(*args):
-        proc = subprocess.run(
-            [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return proc.stdout
-
-    # the DOM after the script ran, with a filter passed in the address: verdict nan
-    dom = _Dom()
-    dom.feed(chromium("--dump-dom", page.as_uri() + "#f:verdict=nan"))
-    tags = dom.tags
-    assert any(t == "table" and a.get("class") == "headline" for t, a in tags)
-    assert any(t == "table" and a.get("class") == "matrix" for t, a in tags)
-    form = next(a for t, a in tags if a.get("id") == "filters")
-    assert "hidden" not in form  # the script revealed the filters
-    names = {a.get("name") for t, a in tags if t == "select"}
-    assert {"verdict", "release", "device", "family", "reduction", "log_target", "order", "dtype", "api"} <= names
-    rows = [a for t, a in tags if "f" in (a.get("class") or "").split()]
-    shown = [a for a in rows if "hidden" not in a]
-    assert shown and len(shown) < len(rows)
-    assert all(re.search(r":nan\b", a["data-t"]) for a in shown)
-    assert dom.text["fstatus"] == f"{len(shown)} of {len(rows)} case rows match"
-
-    shot = tmp_path / "shot.png"
-    chromium(f"--screenshot={shot}", "--window-size=1400,1000", page.as_uri())
-    pixels = _png_pixels(shot.read_bytes())
-    assert pixels.shape[:2] == (1000, 1400)
-    rgb = pixels[..., :3].reshape(-1, 3)
-    assert (rgb != 255).any(axis=1).mean() > 0.02  # not blank
-    colours = {tuple(c) for c in rgb[::7]}
-    assert len(colours) > 20
-    assert (0x66, 0xBB, 0x6A) in colours  # 'ok' status (1.7): the stylesheet is applied
-    assert (0xFF, 0xB7, 0x4D) in colours  # 'failures' status (1.9)
-    shutil.copy(shot, out / "screenshot.png")

@@ -7,11 +7,11 @@ it (:mod:`harness.evaluation`), computes the findings (:mod:`harness.findings`) 
 The package follows the pipeline inside: :mod:`.text` (values as text) and :mod:`.base`
 (what a section is) → :mod:`.model` (the verdict frame and its views) → the sections
 (:mod:`.glance`, :mod:`.changes`, :mod:`.evidence`, :mod:`.casepages`: data only) →
-:mod:`.render` (Jinja2 templates in ``templates/``, CSS and JS in ``static/``).
+:mod:`.assemble` (Jinja2 templates in ``templates/``, CSS and JS in ``static/``).
 """
 
 from .model import ReportData, load
-from .render import README_BEGIN, README_END, TITLE, readme_excerpt, render, update_readme, write_report
+from .assemble import README_BEGIN, README_END, TITLE, readme_excerpt, render, update_readme, write_report
 
 __all__ = [
     "README_BEGIN",

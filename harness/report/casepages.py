@@ -154,7 +154,14 @@ def _group_detail(d: ReportData, ids: list) -> dict:
 
 
 def family_pages(d: ReportData) -> dict:
-    """family label -> {'slug', 'family', 'groups': [...]} for every family with results."""
+    """family label -> {'slug', 'label', 'description', 'items'} for every family with
+    results (made once per ReportData)."""
+    if "family_pages" not in d.memo:
+        d.memo["family_pages"] = _family_pages(d)
+    return d.memo["family_pages"]
+
+
+def _family_pages(d: ReportData) -> dict:
     by_family: dict = {}
     for cid in d.cases:
         if cid in d.rows_by_case:
@@ -176,7 +183,8 @@ def family_pages(d: ReportData) -> dict:
     return pages
 
 
-def sec_cases(d: ReportData, pages: dict) -> Section:
+def sec_cases(d: ReportData) -> Section:
+    pages = family_pages(d)
     per_family = Counter(zip(d.col("family"), d.col("verdict")))
     rows, data = [], []
     for label, page in pages.items():

@@ -257,8 +257,6 @@ def _cell(row: str, rel: str, state: str, text: str, tip: str, href, since: bool
 def answers(d: ReportData) -> list[dict]:
     """Per release and device with results: the answers, in the order users ask them
     (summary.json's glance.releases)."""
-    if not len(d.frame):
-        return []
     b = d.behaviour
     by_step: dict = {}
     for bc in b.changes:
@@ -266,7 +264,8 @@ def answers(d: ReportData) -> list[dict]:
     drift = {(x.device, x.since): x for x in b.drift}
     first_of = {(dev, rel): prev for dev, prev, rel in b.steps}
     keys = sorted(
-        {(r, dv) for r, dv in zip(d.col("release"), d.col("device"))},
+        {(r, dv) for r, dv in zip(d.col("release"), d.col("device"))}
+        | {key for key, cell in d.cells.items() if cell["files"]},  # unreadable or empty files too
         key=lambda k: (device_key(k[1]), release_key(k[0])),
     )
     scope, verdict, pitfall = d.col("scope"), d.col("verdict"), d.col("pitfall")
@@ -276,7 +275,7 @@ def answers(d: ReportData) -> list[dict]:
         groups.setdefault(key, []).append(i)
     out = []
     for rel, dev in keys:
-        idx = groups[(rel, dev)]
+        idx = groups.get((rel, dev), [])
         valid = Counter(verdict[i] for i in idx if scope[i] == "valid")
         boundary = [i for i in idx if scope[i] == "boundary"]
         invalid = [i for i in idx if scope[i] == "invalid"]
@@ -304,6 +303,11 @@ def answers(d: ReportData) -> list[dict]:
             status = "limited"
         else:
             status = "ok"
+        cell = d.cells[(rel, dev)]
+        if cell["status"] == "partial":
+            status = f"partial ({cell['recorded']}/{cell['expected']} recorded)"
+        elif cell["status"] in ("crashed", "crashes", "unreadable", "no results"):
+            status = cell["status"]
         changes = by_step.get((dev, rel), [])
         dr = drift.get((dev, rel))
         prev = first_of.get((dev, rel))

@@ -86,6 +86,7 @@ class ReportData:
     snippets: list = field(default_factory=list)  # records of the published claims' snippets
     evaluation: object = field(default=None, repr=False)  # the harness.evaluation.Evaluation that judged frame
     explanations_path: Path | None = None  # default: harness.explanations.EXPLANATIONS_PATH
+    memo: dict = field(default_factory=dict, init=False, repr=False)  # views the layers above compute once
     _lists: dict = field(default_factory=dict, init=False, repr=False)
 
     # -------------------------------------------------------------- derived views

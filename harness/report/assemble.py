@@ -160,33 +160,35 @@ def results_commit(paths) -> str | None:
 # ------------------------------------------------------------------ render
 
 
-def render(d, pages_url: str | None = None, commit: str | None = None) -> dict:
-    """{file name: text} of the whole report (nothing written)."""
-    from .casepages import family_pages, sec_cases
+def default_sections() -> list:
+    """The report's sections, in order: each a function (ReportData) -> Section | None."""
+    from .casepages import sec_cases
     from .changes import sec_changes
-    from .evidence import (
-        environment_summary,
+    from .evidence import sec_claims, sec_cuda, sec_environment, sec_families, sec_misuse, sec_warnings
+
+    return [
+        glance.sec_glance,
+        sec_changes,
+        sec_misuse,
+        glance.sec_usage,
         sec_claims,
         sec_cuda,
-        sec_environment,
         sec_families,
-        sec_misuse,
         sec_warnings,
-    )
+        sec_cases,
+        sec_environment,
+    ]
+
+
+def render(d, sections=None, pages_url: str | None = None, commit: str | None = None) -> dict:
+    """{file name: text} of the whole report (nothing written); ``sections``: the section
+    functions (default: :func:`default_sections`)."""
+    from .casepages import family_pages
+    from .evidence import environment_summary
 
     pages = family_pages(d)
-    sections = [
-        glance.sec_glance(d),
-        sec_changes(d),
-        sec_misuse(d),
-        glance.sec_usage(d),
-        sec_claims(d),
-        sec_cuda(d),
-        sec_families(d),
-        sec_warnings(d),
-        sec_cases(d, pages),
-        sec_environment(d),
-    ]
+    functions = sections if sections is not None else default_sections()
+    sections = [s for s in (fn(d) for fn in functions) if s is not None]
     rels = d.data_releases
     origin = {
         "results": len(d.frame),
