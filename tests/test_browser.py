@@ -82,8 +82,9 @@ def fixture_check(tmp_path_factory):
         "behaviour change": first_id(html, "bc-cuda-2.2-"),  # float32 only; far down, in a closed <details>
         "case": first_id(html, "case-cpu-2.2-"),  # in two nested closed <details>
     }
-    check = run_check(page, tmp / "out", [p for p in permalinks.values() if p], [FILTER, "release=2.2"])
-    return {"check": check, "permalinks": permalinks, "legacy": False, "page": page}
+    linked = first_id(html, "bc-cuda-2.1-")  # a grid cell links to it; in a closed <details>
+    check = run_check(page, tmp / "out", [*permalinks.values(), linked], [FILTER, "release=2.2"])
+    return {"check": check, "permalinks": permalinks, "linked": linked, "legacy": False, "page": page}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,9 @@ def test_permalink_opens_scrolls_and_is_not_covered(page, kind):
             assert got["visible"], f"#{pid} ({where}) not visible: {got['box']}"
             assert got["top_within_viewport"] and got["below_filters"], f"#{pid} ({where}): {got}"
             assert got["not_covered"], f"#{pid} ({where}) covered by {got['hit']}"
+        followed = c["links"].get(pid)  # reached by clicking a link to it on the page, where there is one
+        if followed:
+            assert followed["details_open"] and followed["visible"] and followed["not_covered"], followed
 
 
 def test_filter_changes_every_section_and_the_url(page):
@@ -218,6 +222,20 @@ def test_fixture_filters_columns_and_counts(fixture_check):
     assert probes[hidden_by_filter]["selects"]["dtype"] == "" and "?" not in probes[hidden_by_filter]["url"]
     shown = fixture_check["permalinks"]["grid cell"]  # cpu float16
     assert probes[shown]["selects"]["dtype"] == "float16" and f"?{FILTER}#" in probes[shown]["url"]
+
+
+def test_fixture_links_and_the_hash_fallback(fixture_check):
+    """On the fixture: a grid link to a change in a closed <details> opens and places it; where
+    history.replaceState refuses a query change, the state lives in #f:... and survives a reload."""
+    c = fixture_check["check"]
+    followed = c["links"][fixture_check["linked"]]
+    assert followed["details_open"] and followed["not_covered"] and followed["below_filters"], followed
+    assert followed["url"].endswith("#" + fixture_check["linked"])
+    refused = c["replace_state_refused"]
+    assert "error" not in refused, refused
+    assert refused["url_after_form"].endswith(f"#f:{FILTER}"), refused["url_after_form"]
+    assert refused["after_form"] == refused["after_reload"] == c["filters"][FILTER]["via_form"]
+    assert refused["selects_after_reload"]["dtype"] == "float16"
 
 
 def test_fixture_screenshots_written(fixture_check):

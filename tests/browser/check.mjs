@@ -6,7 +6,8 @@
 // The page is opened as file:// in /usr/bin/chromium (playwright-core drives it; no browser is
 // downloaded). Writes desktop.png (1440x900), phone.png (390x844), nojs.png (1440x900, scripts
 // off) and check.json: axe (serious/critical violations), contrast, dom_elements, bytes, timing,
-// first_screen (#grid), permalinks, permalinks_filtered, filters, nojs, landmarks, page_errors.
+// first_screen (#grid), permalinks, permalinks_filtered, links, filters, replace_state_refused, nojs,
+// landmarks, page_errors.
 // Figures only: tests/test_browser.py asserts on them. Exit 0 when the checks ran, 2 on bad
 // arguments, 1 when the browser could not be driven.
 
@@ -389,6 +390,57 @@ async function main() {
       entry.sections_changed_via_form = changed(entry.via_form);
       entry.sections_changed_via_hash = changed(entry.via_hash);
       result.filters[f.text] = entry;
+    }
+    // where history.replaceState refuses a query change (some browsers on file://), the state
+    // goes to the hash (#f:name=value) and is read back from there on reload
+    if (opts.filters.length) {
+      const f = opts.filters[0];
+      const refusing = await browser.newContext({ viewport: DESKTOP, deviceScaleFactor: 1 });
+      await refusing.addInitScript(() => {
+        const replace = history.replaceState.bind(history);
+        history.replaceState = function (state, title, url) {
+          if (url != null && String(url).charAt(0) !== '#') throw new DOMException('refused', 'SecurityError');
+          return replace(state, title, url);
+        };
+      });
+      const r = await open(refusing, base, errors);
+      await settle(r);
+      const entry = { filter: f.text };
+      try {
+        await r.locator(`#filters select[name="${f.name}"]`).selectOption(f.value, { timeout: 5000 });
+        await settle(r);
+        entry.url_after_form = r.url();
+        entry.after_form = await counts(r);
+        await r.reload({ waitUntil: 'load' });
+        await settle(r);
+        entry.after_reload = await counts(r);
+        entry.selects_after_reload = await selectValues(r);
+      } catch (e) {
+        entry.error = String(e.message || e).split('\n')[0];
+      }
+      result.replace_state_refused = entry;
+      await refusing.close();
+    }
+
+    // following a link inside the page (a grid cell's) to each permalink that has one
+    result.links = {};
+    const linkable = [];
+    if (opts.permalinks.length) {
+      const p = await open(desktop, base, errors);
+      const hrefs = await p.evaluate(() => [...document.querySelectorAll('a[href^="#"]')].map((a) => a.getAttribute('href')));
+      linkable.push(...opts.permalinks.filter((id) => hrefs.includes(`#${id}`)));
+      await p.close();
+    }
+    for (const id of linkable) {
+      const p = await open(desktop, base, errors);
+      await settle(p);
+      const link = p.locator(`a[href="#${id.replace(/["\\]/g, '\\$&')}"]`).first();
+      if ((await link.count()) && (await link.isVisible())) {
+        await link.click({ timeout: 5000 });
+        await settle(p);
+        result.links[id] = await probe(p, id);
+      }
+      await p.close();
     }
     await desktop.close();
 
