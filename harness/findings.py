@@ -13,12 +13,19 @@
 * **Phase verdicts**: per release, device, scope, dtype and phase, how many cases pass.
 
 No torch: this reads the verdict frame (harness.evaluation) and the cases' inputs.
+
+Fast because most of a case's releases agree: each row's outcome of every phase (its
+values' bits, its exception) and its warnings are summed up once, column by column, in a
+signature; consecutive releases are compared by signature, and only where they differ is
+the transition or the drift worked out.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import operator
+import struct
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -194,22 +201,41 @@ MAX_WHERE = 2  # features named in a title
 GENERAL = "target ≤ 0 or nan"
 
 
-def input_features(case, positions: tuple) -> frozenset:
+def input_features(case, positions: tuple, memo: dict | None = None) -> frozenset:
     """The FEATURES the case's arguments show at the output's ``positions`` (elementwise
-    output: the broadcast elements; a reduced output: anywhere)."""
+    output: the broadcast elements; a reduced output: anywhere).  ``memo``: for one
+    compute(), the arguments' feature masks by what they depend on (cases share them)."""
+    key = (id(case.family), case.dtype, case.log_target, case.order)  # what call_inputs reads
+    masks = memo.get(key) if memo is not None else None
+    if masks is None:
+        masks = _feature_masks(case)
+        if memo is not None:
+            memo[key] = masks
+    if masks is _UNBROADCASTABLE:
+        return frozenset()
+    size, found_anywhere, by_element = masks
+    elementwise = case.reduction == "none" and positions and max(positions) < size
+    if not elementwise:
+        return found_anywhere
+    where = list(positions)
+    return frozenset(name for name, mask in by_element if mask[where].any())
+
+
+_UNBROADCASTABLE = object()
+
+
+def _feature_masks(case):
+    """(elements, the features present anywhere, ((feature, per-element mask), ...)) of
+    the case's broadcast arguments, or _UNBROADCASTABLE."""
     ci = call_inputs(case)
     try:
         first, second = np.broadcast_arrays(ci.first, ci.second)
     except ValueError:
-        return frozenset()
-    found = set()
+        return _UNBROADCASTABLE
     flat = {"first": first.reshape(-1), "second": second.reshape(-1)}
-    elementwise = case.reduction == "none" and positions and max(positions) < flat["first"].size
-    for name, arg, pred in FEATURES:
-        vals = flat[arg][list(positions)] if elementwise else flat[arg]
-        if vals.size and pred(vals).any():
-            found.add(name)
-    return frozenset(found)
+    by_element = tuple((name, np.asarray(pred(flat[arg]), dtype=bool)) for name, arg, pred in FEATURES)
+    anywhere = frozenset(name for name, mask in by_element if mask.size and mask.any())
+    return flat["first"].size, anywhere, by_element
 
 
 # ------------------------------------------------------------------ changes
@@ -297,29 +323,63 @@ def _direction(old: str, new: str) -> str:
     return "changed"
 
 
+SMALL = 64  # values compared in plain Python below this many (numpy's overhead is larger; same results)
+
+
 def _beyond_tolerance(a: bytes, b: bytes, tol: dict) -> tuple:
     """Positions where two finite values differ by more than the case's tolerance ``tol``
     (harness.evaluate.tolerance, relative to the larger of the two)."""
+    atol, rtol = tol["atol"], tol["rtol"]
+    if len(a) == len(b) and len(a) <= 8 * SMALL:  # the same IEEE operations, one value at a time
+        xs, ys = struct.unpack(f"<{len(a) // 8}d", a), struct.unpack(f"<{len(b) // 8}d", b)
+        isfinite = math.isfinite
+        return tuple(
+            i
+            for i, (x, y) in enumerate(zip(xs, ys))
+            if isfinite(x) and isfinite(y) and abs(x - y) > atol + rtol * max(abs(x), abs(y))
+        )
     x = np.frombuffer(a, dtype=np.float64)
     y = np.frombuffer(b, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        bound = tol["atol"] + tol["rtol"] * np.maximum(np.abs(x), np.abs(y))
+        bound = atol + rtol * np.maximum(np.abs(x), np.abs(y))
         bad = np.isfinite(x) & np.isfinite(y) & (np.abs(x - y) > bound)
     return tuple(np.flatnonzero(bad).tolist())
 
 
+@functools.lru_cache(maxsize=64)
+def _significant(dtype: str, atol: float) -> float:
+    """The magnitude below which a difference means nothing: the tolerance's atol or the
+    dtype's smallest normal, whichever is larger."""
+    return max(atol, float(np.exp2(MIN_EXPONENT.get(dtype, -1022))))
+
+
 def _ulps(a: bytes, b: bytes, dtype: str, atol: float = 0.0) -> float:
-    x = np.frombuffer(a, dtype=np.float64)
-    y = np.frombuffer(b, dtype=np.float64)
-    mag = np.maximum(np.abs(x), np.abs(y))
-    # ulps where the values are significant: below the dtype's smallest normal (or 0) they mean nothing
-    floor = max(atol, float(np.exp2(MIN_EXPONENT.get(dtype, -1022))))  # below it a difference means nothing
-    both = np.isfinite(x) & np.isfinite(y) & (x != y) & (mag >= floor)
-    if not both.any():
-        return 0.0
-    mag = mag[both]
+    """The largest difference of two values in units in the last place of ``dtype``, where
+    the values are significant (see _significant), finite and differ."""
+    floor = _significant(dtype, atol)
+    if len(a) == len(b) and len(a) <= 8 * SMALL:  # which values count, in plain Python (the same tests)
+        xs, ys = struct.unpack(f"<{len(a) // 8}d", a), struct.unpack(f"<{len(b) // 8}d", b)
+        isfinite = math.isfinite
+        both = [
+            i
+            for i, (x, y) in enumerate(zip(xs, ys))
+            if isfinite(x) and isfinite(y) and x != y and max(abs(x), abs(y)) >= floor
+        ]
+        if not both:
+            return 0.0
+        x = np.array([xs[i] for i in both], dtype=np.float64)
+        y = np.array([ys[i] for i in both], dtype=np.float64)
+        mag = np.maximum(np.abs(x), np.abs(y))
+    else:
+        x = np.frombuffer(a, dtype=np.float64)
+        y = np.frombuffer(b, dtype=np.float64)
+        mag = np.maximum(np.abs(x), np.abs(y))
+        both = np.isfinite(x) & np.isfinite(y) & (x != y) & (mag >= floor)
+        if not both.any():
+            return 0.0
+        x, y, mag = x[both], y[both], mag[both]
     ulp = np.exp2(np.floor(np.log2(mag)) - MANTISSA_BITS.get(dtype, 52))
-    return float((np.abs(x[both] - y[both]) / ulp).max())
+    return float((np.abs(x - y) / ulp).max())
 
 
 COLUMNS = (
@@ -338,45 +398,171 @@ COLUMNS = (
 )
 
 
+def _columns(frame) -> dict:
+    """The frame's COLUMNS as plain lists (far faster to walk than the frame)."""
+    if not len(frame):
+        return {}
+    if frame.attrs:  # pandas deep-copies attrs for every column taken out: a view without them
+        frame = type(frame)(frame, copy=False)
+    return {c: frame[c].tolist() for c in COLUMNS}
+
+
+_NOT_RUN = "not run"  # the signature of a phase whose tensor is not a tensor
+WIDTH = len(phases.PHASES) + 1  # a signature: each phase, then the warnings (a crash: 2 entries)
+
+
+def _signatures(cols: dict) -> tuple[list, list]:
+    """For each row of the columns: a signature of everything :func:`_case_change`
+    compares (each phase's outcome, with its bits, and the warnings), and whether the row
+    is stale.  Equal signatures: equal outcomes, no change and no drift; unequal ones are
+    only worth a closer look (the signature is finer than the outcome: an error's raw
+    text, the warnings as recorded).  Made a column at a time."""
+    from itertools import compress
+
+    status, verdict, errors, output, grads, warnings = (
+        cols[c] for c in ("status", "verdict", "errors", "output", "grads", "warnings")
+    )
+    n = len(status)
+    sig_cols = []  # per phase: the signature of its outcome in each row
+    for p in phases.PHASES:
+        if p.grad_of is None:
+            col = output  # anything but a tensor (a dict): not run
+        else:
+            arg = p.grad_of  # None: no gradient; anything else but a tensor: not run
+            col = [g.get(arg) if isinstance(g, dict) else None for g in grads]
+        objects = dict(zip(map(id, col), col))  # each distinct object once (they live in the columns)
+        objects.pop(id(None), None)
+        sig_of = {}
+        for key, t in objects.items():
+            if not isinstance(t, dict):
+                sig_of[key] = _NOT_RUN
+                continue
+            try:
+                vals = t.get("values") or []
+                total = sum(vals)
+                if type(vals) is list and 0.0 not in vals and total == total:
+                    sig_of[key] = vals  # no zero (-0 == 0) and no nan (nan != nan): equal lists, equal bits
+                else:
+                    sig_of[key] = struct.pack(f"<{len(vals)}d", *vals)  # the bits: the classes follow from them
+            except Exception:  # noqa: BLE001 - unpackable: equal to nothing, _case_change decides
+                sig_of[key] = object()
+        sig_cols.append(list(map(sig_of.get, map(id, col))))
+    for i in compress(range(n), errors):  # a phase that raised: its exception, as recorded
+        errs = errors[i]
+        if isinstance(errs, dict):
+            for p, sig_col in zip(phases.PHASES, sig_cols):
+                err = errs.get(p.name)
+                if err:
+                    sig_col[i] = (err, cols[p.name][i] == "unsupported")
+    sigs = list(zip(*sig_cols, warnings))
+    stale = [False] * n
+    for i in compress(range(n), map(operator.eq, verdict, ["stale"] * n)):
+        sigs[i], stale[i] = None, True
+    for st in ("crash", "timeout"):
+        for i in compress(range(n), map(operator.eq, status, [st] * n)):
+            sigs[i], stale[i] = (st, warnings[i]), False  # every phase: the crash; the warnings still count
+    return sigs, stale
+
+
+def _phase_counts(cols: dict, rows: list | None) -> dict:
+    """(release, device, scope, dtype, phase) -> Counter of the phase's verdicts, over
+    ``rows`` (None: all), keys and counts in the order of their first row."""
+    names = ("release", "device", "scope", "dtype", *phases.NAMES)
+    columns = [cols[c] for c in names]
+    if rows is not None:
+        columns = [[col[i] for i in rows] for col in columns]
+    phase_counts: dict = defaultdict(Counter)
+    for (rel, dev, scope, dtype, *verdicts_), n in Counter(zip(*columns)).items():  # distinct rows, first seen first
+        for name, v in zip(phases.NAMES, verdicts_):
+            if v is not None and v == v:
+                phase_counts[(rel, dev, scope, dtype, name)][v] += n
+    return dict(phase_counts)
+
+
 def compute(frame, cases_by_id: dict) -> Findings:
     """Findings of a verdict frame (harness.evaluation) for the cases ``cases_by_id``."""
-    phase_counts: dict = defaultdict(Counter)
-    by_case: dict = defaultdict(list)  # (device, case id) -> [(release key, release, row)]
-    if len(frame):
-        from collections import namedtuple
+    with _gc_paused():
+        return _compute(_columns(frame), cases_by_id)
 
-        Row = namedtuple("Row", COLUMNS)
-        columns = [frame[c].tolist() for c in COLUMNS]  # plain lists: far faster to walk than the frame
-        keys: dict = {}  # release -> its sort key (few distinct)
-        for row in map(Row._make, zip(*columns)):
-            if row.id not in cases_by_id:
-                continue
-            key = keys.get(row.release)
-            if key is None:
-                key = keys[row.release] = release_key(row.release)
-            by_case[(row.device, row.id)].append((key, row.release, row))
-            for p in phases.PHASES:
-                v = getattr(row, p.name)
-                if v is not None and v == v:
-                    phase_counts[(row.release, row.device, row.scope, row.dtype, p.name)][v] += 1
+
+class _gc_paused:
+    """No cyclic garbage collection while the many short-lived tuples of one compute are
+    made (it would scan the frame's millions of objects again and again); restored after."""
+
+    def __enter__(self):
+        import gc
+
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        import gc
+
+        if self.was:
+            gc.enable()
+
+
+def _compute(cols: dict, cases_by_id: dict) -> Findings:
+    if not cols:
+        return Findings([], [], [], [], {})
     order = {cid: i for i, cid in enumerate(cases_by_id)}
-    case_changes, drift_acc, steps = [], defaultdict(list), set()
-    memo: dict = {}  # id(tensor) -> Outcome; the tensors live in the frame for the whole call
-    for (device, cid), runs in sorted(by_case.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 0))):
-        runs.sort(key=lambda r: r[0])
-        case = cases_by_id[cid]
-        for (_, prev_rel, prev), (_, rel, cur) in zip(runs, runs[1:]):
-            steps.add((device, prev_rel, rel))
-            change = _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo)
-            if change is not None:
-                case_changes.append(change)
+    ids = cols["id"]
+    rows = [i for i, cid in enumerate(ids) if cid in order]
+    phase_counts = _phase_counts(cols, None if len(rows) == len(ids) else rows)
+    # every case's runs in release order, by device then case order (a stable sort: equal
+    # releases keep the frame's order); each two consecutive runs of a case: a release step
+    devices, releases = cols["device"], cols["release"]
+    all_rows = len(rows) == len(ids)
+    kept = (lambda col: col) if all_rows else (lambda col: [col[i] for i in rows])
+    dev_names = sorted(set(kept(devices)))
+    rel_names = sorted(set(kept(releases)), key=release_key)
+    dev_rank = {d: k for k, d in enumerate(dev_names)}
+    rel_rank = {r: k for k, r in enumerate(rel_names)}
+    a_dev = np.fromiter(map(dev_rank.__getitem__, kept(devices)), dtype=np.int64, count=len(rows))
+    a_case = np.fromiter(map(order.__getitem__, kept(ids)), dtype=np.int64, count=len(rows))
+    a_rel = np.fromiter(map(rel_rank.__getitem__, kept(releases)), dtype=np.int64, count=len(rows))
+    perm = np.lexsort((a_rel, a_case, a_dev))
+    pairs = np.flatnonzero((a_dev[perm[1:]] == a_dev[perm[:-1]]) & (a_case[perm[1:]] == a_case[perm[:-1]]))
+    before, after = perm[pairs], perm[pairs + 1]  # positions in rows
+    n_rel = max(len(rel_names), 1)
+    step_codes = np.unique((a_dev[before] * n_rel + a_rel[before]) * n_rel + a_rel[after])
+    steps = [
+        (dev_names[c // n_rel // n_rel], rel_names[c // n_rel % n_rel], rel_names[c % n_rel])
+        for c in step_codes.tolist()
+    ]
+    # only where the signatures differ is there anything to look at
+    sigs, stale = _signatures(cols)
+    rows_arr = np.asarray(rows, dtype=np.int64)
+    prev_of, cur_of = rows_arr[before].tolist(), rows_arr[after].tolist()
+    sig_at, stale_at = sigs.__getitem__, stale.__getitem__
+    differ = np.fromiter(map(operator.ne, map(sig_at, prev_of), map(sig_at, cur_of)), dtype=bool, count=len(prev_of))
+    comparable = ~(
+        np.fromiter(map(stale_at, prev_of), dtype=bool, count=len(prev_of))
+        | np.fromiter(map(stale_at, cur_of), dtype=bool, count=len(prev_of))
+    )
+    case_changes, drift_acc = [], defaultdict(list)
+    memo: dict = {}  # id(tensor) -> Outcome; the tensors live in the columns for the whole call
+    from collections import namedtuple
+
+    Row = namedtuple("Row", COLUMNS)
+    columns = [cols[c] for c in COLUMNS]
+    for k in np.flatnonzero(differ & comparable).tolist():
+        i, j = prev_of[k], cur_of[k]
+        prev, cur = Row._make([col[i] for col in columns]), Row._make([col[j] for col in columns])
+        differs = tuple(map(operator.ne, sigs[i], sigs[j])) if len(sigs[i]) == len(sigs[j]) == WIDTH else None
+        change = _case_change(
+            cases_by_id[cur.id], cur.device, prev.release, cur.release, prev, cur, drift_acc, memo, differs
+        )
+        if change is not None:
+            case_changes.append(change)
     clusters: dict = {}
     for ch in case_changes:
         key = (ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
         if key not in clusters:
             clusters[key] = BehaviourChange(ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
         clusters[key].cases.append(ch)
-    changes = [_describe(bc, cases_by_id) for bc in clusters.values()]
+    features: dict = {}  # the arguments' feature masks, shared by the cases of a family
+    changes = [_describe(bc, cases_by_id, features) for bc in clusters.values()]
     changes.sort(key=lambda b: (b.device, release_key(b.since), PHASE_ORDER.index(b.phase), -b.count, b.from_, b.to))
     drift = []
     for (device, prev_rel, rel), items in sorted(drift_acc.items(), key=lambda kv: (kv[0][0], release_key(kv[0][2]))):
@@ -392,12 +578,18 @@ def compute(frame, cases_by_id: dict) -> Findings:
             )
         )
     steps_sorted = sorted(steps, key=lambda s: (s[0], release_key(s[2])))
-    return Findings(changes, case_changes, drift, steps_sorted, dict(phase_counts))
+    return Findings(changes, case_changes, drift, steps_sorted, phase_counts)
 
 
-def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo) -> CaseChange | None:
+def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo, differs=None) -> CaseChange | None:
+    """The change of one case from row ``prev`` to row ``cur`` (None: none), its drift
+    added to ``drift_acc``.  ``differs``: per phase, then the warnings, whether their
+    signatures (:func:`_signatures`) differ (equal: the same outcome, bits and warnings,
+    nothing to compare); None: compare all."""
     found = []  # (phase, from, to, positions, old verdict, new verdict)
-    for p in phases.PHASES:
+    for k, p in enumerate(phases.PHASES):
+        if differs is not None and not differs[k]:
+            continue
         a, b = outcome(prev, p, memo), outcome(cur, p, memo)
         if "stale" in (a.kind, b.kind):
             return None  # made from other inputs: not comparable
@@ -412,7 +604,7 @@ def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo) -> Cas
             else:
                 ulps = _ulps(a.bits, b.bits, case.dtype, tol["atol"])
                 drift_acc[(device, prev_rel, rel)].append((case.id, ulps, cur.dtype, p.name))
-    wa, wb = warnings_outcome(prev), warnings_outcome(cur)
+    wa, wb = (warnings_outcome(prev), warnings_outcome(cur)) if differs is None or differs[-1] else ((), ())
     if wa != wb:
         frm, to = warnings_transition(wa, wb)
         found.append((WARNINGS, frm, to, (), prev.verdict, cur.verdict))
@@ -423,15 +615,17 @@ def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo) -> Cas
     return CaseChange(case.id, device, prev_rel, rel, phase, frm, to, pos, old_v, new_v, also)
 
 
-def _describe(bc: BehaviourChange, cases_by_id: dict) -> BehaviourChange:
+def _describe(bc: BehaviourChange, cases_by_id: dict, memo: dict | None = None) -> BehaviourChange:
     members = [cases_by_id[ch.case_id] for ch in bc.cases]
-    bc.scope = {a.name: tuple(v for v in a.values if any(getattr(c, a.name) == v for c in members)) for a in axes.AXES}
-    bc.scopes = tuple(s for s in scopes.NAMES if any(case_scope(c) == s for c in members))
+    present = [set(values) for values in zip(*(c.values for c in members))] if members else [set() for _ in axes.AXES]
+    bc.scope = {a.name: tuple(v for v in a.values if v in seen) for a, seen in zip(axes.AXES, present)}
+    member_scopes = {case_scope(c) for c in members}
+    bc.scopes = tuple(s for s in scopes.NAMES if s in member_scopes)
     if bc.phase in phases.NAMES and any(ch.positions for ch in bc.cases):
         shared = None
         for ch, case in zip(bc.cases, members):
             if ch.positions or case.reduction != "none":
-                feats = input_features(case, ch.positions)
+                feats = input_features(case, ch.positions, memo)
                 shared = feats if shared is None else shared & feats
         named = [name for name, _, _ in FEATURES if shared and name in shared]
         if len(named) > 1 and GENERAL in named:  # a specific feature says more than the general one
