@@ -35,7 +35,7 @@ TABLE: tuple[Verdict, ...] = (
     Verdict("crash", "run", "✖", "🟥", "#4a0000", "#fff", "the worker process died"),
     Verdict("timeout", "run", "⌛", "🟥", "#7a1020", "#fff", "no result within the time limit"),
     Verdict("error", "defect", "✗", "🟥", "#d32f2f", "#fff", "raised an exception it should not"),
-    Verdict("nan", "defect", "N", "🟧", "#ef6c00", "#fff", "nan/inf where the reference is finite"),
+    Verdict("nan", "defect", "N", "🟧", "#b33c00", "#fff", "nan/inf where the reference is finite"),
     Verdict("mismatch", "defect", "≠", "🟧", "#ffb74d", "#000", "differs from the documented formula beyond tolerance"),
     Verdict("unsupported", "limit", "–", "🟨", "#cfd8dc", "#000", "argument or dtype absent in this release"),
     Verdict("undefined", "neutral", "?", "🟦", "#b3e5fc", "#000", "reference undefined for these inputs; value not judged"),  # noqa: E501

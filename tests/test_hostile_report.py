@@ -72,6 +72,6 @@ def test_hostile_strings_are_neutralised_everywhere(tmp_path):
     # escaped), the control characters only as JSON escapes in the file; the error is counted
     assert [(w["category"], w["message"], w["total"]) for w in summary["warnings"]] == [("UserWarning", NASTY, 1)]
     assert "\x1b" not in raw and "\x07" not in raw and "\\u001b[31mRED" in raw
-    counts = {(h["release"], h["device"]): h["counts"] for h in summary["headline"]}
+    counts = {(h["release"], h["device"]): h["counts"] for h in summary["verdict_counts"]}
     assert counts[("2.0", "cpu")] == {"error": 1, "pass": 1}
     assert json.loads(json.dumps(summary)) == summary

@@ -1,6 +1,5 @@
-"""The report's fast paths (issue 8, target c) give what their plain definitions give:
-the change finder, the detailed-case choice, the matrix counts, the CUDA oracle asked once
-per distinct pair, the axis-pattern finder on bit masks, shared outputs and the JSON
+"""The report's fast paths give what their plain definitions give: rows by case, the
+family counts, the CUDA oracle asked once per distinct pair, shared outputs and the JSON
 line reader."""
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import pytest
 
 from harness import evaluation as ev
 from harness import oracle, report, results
+from harness.report.evidence import _cuda_vs_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = sorted((ROOT / "reports" / "results").glob("*/cpu.jsonl"))
@@ -48,43 +48,24 @@ def data(tmp_path_factory):
         return report.load([tmp / "results"])
 
 
-def test_rows_events_and_detail_follow_their_definitions(data):
+def test_rows_and_family_counts_follow_their_definitions(data):
+    from harness.report.evidence import sec_families
+    from harness.report.text import device_key
+
     d = data
     by_case: dict = {}
     for row in d.rows:
         by_case.setdefault(row.id, []).append(row)
-    by_case = {
-        cid: sorted(rows, key=lambda r: (report.device_key(r.device), r.rk)) for cid, rows in sorted(by_case.items())
-    }
+    by_case = {cid: sorted(rows, key=lambda r: (device_key(r.device), r.rk)) for cid, rows in sorted(by_case.items())}
     assert d.rows_by_case == by_case
-    events = []
-    for cid, rows in by_case.items():
-        for prev, cur in zip(rows, rows[1:]):
-            if prev.device == cur.device and report.change_kind(prev, cur, d.cases[cid]):
-                events.append((cur.device, cid, prev.release, cur.release))
-    assert list(zip(d.events["device"], d.events["id"], d.events["from"], d.events["to"])) == events
-    assert events  # the data has changes to find
-    changed = {cid for _, cid, _, _ in events}
-    detailed = [
-        cid
-        for cid in d.cases
-        if cid in by_case
-        and (
-            cid in changed
-            or len({r.state for r in by_case[cid]}) > 1
-            or any(r.verdict in report.PROBLEMS for r in by_case[cid])
-        )
-    ]
-    assert d.detailed_ids == detailed
+    counts = sec_families(d).data
     for dev in d.data_devices:
-        on = [r for r in d.rows if r.device == dev]
         plain: dict = {}
-        for (rel, verdict), n in Counter((r.release, r.verdict) for r in on).items():
-            plain.setdefault(("all", "all cases"), {}).setdefault(rel, {})[verdict] = n
-        for a, axis in enumerate(report.AXES):
-            for (val, rel, verdict), n in Counter((d.case_axes[r.id][a], r.release, r.verdict) for r in on).items():
-                plain.setdefault((axis, val), {}).setdefault(rel, {})[verdict] = n
-        assert report._matrix_counts(d, dev) == plain
+        for (fam, rel, verdict), n in Counter(
+            (d.cases[r.id].family.label, r.release, r.verdict) for r in d.rows if r.device == dev
+        ).items():
+            plain.setdefault(fam, {}).setdefault(rel, {})[verdict] = n
+        assert counts[dev] == plain
 
 
 def test_cuda_oracle_once_per_distinct_pair_gives_every_pair(data):
@@ -93,7 +74,7 @@ def test_cuda_oracle_once_per_distinct_pair_gives_every_pair(data):
         return sorted(tuple(repr(v) for v in row) for row in zip(*(frame[c].tolist() for c in cols)))
 
     full = oracle.cuda_vs_cpu(data.frame, data.cases)
-    fast = report._cuda_vs_cpu(data)
+    fast = _cuda_vs_cpu(data)
     assert rows(fast) == rows(full)
     assert {"same", "close"} <= set(full["agreement"])  # not only the shortcut is exercised
 

@@ -23,14 +23,34 @@ def test_verdict_table_is_complete_and_ordered():
         assert len(v.symbol) == 1 and v.meaning and v.background.startswith("#")
 
 
-def test_report_styles_and_legends_come_from_the_table():
-    from harness import report
+def _contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
 
+    def lum(c):
+        c = "#" + "".join(x * 2 for x in c[1:]) if len(c) == 4 else c
+        rgb = [int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        lin = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_report_styles_and_legends_come_from_the_tables():
+    from harness.report import assemble, glance
+
+    css = assemble._css()
+    html, md = assemble._environments()
+    macros = html.get_template("_macros.html.j2").module
     for v in verdicts.TABLE:
-        assert v.css in report.CSS
-        assert report.md_badge(v.name).startswith(v.square + v.symbol)
-        assert f'class="v v-{v.name}"' in report.badge(v.name)
-    assert list(report.SEVERITY) == list(verdicts.NAMES) and report.PROBLEMS == verdicts.PROBLEMS
+        assert v.css in css
+        assert f'class="v v-{v.name}"' in str(macros.badge(v.name)) and v.symbol in str(macros.badge(v.name))
+        assert _contrast(v.background, v.foreground) >= 4.5, v.name
+    for st in glance.STATES:
+        assert f".s-{st.name}{{background:{st.background};color:{st.foreground}}}" in css
+        assert _contrast(st.background, st.foreground) >= 4.5, st.name
+        assert st.symbol in str(macros.legend()) and st.short in str(macros.legend())
+    assert len({st.name for st in glance.STATES}) == len(glance.STATES)
 
 
 def test_gate_refuses_a_baseline_with_an_unknown_verdict(tmp_path):
@@ -108,9 +128,9 @@ def test_a_trial_axis_is_one_declaration(tmp_path):
     cmd = [sys.executable, "-m", "harness", "report", "--results", "res", "--out", "rep", "--cases", "cases/trial.yaml"]
     out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, env={**os.environ, "HARNESS_CACHE": "off"})
     assert out.returncode == 0, out.stderr
-    page = (tree / "rep" / "index.html").read_text()
-    assert 'data-axes="family reduction log_target order dtype api layout"' in page
-    assert '<select name="layout"><option value="">any</option><option value="transposed">' in page
+    page = (tree / "rep" / "cases" / "trial-2x3.html").read_text()
+    assert '<select name="layout"><option value="">any</option><option value="contiguous">' in page
+    assert 'data-layout="transposed"' in page and 'data-api="functional"' in page
     bad = tree / "cases" / "bad.yaml"
     bad.write_text((tree / "cases" / "trial.yaml").read_text().replace("[transposed]", "[diagonal]"))
     out = subprocess.run(

@@ -25,7 +25,7 @@ from markupsafe import Markup
 from .. import __version__, phases, verdicts
 from . import glance
 from .base import Cell, Table, verdict_square, verdict_symbol
-from .text import json_safe, md_code, md_escape
+from .text import json_safe, md_code, md_escape, visible
 
 TITLE = "KLDivLoss / F.kl_div compatibility report"
 HERE = Path(__file__).resolve().parent
@@ -81,6 +81,14 @@ def md_link(text, href) -> Markup:
     return Markup(f"[{md_escape(text)}]({href})")
 
 
+def _html_finalize(value):
+    """Every value shown on a page: control characters made visible, overlong text cut
+    (harness.report.text.visible); autoescape then escapes it."""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return visible(value)
+
+
 def _md_finalize(value):
     if isinstance(value, Markup):
         return value
@@ -98,6 +106,7 @@ def _environments():
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_html_finalize,
     )
     md = Environment(
         loader=FileSystemLoader(TEMPLATES / "md"),
@@ -207,13 +216,14 @@ def render(d, sections=None, pages_url: str | None = None, commit: str | None = 
     common = {"title": TITLE, "origin": origin, "sections": sections, "s": by_key, "css": _css(),
               "js": _static("report.js"), "releases": rels, "devices": d.data_devices}  # fmt: skip
     filters = _filters(d)
+    axis_filters = _axis_filters(d)
     out = {
         "index.html": html_env.get_template("index.html.j2").render(**common, filters=filters),
         "README.md": md_env.get_template("README.md.j2").render(**common),
     }
     for label, page in pages.items():
         out[f"cases/{page['slug']}.html"] = html_env.get_template("family.html.j2").render(
-            **common, page=page, filters=filters
+            **common, page=page, filters=filters + axis_filters
         )
     summary = {
         "title": TITLE,
@@ -224,6 +234,8 @@ def render(d, sections=None, pages_url: str | None = None, commit: str | None = 
         "devices": d.devices,
         "results": len(d.frame),
         "cases": len(d.cases),
+        # per release and device: the status word, verdict counts, coverage and files
+        "verdict_counts": [d.cells[(r, dv)] for r in d.releases for dv in d.devices],
     }
     for s in sections:
         summary[s.key] = s.data
@@ -244,6 +256,14 @@ def _filters(d) -> list:
         ("scope", "scope", [(x, x) for x in scopes.NAMES]),
         ("verdict", "verdict", [(v.name, f"{v.symbol} {v.name}") for v in verdicts.TABLE]),
     ]
+
+
+def _axis_filters(d) -> list:
+    """The family pages' extra selects: every case axis but dtype (on every page already)."""
+    from .. import axes
+    from .text import axis_text
+
+    return [(a.name, a.name, [(axis_text(v), axis_text(v)) for v in a.values]) for a in axes.AXES if a.name != "dtype"]
 
 
 def readme_excerpt(summary: dict, link: str = "reports/README.md") -> str:

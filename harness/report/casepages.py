@@ -15,9 +15,9 @@ from pathlib import Path
 from .. import axes, verdicts
 from .base import Section
 from .model import ReportData
-from .text import VALUES_SHOWN_DETAIL, clip, device_key, fmt_output, fmt_values, ranges, reproduction
+from .text import VALUES_SHOWN_DETAIL, axis_text, clip, device_key, fmt_output, fmt_values, ranges, reproduction
 
-API = axes.NAMES.index("api")
+API = axes.NAMES.index("api")  # the API form's place among the axes (and, after the family, in case ids)
 
 
 def family_slug(label: str) -> str:
@@ -29,8 +29,10 @@ def case_anchor(cid: str) -> str:
 
 
 def group_of(cid: str) -> str:
-    """The id of a case without its API form (the last part)."""
-    return cid.rsplit("/", 1)[0]
+    """The id of a case without its API form ('*' in its place)."""
+    parts = cid.split("/")
+    parts[1 + API] = "*"
+    return "/".join(parts)
 
 
 def case_href(d: ReportData, cid: str, from_page: bool = False) -> str:
@@ -134,7 +136,7 @@ def _group_detail(d: ReportData, ids: list) -> dict:
     return {
         "anchor": case_anchor(ids[0]),
         "anchors": [case_anchor(c) for c in ids[1:]],
-        "id": ids[0] if len(ids) == 1 else group_of(ids[0]) + "/{" + ",".join(forms) + "}",
+        "id": ids[0] if len(ids) == 1 else group_of(ids[0]).replace("*", "{" + ",".join(forms) + "}"),
         "forms": forms,
         "timeline": timeline,
         "runs": runs,
@@ -149,6 +151,8 @@ def _group_detail(d: ReportData, ids: list) -> dict:
             "dtype": case.dtype,
             "scope": case_scope(case),
             "verdict": " ".join(sorted({r.verdict for r in rows})),
+            **{a.name: " ".join(sorted({axis_text(getattr(d.cases[c], a.name)) for c in ids}))
+               for a in axes.AXES if a.name != "dtype"},
         },
     }
 

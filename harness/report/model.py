@@ -191,18 +191,6 @@ class ReportData:
         return out
 
     @cached_property
-    def case_axes(self) -> dict:
-        """id -> tuple of axis values as text, in AXES order."""
-        return {cid: (c.family.label, *(axis_text(v) for v in c.values)) for cid, c in self.cases.items()}
-
-    @cached_property
-    def ids_present(self) -> dict:
-        """(device, release) -> set of case ids with a result."""
-        if not len(self.frame):
-            return {}
-        return {key: set(ids.tolist()) for key, ids in self.frame.groupby(["device", "release"], sort=False)["id"]}
-
-    @cached_property
     def rows(self) -> list:
         """One :class:`Row` per row of ``frame``, in its order."""
         return list(map(Row._make, zip(*(self.col(c) for c in Row._fields))))
@@ -238,24 +226,6 @@ class ReportData:
         """Where the rows of each case start in ``row_order``, then where they all end."""
         codes = self.case_codes[np.asarray(self.row_order, dtype=np.int64)]
         return [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist(), len(codes)] if len(codes) else []
-
-    @cached_property
-    def detailed_set(self) -> set:
-        return set(self.detailed_ids)
-
-    @cached_property
-    def detailed_ids(self) -> list:
-        """Cases shown in full: outcome varies across releases/devices, or a problem verdict."""
-        if not len(self.frame):
-            return []
-        order, bounds = np.asarray(self.row_order, dtype=np.int64), self.case_bounds
-        state = np.fromiter(self.col("state"), dtype=object, count=len(order))[order]
-        first = np.repeat(state[bounds[:-1]], np.diff(bounds))  # each row: its case's first state
-        problem = np.fromiter((v in PROBLEMS for v in self.col("verdict")), dtype=bool, count=len(order))[order]
-        shown = np.logical_or.reduceat((state != first) | problem, bounds[:-1])
-        shown = set(self.case_codes[order[bounds[:-1]]][shown].tolist())
-        changed = {ch.case_id for ch in self.behaviour.case_changes}
-        return [cid for k, cid in enumerate(self.cases) if k in shown or cid in changed]
 
 
 def _status(n, counts, expected, files, recorded, valid=None) -> str:
