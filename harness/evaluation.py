@@ -259,6 +259,9 @@ class Evaluation:
         self._judged_new = False  # verdicts or digests added since read or written
         self._ref_store: Path | None = None  # references kept on disk
         self._ref_stored: int | None = None  # how many it held when read (None: not read yet)
+        # (path, content digest) of every results file judged, in order: the digest keys the
+        # file's cache entry (its bytes, the fingerprint); None where there was no cache folder
+        self.evaluated: list[tuple[str, str | None]] = []
 
     @property
     def fingerprint(self) -> str:
@@ -398,6 +401,7 @@ class Evaluation:
         unknown = 0
         with quiet_gc():
             for rf in result_files:
+                self.evaluated.append((str(rf.path), None))  # not from its bytes: no digest
                 r, s, u = self._rows(rf.results, rf.runs, str(rf.path))
                 rows += r
                 snippets += s
@@ -417,7 +421,7 @@ class Evaluation:
 
         path = Path(path)
         folder = self.folder
-        entry = None
+        entry = digest = None
         if folder is not None:
             try:
                 data = path.read_bytes()
@@ -426,13 +430,15 @@ class Evaluation:
             fp = self.fingerprint
             h = hashlib.sha256(fp.encode())
             h.update(data)
-            entry = folder / f"{h.hexdigest()[:40]}.pickle"
+            digest = h.hexdigest()
+            entry = folder / f"{digest[:40]}.pickle"
             if self._ref_store is None:
                 self._ref_store = folder / f"refs-{fp[:40]}.pickle"
             try:
                 with open(entry, "rb") as f, quiet_gc():
                     hit = pickle.load(f)
                 if hit.get("version") == CACHE_VERSION:
+                    self.evaluated.append((str(path), digest))
                     return EvaluatedFile(
                         path, hit["runs"], hit["results"], False, hit["columns"], hit["snippets"], hit["unknown"]
                     )
@@ -444,6 +450,7 @@ class Evaluation:
             rows, snippets, unknown = self._rows(rf.results, rf.runs, "")
             columns = _columns(rows)
         self._save_judged()
+        self.evaluated.append((str(path), digest))
         out = EvaluatedFile(path, rf.runs, len(rf.results), rf.dropped_tail, columns, snippets, unknown)
         if entry is not None and not rf.dropped_tail:  # a truncated file is rewritten soon: not worth keeping
             if _dump(

@@ -638,3 +638,88 @@ def _describe(bc: BehaviourChange, cases_by_id: dict, memo: dict | None = None) 
     seen = {bc.phase} | {ph for ch in bc.cases for ph, _, _ in ch.also}
     bc.phases_seen = tuple(p for p in PHASE_ORDER if p in seen)
     return bc
+
+
+# ------------------------------------------------------------------ cached
+
+
+FINDINGS_CACHE_VERSION = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _source_fingerprint() -> str:
+    """Every harness module's source (the findings depend on the frame, and the frame on
+    whichever code made it and left rows out), with the versions of NumPy, pandas, Python."""
+    import hashlib
+    import platform
+    from pathlib import Path
+
+    import pandas as pd
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256(
+        f"{FINDINGS_CACHE_VERSION} {np.__version__} {pd.__version__} {platform.python_version()}".encode()
+    )
+    for path in sorted(here.rglob("*.py")):
+        h.update(path.relative_to(here).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_key(frame, cases_by_id: dict, evaluation) -> str | None:
+    """The key of the findings of ``frame`` in the cache (see :func:`compute_cached`), or
+    None where they cannot be keyed: no evaluation, no cache folder, or a file it judged
+    without a digest (:meth:`harness.evaluation.Evaluation.evaluate`)."""
+    import hashlib
+
+    files = getattr(evaluation, "evaluated", None)
+    if evaluation is None or evaluation.folder is None or files is None or any(d is None for _, d in files):
+        return None
+    if len(frame) and not files:
+        return None  # rows from somewhere else
+    from .evaluation import fingerprint
+
+    cases_fp = evaluation.fingerprint if cases_by_id is evaluation.cases else fingerprint(cases_by_id)
+    h = hashlib.sha256(f"{_source_fingerprint()}\n{cases_fp}\n".encode())
+    for _, digest in files:  # each file's bytes, as judged (its cache entry's key)
+        h.update(digest.encode() + b"\n")
+    # which of their rows the frame holds, in which order (a caller may leave some out)
+    h.update(f"rows {len(frame)}\n".encode())
+    if len(frame):
+        view = type(frame)(frame, copy=False) if frame.attrs else frame  # attrs: deep-copied per column
+        for c in ("id", "release", "device", "source"):
+            if c in view.columns:
+                h.update(f"{c}\0".encode() + "\x1f".join(map(str, view[c].tolist())).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def compute_cached(frame, cases_by_id: dict, evaluation=None) -> Findings:
+    """:func:`compute` ``(frame, cases_by_id)``, kept on disk next to the evaluation's
+    cache (``evaluation.folder``): a later run with the same inputs reads it back instead.
+
+    ``evaluation``: the :class:`harness.evaluation.Evaluation` whose ``evaluate_file``
+    judged the results files ``frame`` was made of (:func:`harness.evaluation.frame_of`,
+    rows possibly left out by harness code, e.g. repeated results).  The key: those files'
+    digests (their bytes and the evaluation's fingerprint: verdict code, case files, case
+    ids), the fingerprint of ``cases_by_id`` (the same where it is the evaluation's
+    cases), every harness module's source and the frame's rows (id, release, device,
+    source).  Without an evaluation, a cache folder or digests, it is
+    :func:`compute`.  The Findings returned are equal to :func:`compute`'s."""
+    key = cache_key(frame, cases_by_id, evaluation)
+    if key is None:
+        return compute(frame, cases_by_id)
+    import pickle
+
+    from .evaluation import _dump, _prune
+
+    path = evaluation.folder / f"findings-{key[:40]}.pickle"
+    try:
+        with open(path, "rb") as f, _gc_paused():
+            hit = pickle.load(f)
+        if hit.get("version") == FINDINGS_CACHE_VERSION and hit.get("key") == key:
+            return hit["findings"]
+    except Exception:  # noqa: BLE001 - a missing or unusable entry is a miss
+        pass
+    found = compute(frame, cases_by_id)
+    if _dump(path, {"version": FINDINGS_CACHE_VERSION, "key": key, "findings": found}):
+        _prune(path.parent)
+    return found

@@ -213,3 +213,117 @@ def test_a_warning_from_the_environment_is_no_behaviour_change(cases):
         )
         rows += [_row(cid, "2.2", BASE), _row(cid, "2.3", BASE, warnings=[env_warning])]
     assert _compute(cases, rows).changes == []
+
+
+# ------------------------------------------------------------------ the findings cache
+
+
+def _write_results(path, release, values_by_id):
+    """A results file of one run of ``release`` on the cpu: one result per case id."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [{"record": "run", "schema": 1, "device": "cpu", "env": {"torch": f"{release}.0"}}]
+    for cid, values in values_by_id.items():
+        out = {"dtype": "float32", "shape": [len(values)], "values": list(values)}
+        lines.append({"record": "result", "id": cid, "device": "cpu", "status": "ok", "output": out, "warnings": []})
+    path.write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    return path
+
+
+def _evaluated(cases, results, folder):
+    """(frame, evaluation) of the results files, judged by a fresh evaluation with ``folder``."""
+    from harness.evaluation import Evaluation, frame_of
+    from harness.results import result_files
+
+    evaluation = Evaluation(cases, cache=folder)
+    frame = frame_of([evaluation.evaluate_file(p) for p in result_files([results])])
+    return frame, evaluation
+
+
+@pytest.fixture
+def history(cases, tmp_path):
+    """Two releases of the negative-target family: a 0 becomes nan at 1.13."""
+    zeros = _zero_positions(next(iter(cases.values())))
+    before = [0.1 if i not in zeros else 0.0 for i in range(6)]
+    after = [v if i not in zeros else float("nan") for i, v in enumerate(before)]
+    results = tmp_path / "results"
+    _write_results(results / "1.12" / "cpu.jsonl", "1.12", {cid: before for cid in cases})
+    _write_results(results / "1.13" / "cpu.jsonl", "1.13", {cid: after for cid in cases})
+    return results
+
+
+def _counting(monkeypatch):
+    calls = []
+    compute = findings.compute
+
+    def counted(frame, cases_by_id):
+        calls.append(len(frame))
+        return compute(frame, cases_by_id)
+
+    monkeypatch.setattr(findings, "compute", counted)
+    return calls
+
+
+def test_cached_findings_are_computed_once_and_read_back_equal(cases, history, tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    frame, evaluation = _evaluated(cases, history, folder)
+    expected = findings.compute(frame, cases)
+    assert [bc.title for bc in expected.changes] == ["float32 forward: 0 → nan where target < 0"]
+    calls = _counting(monkeypatch)
+    assert findings.compute_cached(frame, cases, evaluation) == expected
+    assert calls == [len(frame)] and len(list(folder.glob("findings-*.pickle"))) == 1
+    frame, evaluation = _evaluated(cases, history, folder)  # the next run: a fresh evaluation, the same files
+    again = findings.compute_cached(frame, cases, evaluation)
+    assert again == expected and again is not expected
+    assert calls == [len(frame)], "read back, not computed"
+
+
+def test_a_changed_results_file_or_changed_cases_are_computed_again(cases, history, tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    frame, evaluation = _evaluated(cases, history, folder)
+    first = findings.compute_cached(frame, cases, evaluation)
+    calls = _counting(monkeypatch)
+    # one result of 1.13 back to its 1.12 values: one case fewer changes
+    zeros = _zero_positions(next(iter(cases.values())))
+    before = [0.1 if i not in zeros else 0.0 for i in range(6)]
+    after = [v if i not in zeros else float("nan") for i, v in enumerate(before)]
+    ids = list(cases)
+    _write_results(history / "1.13" / "cpu.jsonl", "1.13", {ids[0]: before, **{cid: after for cid in ids[1:]}})
+    frame, evaluation = _evaluated(cases, history, folder)
+    changed = findings.compute_cached(frame, cases, evaluation)
+    assert len(calls) == 1 and changed == findings.compute(frame, cases) != first
+    assert [bc.count for bc in changed.changes] == [len(ids) - 1]
+    # other case definitions (another seed: other inputs, every result now stale)
+    other = tmp_path / "other.yaml"
+    other.write_text(CASES.replace("seed: 5", "seed: 6"))
+    other_cases = {c.id: c for c in load_cases([other])}
+    assert list(other_cases) == ids
+    frame, evaluation = _evaluated(other_cases, history, folder)
+    assert findings.compute_cached(frame, other_cases, evaluation) == findings.compute(frame, other_cases)
+    assert len(calls) == 4  # computed again (and once more each time here, for the comparison)
+    # the same evaluation, but findings asked for other cases than it judged: not its entry
+    frame, evaluation = _evaluated(cases, history, folder)
+    n = len(calls)
+    findings.compute_cached(frame, other_cases, evaluation)
+    assert len(calls) == n + 1
+
+
+def test_rows_left_out_of_the_frame_are_other_findings(cases, history, tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    frame, evaluation = _evaluated(cases, history, folder)
+    findings.compute_cached(frame, cases, evaluation)
+    calls = _counting(monkeypatch)
+    part = frame[frame["id"] == next(iter(cases))].reset_index(drop=True)
+    assert findings.compute_cached(part, cases, evaluation) == findings.compute(part, cases)
+    assert [bc.count for bc in findings.compute_cached(part, cases, evaluation).changes] == [1]
+    assert len(calls) == 2  # computed for the part once (then read back), and once for the comparison
+
+
+def test_without_a_cache_folder_or_an_evaluation_it_is_compute(cases, history, tmp_path, monkeypatch):
+    frame, evaluation = _evaluated(cases, history, None)
+    calls = _counting(monkeypatch)
+    assert findings.compute_cached(frame, cases, evaluation) == findings.compute(frame, cases)
+    assert findings.compute_cached(frame, cases) == findings.compute(frame, cases)
+    assert len(calls) == 4
+    assert not list(tmp_path.rglob("findings-*.pickle"))
