@@ -168,6 +168,48 @@ def test_harness_modules_follow_the_pipeline_layers():
     assert not problems, "\n".join(problems)
 
 
+# Inside the report package (layer 7 as a whole), the same rule: text and the section type,
+# then the data model, then the sections (data only), then their assembly into files.
+REPORT_LAYERS = {
+    0: ("text", "base"),
+    1: ("model",),
+    2: ("glance", "changes", "evidence", "casepages"),
+    3: ("assemble",),
+    4: ("__init__",),
+}
+REPORT_LAYER = {name: level for level, names in REPORT_LAYERS.items() for name in names}
+
+
+def _report_sources() -> dict:
+    return {path.stem: path.read_text() for path in sorted((ROOT / PACKAGE / "report").glob("*.py"))}
+
+
+def _outer_imports(name: str, source: str) -> list:
+    """(line, harness module, text) for each import a report module makes of the package
+    above it (``from .. import x`` / ``from ..x import y``)."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=f"{PACKAGE}/report/{name}.py")):
+        if isinstance(node, ast.ImportFrom) and node.level == 2:
+            targets = (
+                [node.module.split(".")[0]]
+                if node.module
+                else [a.name if a.name in LAYER else "__init__" for a in node.names]
+            )
+            found += [(node.lineno, t, ast.get_source_segment(source, node)) for t in targets]
+    return found
+
+
+def test_report_package_follows_its_own_layers():
+    sources = _report_sources()
+    problems = [p.replace(f"{PACKAGE}/", f"{PACKAGE}/report/") for p in check(sources, REPORT_LAYER)]
+    for name, source in sources.items():
+        for line, target, text in _outer_imports(name, source):
+            if LAYER.get(target, 99) > LAYER["report"]:
+                problems.append(f"{PACKAGE}/report/{name}.py:{line}: {text}: imports {target!r} above the report")
+    assert not problems, "\n".join(problems)
+    assert {t for src in sources.values() for _, t, _ in _outer_imports("x", src)} >= {"verdicts", "findings"}
+
+
 def test_every_import_is_seen():
     """The checker finds what the package really imports (guards against a checker that
     silently sees nothing)."""

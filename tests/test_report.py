@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from harness import report
-from harness.report import assemble, casepages, glance, text
-from harness.report.base import Cell, Section, Table
 from harness.cases import load_cases
 from harness.cli import main
 from harness.evaluate import case_references
 from harness.inputs import call_inputs, input_digest, plan_entry, round_to_dtype
+from harness.report import assemble, casepages, glance, text
+from harness.report.base import Cell, Section, Table
 
 HOSTILE = "<script>alert(1)</script> | `x`"
 HOSTILE_HTML = "&lt;script&gt;alert(1)&lt;/script&gt; | `x`"
@@ -144,7 +144,6 @@ def _render(s, out):
     return report.write_report([s["root"]], out, [s["case_file"]], expected_releases=EXPECTED)
 
 
-
 def _answers(files) -> dict:
     return {(r["release"], r["device"]): r for r in json.loads(files["summary.json"])["glance"]["releases"]}
 
@@ -172,7 +171,12 @@ def test_statuses_and_answers_per_release(synthetic):
     answers = _answers(files)
     assert answers[("1.7", "cpu")]["status"] == "ok"
     assert answers[("1.9", "cpu")]["status"] == "failures"
-    assert answers[("1.9", "cpu")]["correct_usage"] == {"cases": 12, "problems": 3, "stale": 0, "not_implemented": 0}  # mean: misuse
+    assert answers[("1.9", "cpu")]["correct_usage"] == {
+        "cases": 12,
+        "problems": 3,
+        "stale": 0,
+        "not_implemented": 0,
+    }  # mean: misuse
     assert answers[("2.0", "cpu")]["status"] == "no results"
     assert answers[("2.1", "cpu")]["status"] == "crashed"
     assert ("1.10", "cpu") not in answers and ("1.9", "cuda") not in answers  # no file: no answer invented
@@ -389,8 +393,6 @@ def test_reproduction_snippets_rebuild_the_exact_inputs():
                 np.testing.assert_array_equal(back, want, err_msg=case.id)
                 num = ~np.isnan(want)  # -0.0 stays -0.0 (the sign of a nan is not data)
                 assert (np.signbit(back[num]) == np.signbit(want[num])).all(), case.id
-
-
 
 
 def test_sections_are_pluggable(synthetic):

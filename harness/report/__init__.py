@@ -10,8 +10,8 @@ The package follows the pipeline inside: :mod:`.text` (values as text) and :mod:
 :mod:`.assemble` (Jinja2 templates in ``templates/``, CSS and JS in ``static/``).
 """
 
-from .model import ReportData, load
 from .assemble import README_BEGIN, README_END, TITLE, readme_excerpt, render, update_readme, write_report
+from .model import ReportData, load
 
 __all__ = [
     "README_BEGIN",

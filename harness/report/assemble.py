@@ -155,12 +155,14 @@ def results_commit(paths) -> str | None:
     try:
         cwd = roots[0] if roots[0].is_dir() else roots[0].parent
         args = ["--", *(str(r) for r in roots)]
-        dirty = subprocess.run(["git", "status", "--porcelain", *args], cwd=cwd, capture_output=True, text=True,
-                               timeout=20)  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", *args], cwd=cwd, capture_output=True, text=True, timeout=20
+        )
         if dirty.returncode or dirty.stdout.strip():
             return None
-        log = subprocess.run(["git", "log", "-1", "--format=%h %cs", *args], cwd=cwd, capture_output=True,
-                             text=True, timeout=20)  # fmt: skip
+        log = subprocess.run(
+            ["git", "log", "-1", "--format=%h %cs", *args], cwd=cwd, capture_output=True, text=True, timeout=20
+        )
         return log.stdout.strip() or None if not log.returncode else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -213,15 +215,23 @@ def render(d, sections=None, pages_url: str | None = None, commit: str | None = 
     }
     html_env, md_env = _environments()
     by_key = {s.key: s for s in sections}
-    common = {"title": TITLE, "origin": origin, "sections": sections, "s": by_key, "css": _css(),
-              "js": _static("report.js"), "releases": rels, "devices": d.data_devices}  # fmt: skip
+    common = {
+        "title": TITLE,
+        "origin": origin,
+        "sections": sections,
+        "s": by_key,
+        "css": _css(),
+        "js": _static("report.js"),
+        "releases": rels,
+        "devices": d.data_devices,
+    }
     filters = _filters(d)
     axis_filters = _axis_filters(d)
     out = {
         "index.html": html_env.get_template("index.html.j2").render(**common, filters=filters),
         "README.md": md_env.get_template("README.md.j2").render(**common),
     }
-    for label, page in pages.items():
+    for page in pages.values():
         out[f"cases/{page['slug']}.html"] = html_env.get_template("family.html.j2").render(
             **common, page=page, filters=filters + axis_filters
         )
@@ -308,8 +318,9 @@ def update_readme(path, excerpt: str) -> bool:
     return True
 
 
-def write_report(results_paths, out_dir, case_paths=None, expected_releases=None, explanations_path=None,
-                 pages_url=None, commit=None) -> dict:  # fmt: skip
+def write_report(
+    results_paths, out_dir, case_paths=None, expected_releases=None, explanations_path=None, pages_url=None, commit=None
+) -> dict:
     """Load, render and write the report (everything rendered before anything is written:
     bad input leaves the old report as it was); returns {'files': {name: (path, bytes)},
     'data': ReportData}.  ``commit``: the results' commit (default: asked of git)."""

@@ -62,7 +62,9 @@ def _runs(d: ReportData, rows) -> list:
 def _reference_text(q) -> str:
     if q is None:
         return ""
-    return fmt_values(q.value.shape, q.value.reshape(-1).tolist(), VALUES_SHOWN_DETAIL, q.undefined.reshape(-1).tolist())
+    return fmt_values(
+        q.value.shape, q.value.reshape(-1).tolist(), VALUES_SHOWN_DETAIL, q.undefined.reshape(-1).tolist()
+    )
 
 
 def _group_detail(d: ReportData, ids: list) -> dict:
@@ -111,8 +113,11 @@ def _group_detail(d: ReportData, ids: list) -> dict:
         else f"generator {fam.generator}, seed {fam.seed}"
     )
     info = [
-        ("inputs", f"{meaning}; gradients {'checked' if fam.grad else 'not checked'}"
-         f"{'; an error is expected' if fam.expect_error else ''}"),  # fmt: skip
+        (
+            "inputs",
+            f"{meaning}; gradients {'checked' if fam.grad else 'not checked'}"
+            f"{'; an error is expected' if fam.expect_error else ''}",
+        ),
         ("tolerance", f"rtol {tol['rtol']:g}, atol {tol['atol']:g} ({case.dtype})"),
         ("reference (documented formula)", doc_text),
         ("KL the user means", math_text),
@@ -151,8 +156,11 @@ def _group_detail(d: ReportData, ids: list) -> dict:
             "dtype": case.dtype,
             "scope": case_scope(case),
             "verdict": " ".join(sorted({r.verdict for r in rows})),
-            **{a.name: " ".join(sorted({axis_text(getattr(d.cases[c], a.name)) for c in ids}))
-               for a in axes.AXES if a.name != "dtype"},
+            **{
+                a.name: " ".join(sorted({axis_text(getattr(d.cases[c], a.name)) for c in ids}))
+                for a in axes.AXES
+                if a.name != "dtype"
+            },
         },
     }
 
@@ -214,6 +222,7 @@ def sec_cases(d: ReportData) -> Section:
     )
     from .base import Cell
 
-    families_md = [[r["label"], str(r["cases"]), str(r["rows"]), str(r["split"]), Cell("page", href=r["href"])]
-                   for r in rows]  # fmt: skip
+    families_md = [
+        [r["label"], str(r["cases"]), str(r["rows"]), str(r["split"]), Cell("page", href=r["href"])] for r in rows
+    ]
     return Section("cases", "Cases", data, {"intro": intro, "families": rows, "families_md": families_md})

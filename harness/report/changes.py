@@ -57,7 +57,6 @@ def _repro_lines(case, phase: str, position) -> list:
 
 def _phase_text(row, phase: str, position) -> str:
 
-
     if row is None:
         return "?"
     if phase == "warnings":
@@ -145,8 +144,6 @@ def _upstream_text(ref) -> str:
     return f"{label} {ident} <{ref.url}>"
 
 
-
-
 def _change_filters(bc) -> dict:
     return {
         "release": bc.since,
@@ -194,7 +191,9 @@ def sec_changes(d: ReportData) -> Section:
         committed = run_snippets.get(bc.key)
         printed = {rel: _printed(d, bc.key, rel, bc.device, lines) for rel in (bc.previous, bc.since)}
         if committed is None or committed.get("code") != lines:
-            printed_note = "this snippet has not been run in the releases yet (python -m harness reproductions, then nox)"
+            printed_note = (
+                "this snippet has not been run in the releases yet (python -m harness reproductions, then nox)"
+            )
             printed = {}
         elif None in printed.values():
             printed_note = "not run yet in " + ", ".join(rel for rel, p in printed.items() if p is None)
@@ -286,12 +285,28 @@ def sec_changes(d: ReportData) -> Section:
     from .base import Cell
 
     changes_md = [
-        [Cell(str(c["number"]), href="#" + c["key"]), c["since"], c["device"], c["title"],
-         f"{c['count']}, {c['direction']}", "explained" if c["explanation"] else "unexplained"]
+        [
+            Cell(str(c["number"]), href="#" + c["key"]),
+            c["since"],
+            c["device"],
+            c["title"],
+            f"{c['count']}, {c['direction']}",
+            "explained" if c["explanation"] else "unexplained",
+        ]
         for c in items
-    ]  # fmt: skip
-    drift_md = [[x["since"], x["previous"], x["device"], str(x["cases"]), f"{x['max_ulps']:g}",
-                 ", ".join(x["dtypes"]), ", ".join(x["phases"])] for x in drift]  # fmt: skip
+    ]
+    drift_md = [
+        [
+            x["since"],
+            x["previous"],
+            x["device"],
+            str(x["cases"]),
+            f"{x['max_ulps']:g}",
+            ", ".join(x["dtypes"]),
+            ", ".join(x["phases"]),
+        ]
+        for x in drift
+    ]
     ctx = {
         "changes_md": changes_md,
         "drift_md": drift_md,

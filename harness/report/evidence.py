@@ -116,13 +116,11 @@ def _split_warning(text: str) -> tuple[str, str]:
     return (cat, msg) if msg else ("", text)
 
 
-
-
 def sec_misuse(d: ReportData) -> Section:
     """Calls that succeed but are the wrong call for the KL the user means, with the fix."""
     from .casepages import case_href
 
-    cols = ["pitfall_reason", "id", "rk", "device", "family", "warnings"]
+    cols = ["pitfall_reason", "id", "rk", "device", "family", "warnings", "dtype", "release"]
     f = d.frame.loc[d.frame["pitfall"].astype(bool), cols] if len(d.frame) else d.frame
     intro = (
         "Calls that run and do what the documentation says, but do not compute the KL divergence the user "
@@ -130,7 +128,7 @@ def sec_misuse(d: ReportData) -> Section:
         "number; 'silent' counts the results that came with no warning either."
     )
     items, data = [], []
-    for reason, g in (f.groupby("pitfall_reason", sort=True) if len(f) else ()):
+    for reason, g in f.groupby("pitfall_reason", sort=True) if len(f) else ():
         problem, _, fix = reason.partition(": ")
         code = next((c for p, c in PITFALL_FIX.items() if reason.startswith(p)), "")
         ids = sorted(set(g["id"].tolist()), key=d.case_index.get)
@@ -148,17 +146,65 @@ def sec_misuse(d: ReportData) -> Section:
             "examples": ids[:3],
         }
         data.append(row)
-        items.append({**row, "key": misuse_key(reason),
-                      "example_links": [(cid, case_href(d, cid)) for cid in ids[:3]]})  # fmt: skip
+        filters = {
+            "scope": "misuse",
+            "device": " ".join(row["devices"]),
+            "dtype": " ".join(dt for dt in axes.BY_NAME["dtype"].values if dt in set(g["dtype"].tolist())),
+            "release": " ".join(r for r in d.releases if r in set(g["release"].tolist())),
+        }
+        per = []  # per device and dtype: how often, where, how many silent
+        for (dev, dt), gg in sorted(
+            g.groupby(["device", "dtype"], sort=False),
+            key=lambda kv: (device_key(kv[0][0]), axes.BY_NAME["dtype"].values.index(kv[0][1])),
+        ):
+            per.append(
+                {
+                    "device": dev,
+                    "dtype": dt,
+                    "cases": gg["id"].nunique(),
+                    "silent": int(sum(1 for w in gg["warnings"].tolist() if not w)),
+                    "results": len(gg),
+                    "releases": ranges(set(gg["rk"].tolist()), d.releases),
+                    "filters": {
+                        "device": dev,
+                        "dtype": dt,
+                        "release": " ".join(r for r in d.releases if r in set(gg["release"].tolist())),
+                    },
+                }
+            )
+        items.append(
+            {
+                **row,
+                "per": per,
+                "key": misuse_key(reason),
+                "filters": filters,
+                "example_links": [(cid, case_href(d, cid)) for cid in ids[:3]],
+            }
+        )
     data.sort(key=lambda r: (-r["cases"], r["pitfall"]))
     items.sort(key=lambda r: (-r["cases"], r["pitfall"]))
     table = Table(
         ["misuse", "fix", "corrected call", "cases", "silent results", "releases"],
-        [[r["pitfall"], r["fix"], Cell(r["code"], code=True), str(r["cases"]), f"{r['silent']} of {r['results']}",
-          r["releases"]] for r in items],  # fmt: skip
+        [
+            [
+                r["pitfall"],
+                r["fix"],
+                Cell(r["code"], code=True),
+                str(r["cases"]),
+                f"{r['silent']} of {r['results']}",
+                r["releases"],
+            ]
+            for r in items
+        ],
     )
-    return Section("pitfalls", "Silent misuse", data, {"intro": intro, "items": items, "tables": [table]},
-                   filterable=True, anchor="misuse")  # fmt: skip
+    return Section(
+        "pitfalls",
+        "Silent misuse",
+        data,
+        {"intro": intro, "items": items, "tables": [table]},
+        filterable=True,
+        anchor="misuse",
+    )
 
 
 def sec_claims(d: ReportData) -> Section:
@@ -186,10 +232,20 @@ def sec_claims(d: ReportData) -> Section:
                         if row["kind"] == "example" and row.get("printed") is not None
                         else str(row.get("detail") or "")
                     )
-                    spans.append({"symbol": sym, "square": square, "verdict": cls, "status": row["status"],
-                                  "releases": span, "device": dev, "seen": seen})  # fmt: skip
-                    data.append({"claim": claim_id, "device": dev, "releases": span, "status": row["status"],
-                                 "seen": seen})  # fmt: skip
+                    spans.append(
+                        {
+                            "symbol": sym,
+                            "square": square,
+                            "verdict": cls,
+                            "status": row["status"],
+                            "releases": span,
+                            "device": dev,
+                            "seen": seen,
+                        }
+                    )
+                    data.append(
+                        {"claim": claim_id, "device": dev, "releases": span, "status": row["status"], "seen": seen}
+                    )
             ref = ""
             if first["kind"] == "example" and not (
                 isinstance(first.get("reference"), float)
@@ -200,8 +256,14 @@ def sec_claims(d: ReportData) -> Section:
                     f"Reference for this call on the post's inputs (float32): documented formula "
                     f"{fmt_float(first['reference'])}, the KL the post means {fmt_float(first['meant'])}."
                 )
-            items.append({"title": f"{claim_id}: {first['statement']}", "spans": spans,
-                          "explanation": " ".join(x for x in (first["explanation"], ref) if x), "fix": first["fix"]})  # fmt: skip
+            items.append(
+                {
+                    "title": f"{claim_id}: {first['statement']}",
+                    "spans": spans,
+                    "explanation": " ".join(x for x in (first["explanation"], ref) if x),
+                    "fix": first["fix"],
+                }
+            )
     return Section("claims", "Published claims vs reality", data, {"intro": intro, "claims": items})
 
 
@@ -214,8 +276,12 @@ def sec_cuda(d: ReportData) -> Section:
     )
     comp = _cuda_vs_cpu(d) if len(d.frame) else pd.DataFrame()
     if comp.empty:
-        return Section("cuda", "CUDA vs CPU", [], {"intro": intro, "tables": [],
-                       "notes": ["No release has both CUDA and CPU results."]})  # fmt: skip
+        return Section(
+            "cuda",
+            "CUDA vs CPU",
+            [],
+            {"intro": intro, "tables": [], "notes": ["No release has both CUDA and CPU results."]},
+        )
     kinds = ["same", "close", "differ", "outcome differs", "stale"]
     counts = comp.groupby(["release", "agreement"]).size().unstack(fill_value=0).reindex(columns=kinds, fill_value=0)
     rels = sorted(counts.index, key=release_key)
@@ -229,28 +295,51 @@ def sec_cuda(d: ReportData) -> Section:
         if (rel, cid) in shown
     }
     detail = [
-        [r.release, Cell(r.id, code=True), r.agreement, f"{r.cpu_verdict}: {value[(r.release, r.id, 'cpu')]}",
-         f"{r.cuda_verdict}: {value[(r.release, r.id, 'cuda')]}"]
+        [
+            r.release,
+            Cell(r.id, code=True),
+            r.agreement,
+            f"{r.cpu_verdict}: {value[(r.release, r.id, 'cpu')]}",
+            f"{r.cuda_verdict}: {value[(r.release, r.id, 'cuda')]}",
+        ]
         for r in bad.itertuples(index=False)
-    ]  # fmt: skip
+    ]
     groups = bad.groupby(["release", "family", "dtype", "agreement"]).size().reset_index(name="cases")
     tables = [Table(["release", *kinds, "cases"], [[str(x) for x in row] for row in summary])]
     if len(groups):
-        tables.append(Table(["release", "family", "dtype", "agreement", "cases"],
-                            [[str(x) for x in row] for row in groups.values.tolist()]))  # fmt: skip
-        tables.append(Table(["release", "case", "agreement", "cpu", "cuda"], detail, markdown=False,
-                            caption=f"every differing case ({len(detail)})"))  # fmt: skip
+        tables.append(
+            Table(
+                ["release", "family", "dtype", "agreement", "cases"],
+                [[str(x) for x in row] for row in groups.values.tolist()],
+            )
+        )
+        tables.append(
+            Table(
+                ["release", "case", "agreement", "cpu", "cuda"],
+                detail,
+                markdown=False,
+                caption=f"every differing case ({len(detail)})",
+            )
+        )
     data = {
         "counts": {row[0]: dict(zip(kinds, row[1:-1])) for row in summary},
         "differences": [
-            {"release": r.release, "case": r.id, "agreement": r.agreement,
-             "cpu": f"{r.cpu_verdict}: {value[(r.release, r.id, 'cpu')]}",
-             "cuda": f"{r.cuda_verdict}: {value[(r.release, r.id, 'cuda')]}"}
+            {
+                "release": r.release,
+                "case": r.id,
+                "agreement": r.agreement,
+                "cpu": f"{r.cpu_verdict}: {value[(r.release, r.id, 'cpu')]}",
+                "cuda": f"{r.cuda_verdict}: {value[(r.release, r.id, 'cuda')]}",
+            }
             for r in bad.itertuples(index=False)
         ],
-    }  # fmt: skip
-    return Section("cuda", "CUDA vs CPU", data, {"intro": intro, "tables": tables,
-                   "notes": [] if len(groups) else ["No differences."]})  # fmt: skip
+    }
+    return Section(
+        "cuda",
+        "CUDA vs CPU",
+        data,
+        {"intro": intro, "tables": tables, "notes": [] if len(groups) else ["No differences."]},
+    )
 
 
 def sec_families(d: ReportData) -> Section:
@@ -286,8 +375,15 @@ def sec_families(d: ReportData) -> Section:
             rows.append(row)
             attrs.append({})
             data.setdefault(dev, {})[fam] = {rel: dict(counts[(fam, rel)]) for rel in rels if (fam, rel) in counts}
-        tables.append(Table(["family", *rels], rows, cls="matrix", caption=f"{dev}: cases that pass (or raise as "
-                            "documented) of those run; hover for every verdict", markdown=False))  # fmt: skip
+        tables.append(
+            Table(
+                ["family", *rels],
+                rows,
+                cls="matrix",
+                caption=f"{dev}: cases that pass (or raise as documented) of those run; hover for every verdict",
+                markdown=False,
+            )
+        )
     intro = (
         "Per input family and release, how many cases match the reference. The colour is green when all do, red "
         "when some fail, and otherwise the most frequent other verdict (not implemented, undefined reference)."
@@ -344,8 +440,12 @@ def sec_warnings(d: ReportData) -> Section:
         cls="warnings",
     )
     data = [{k: v for k, v in r.items() if k != "first"} for r in rows]
-    return Section("warnings", "Warnings", data, {"intro": intro, "tables": [table] if rows else [],
-                   "notes": [] if rows else ["No warnings recorded."]})  # fmt: skip
+    return Section(
+        "warnings",
+        "Warnings",
+        data,
+        {"intro": intro, "tables": [table] if rows else [], "notes": [] if rows else ["No warnings recorded."]},
+    )
 
 
 def environment_summary(d: ReportData) -> dict:
@@ -384,21 +484,57 @@ def sec_environment(d: ReportData) -> Section:
     rows, data = [], []
     for run in d.runs:
         env = run.get("env", {})
-        rows.append([str(x) for x in (
-            release_of(env.get("torch")), run.get("device", ""), env.get("torch") or "", env.get("python") or "",
-            env.get("platform") or "", env.get("device_name") or "", run.get("started") or "",
-            run.get("harness") or "", run["source"])])  # fmt: skip
-        data.append({"source": run["source"], "device": run.get("device"), "started": run.get("started"),
-                     "harness": run.get("harness"), "cases": run.get("cases"), "env": env})  # fmt: skip
+        rows.append(
+            [
+                str(x)
+                for x in (
+                    release_of(env.get("torch")),
+                    run.get("device", ""),
+                    env.get("torch") or "",
+                    env.get("python") or "",
+                    env.get("platform") or "",
+                    env.get("device_name") or "",
+                    run.get("started") or "",
+                    run.get("harness") or "",
+                    run["source"],
+                )
+            ]
+        )
+        data.append(
+            {
+                "source": run["source"],
+                "device": run.get("device"),
+                "started": run.get("started"),
+                "harness": run.get("harness"),
+                "cases": run.get("cases"),
+                "env": env,
+            }
+        )
     file_rows = [
-        [f["path"], f["release"], f["device"], str(f["runs"]), str(f["results"]),
-         "" if f["expected"] is None else str(f["expected"]), f["note"]]
+        [
+            f["path"],
+            f["release"],
+            f["device"],
+            str(f["runs"]),
+            str(f["results"]),
+            "" if f["expected"] is None else str(f["expected"]),
+            f["note"],
+        ]
         for f in d.files
-    ]  # fmt: skip
+    ]
     intro = "One line per run header (a run of one release on one device; a resumed run adds a header)."
     tables = [Table(headers, rows, cls="env")] if rows else []
     if file_rows:
-        tables.append(Table(["file", "release", "device", "run headers", "results", "cases in run", "note"],
-                            file_rows, caption="Results files"))  # fmt: skip
-    return Section("environment", "Environment of each run", {"runs": data, "files": d.files, "notes": d.notes},
-                   {"intro": intro, "tables": tables, "notes": list(d.notes) or ([] if rows else ["No runs."])})  # fmt: skip
+        tables.append(
+            Table(
+                ["file", "release", "device", "run headers", "results", "cases in run", "note"],
+                file_rows,
+                caption="Results files",
+            )
+        )
+    return Section(
+        "environment",
+        "Environment of each run",
+        {"runs": data, "files": d.files, "notes": d.notes},
+        {"intro": intro, "tables": tables, "notes": list(d.notes) or ([] if rows else ["No runs."])},
+    )

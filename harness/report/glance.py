@@ -44,7 +44,14 @@ STATES = (
     State("stale", "↺", "results made from other inputs: run them again", "#f3e5f5", "#4a148c", "stale: run again"),
     State("old", "○", "the behaviour before the change", "#ffffff", "#37474f", "before the change"),
     State("new", "●", "the behaviour after the change", "#0d47a1", "#ffffff", "after the change"),
-    State("silent", "✗", "the wrong call returns a number, without error or warning", "#b71c1c", "#ffffff", "silent misuse"),
+    State(
+        "silent",
+        "✗",
+        "the wrong call returns a number, without error or warning",
+        "#b71c1c",
+        "#ffffff",
+        "silent misuse",
+    ),
     State("warned", "⚠", "the wrong call returns a number, with a warning", "#fff3e0", "#6d3300", "misuse, warned"),
     State("refused", "⊘", "the wrong call is refused with an error", "#1b5e20", "#ffffff", "misuse refused"),
     State("nr", "·", "not run", "#fafafa", "#595959", "not run"),
@@ -371,8 +378,15 @@ def sec_glance(d: ReportData) -> Section:
         r_text = answer_texts(r)
         r["_text"] = r_text
         r["_links"] = [(k, number[k]) for k in r["changes"]]
-        r["_md"] = [r["release"], r["status"], r_text["usage"], r_text["boundary"], r_text["invalid"],
-                    r_text["misuse"], r["changed"]]  # fmt: skip
+        r["_md"] = [
+            r["release"],
+            r["status"],
+            r_text["usage"],
+            r_text["boundary"],
+            r_text["invalid"],
+            r_text["misuse"],
+            r["changed"],
+        ]
     phase_verdicts = [
         {"release": rel, "device": dev, "scope": sc, "dtype": dt, "phase": ph, "counts": dict(sorted(c.items()))}
         for (rel, dev, sc, dt, ph), c in sorted(
@@ -380,7 +394,10 @@ def sec_glance(d: ReportData) -> Section:
             key=lambda kv: (device_key(kv[0][1]), release_key(kv[0][0]), kv[0][2:]),
         )
     ]
-    data = {"releases": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], "phase_verdicts": phase_verdicts}
+    data = {
+        "releases": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+        "phase_verdicts": phase_verdicts,
+    }
     ctx = {"grid": grid(d), "answers": rows, "usage_md": _usage_tables(d)}
     return Section("glance", "At a glance", data, ctx, filterable=True)
 
@@ -421,7 +438,12 @@ def usage_detail(d: ReportData) -> list[dict]:
     dtypes = axes.BY_NAME["dtype"].values
     bad_cases: dict = {}
     for cid, rel, dev, sc, dt, *pv in zip(
-        d.col("id"), d.col("release"), d.col("device"), d.col("scope"), d.col("dtype"), *(d.col(p) for p in phases.NAMES)
+        d.col("id"),
+        d.col("release"),
+        d.col("device"),
+        d.col("scope"),
+        d.col("dtype"),
+        *(d.col(p) for p in phases.NAMES),
     ):
         if sc != "valid":
             continue
@@ -476,5 +498,11 @@ def sec_usage(d: ReportData) -> Section:
         "probabilities or log-probabilities as target, finite values). Per dtype and phase, the verdicts of every "
         "release, and the cases that do not match."
     )
-    return Section("usage", "Correct usage per dtype and phase", None, {"intro": intro, "items": items},
-                   markdown=False, filterable=True)  # fmt: skip
+    return Section(
+        "usage",
+        "Correct usage per dtype and phase",
+        None,
+        {"intro": intro, "items": items},
+        markdown=False,
+        filterable=True,
+    )

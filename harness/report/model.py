@@ -21,7 +21,7 @@ from .. import verdicts
 from ..evaluate import COLUMNS as EVAL_COLUMNS
 from ..memo import Memo
 from ..versions import release_key, release_of
-from .text import STANDARD_DEVICES, axis_text, device_key, fmt_output
+from .text import STANDARD_DEVICES, device_key, fmt_output
 
 PROBLEMS = verdicts.PROBLEMS  # verdicts that are a defect or a doubt
 NOT_RUN = "not run"
@@ -49,6 +49,8 @@ STATUS_CLASS = {
     "limited": "meh",
     "ok": "good",
 }
+
+
 class Row(NamedTuple):
     """The columns of one result the sections read one by one (see :class:`ReportData`)."""
 
@@ -444,7 +446,3 @@ def _derive(frame: pd.DataFrame) -> None:
     frame["state"] = list(states)
     frame["value"] = list(values)
     frame["output_id"] = list(output_ids)
-
-
-
-

@@ -100,13 +100,6 @@ def device_key(device: str) -> tuple:
     return (order, device)
 
 
-def device_key(device: str) -> tuple:
-    """Devices in display order: cpu, cuda, then any other (by name)."""
-    base = device.split(":")[0]
-    order = STANDARD_DEVICES.index(base) if base in STANDARD_DEVICES else len(STANDARD_DEVICES)
-    return (order, device)
-
-
 def ranges(indices, labels) -> str:
     """Sorted indices into ``labels`` -> '1.6–1.9, 1.11' (runs of adjacent indices)."""
     out, start, prev = [], None, None
@@ -271,5 +264,3 @@ def reproduction(case, devices) -> str:
 def clip(text, limit) -> str:
     text = "" if text is None else str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-

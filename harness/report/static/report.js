@@ -3,7 +3,8 @@
  * The page is complete without it (every section readable with scripts off); this adds:
  *  - permalinks: #ID opens the <details> around the element, clears filters hiding it and
  *    scrolls it below the sticky filter bar (#filters);
- *  - filters: <form id="filters" hidden> with <select name="release|device|dtype|phase|scope|verdict">;
+ *  - filters: <form id="filters" hidden> with <select name="release|device|dtype|phase|scope|verdict|...">
+ *    (every named select of the form is a filter: the family pages add the case axes);
  *    an element with class "fi" is shown when, for every select with a value, it lacks
  *    data-<name> (any) or its space-separated tokens hold the value; others get `hidden`.
  *    Each section[data-filterable] gets ".fcount" = "N of M shown" (cells td/th not counted)
@@ -15,7 +16,7 @@
  */
 (function () {
   'use strict';
-  var NAMES = ['release', 'device', 'dtype', 'phase', 'scope', 'verdict'];
+  var NAMES = []; // the form's select names, in order
   var HASH_STATE = 'f:';
   var doc = document;
   var form = doc.getElementById('filters');
@@ -297,10 +298,10 @@
   // ------------------------------------------------------------------ start
 
   if (form) {
-    each(NAMES, function (name) {
-      var select = form.querySelector('select[name="' + name + '"]');
-      if (select) {
-        selects[name] = select;
+    each(form.querySelectorAll('select[name]'), function (select) {
+      if (!selects[select.name]) {
+        NAMES.push(select.name);
+        selects[select.name] = select;
       }
     });
     form.hidden = false;
