@@ -138,10 +138,10 @@ def _printed(d: ReportData, key: str, release: str, device: str = "cpu", code=No
 
 
 def _upstream_text(ref) -> str:
-    """An upstream reference (harness.explanations.Ref) as text with its address."""
+    """An upstream reference (harness.explanations.Ref) as link text: 'PR #49004'."""
     label = {"pr": "PR", "issue": "issue", "commit": "commit"}[ref.kind]
     ident = f"#{ref.id}" if ref.kind != "commit" else str(ref.id)[:12]
-    return f"{label} {ident} <{ref.url}>"
+    return f"{label} {ident}"
 
 
 def _change_filters(bc) -> dict:

@@ -295,7 +295,12 @@ def answers(d: ReportData) -> list[dict]:
                 inv["nan"] += 1
             else:
                 inv["a number"] += 1
-        silent = sum(1 for i in misuse if pitfall[i] and not (isinstance(errors[i], dict) and "forward" in errors[i]))
+        warnings = d.col("warnings")
+        silent = sum(  # a number back, with neither an error nor a warning (as the misuse section counts)
+            1
+            for i in misuse
+            if pitfall[i] and not warnings[i] and not (isinstance(errors[i], dict) and "forward" in errors[i])
+        )
         n_valid = sum(valid.values())
         valid_bad = sum(valid.get(v, 0) for v in PROBLEMS if v != "stale")
         valid_stale = valid.get("stale", 0)
