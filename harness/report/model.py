@@ -105,7 +105,7 @@ class ReportData:
         """The findings (harness.findings.Findings): behaviour changes, drift, phase verdicts."""
         from .. import findings
 
-        return findings.compute(self.frame, self.cases)
+        return findings.compute_cached(self.frame, self.cases, self.evaluation)
 
     @cached_property
     def explained(self):
