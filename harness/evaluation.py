@@ -92,6 +92,9 @@ def _tensor_key(t):
     return _frozen(t)
 
 
+_EMPTY = _frozen({})
+
+
 def _grads_key(grads):
     if type(grads) is dict:
         return ("G",) + tuple([(k, _tensor_key(grads[k])) for k in sorted(grads)])
@@ -101,6 +104,9 @@ def _grads_key(grads):
 def _shared(value, same: dict):
     """``value``, or an equal text seen before (one object, kept once by pickle)."""
     return same.setdefault(value, value) if type(value) is str else value
+
+
+_INT, _FLOAT = frozenset((int,)), frozenset((float,))
 
 
 def _shared_output(out, same: dict):
@@ -113,8 +119,8 @@ def _shared_output(out, same: dict):
         if (
             tuple(out) == ("dtype", "shape", "values")
             and type(out["dtype"]) is str
-            and all(type(n) is int for n in out["shape"])
-            and all(type(v) is float for v in out["values"])
+            and set(map(type, out["shape"])) <= _INT
+            and set(map(type, out["values"])) <= _FLOAT
         ):
             vals = out["values"]
             key = ("output", out["dtype"], tuple(out["shape"]), struct.pack(f"<{len(vals)}d", *vals))
@@ -262,6 +268,7 @@ class Evaluation:
         # (path, content digest) of every results file judged, in order: the digest keys the
         # file's cache entry (its bytes, the fingerprint); None where there was no cache folder
         self.evaluated: list[tuple[str, str | None]] = []
+        self._keeps_stores = True  # False in a worker of prefetch(): the parent keeps what it judged
 
     @property
     def fingerprint(self) -> str:
@@ -317,22 +324,28 @@ class Evaluation:
         hit = self.texts.get(value)
         return self.texts.put(value, value) if hit is None else hit
 
-    def verdict(self, case: Case, rec: dict, output_key) -> tuple:
+    def verdict(self, case: Case, rec: dict, output_key, grads_key=None) -> tuple:
         """The verdict fields (VERDICT_FIELDS) of ``rec``; ``output_key`` is
-        ``_tensor_key(rec.get("output"))``."""
-        digest = self.digest(case)
+        ``_tensor_key(rec.get("output"))``, ``grads_key`` ``_grads_key(rec.get("grads"))``
+        (None: computed here)."""
+        if grads_key is None:
+            grads_key = _grads_key(rec.get("grads"))
+        return self._verdict(case, self.digest(case), rec, output_key, grads_key)
+
+    def _verdict(self, case: Case, digest: str, rec: dict, output_key, grads_key) -> tuple:
         try:
+            err, grad_errors = rec.get("error"), rec.get("grad_errors")
             key = (
                 case.id,
                 rec.get("status", "ok"),
                 rec.get("detail"),
                 rec.get("digest") in (None, digest),
-                _frozen(rec.get("error")),
+                None if err is None else _frozen(err),
                 output_key,
-                _grads_key(rec.get("grads")),
-                _frozen(rec.get("grad_errors")),
+                grads_key,
+                _EMPTY if type(grad_errors) is dict and not grad_errors else _frozen(grad_errors),
             )
-            hit = self.verdicts.get(key)
+            hit = self.verdicts.data.get(key)
         except TypeError:  # something unhashable: judge it without the memo
             key, hit = None, None
         if hit is None:
@@ -349,7 +362,8 @@ class Evaluation:
         """Rows (tuples in COLUMNS order), claim snippets and the unknown-id count of one file."""
         rows, snippets, unknown = [], [], 0
         same: dict = {}  # text -> one object for all equal texts: the cache stores (and reads back) each once
-        output_keys: dict = {}  # id(output) -> its _tensor_key (the outputs are kept in the rows: ids stay theirs)
+        tensor_keys: dict = {}  # id(shared tensor) -> _tensor_key (the tensors are kept in the rows: ids stay theirs)
+        per_case: dict = {}  # case id -> (case, its case columns, its input digest)
         run_fields = []
         for run in runs:
             env = run.get("env", {})
@@ -363,33 +377,53 @@ class Evaluation:
                     env.get("device_name"),
                 )
             )
+        phase_args = [(p.name, p.grad_of) for p in phases.PHASES]  # as phases.error_of reads them
         for rec in results:
-            if rec["id"].startswith(("claim/", "repro/")):  # snippets: the claims', the reproductions'
-                env = runs[rec["run"]].get("env", {})
-                snippets.append({**rec, "release": release_of(env.get("torch")), "torch": env.get("torch")})
-                continue
-            case = self.cases.get(rec["id"])
-            if case is None:
-                unknown += 1
-                continue
+            cid = rec["id"]
+            hit = per_case.get(cid)
+            if hit is None:
+                if cid.startswith(("claim/", "repro/")):  # snippets: the claims', the reproductions'
+                    env = runs[rec["run"]].get("env", {})
+                    snippets.append({**rec, "release": release_of(env.get("torch")), "torch": env.get("torch")})
+                    continue
+                case = self.cases.get(cid)
+                if case is None:
+                    unknown += 1
+                    continue
+                hit = per_case[cid] = (case, self._fields(case), self.digest(case))
+            case, fields, digest = hit
             output = _shared_output(rec.get("output"), same)  # equal outputs: one object, one key
-            if id(output) not in output_keys:
-                output_keys[id(output)] = _tensor_key(output)
-            verdict = self.verdict(case, rec, output_keys[id(output)])
-            warnings = [f"{w['category']}: {w['message']}" for w in rec.get("warnings", [])]
-            grads = rec.get("grads") or None
+            output_key = tensor_keys.get(id(output))
+            if output_key is None:
+                output_key = tensor_keys[id(output)] = _tensor_key(output)
+            raw_grads = rec.get("grads")
+            grads = raw_grads or None
             if grads:
                 grads = {_shared(k, same): _shared_output(t, same) for k, t in grads.items()}
+            if type(raw_grads) is dict:  # _grads_key(raw_grads), from the shared tensors' keys
+                keys = []
+                for k in sorted(raw_grads):
+                    t = grads[k]
+                    tk = tensor_keys.get(id(t))
+                    if tk is None:
+                        tk = tensor_keys[id(t)] = _tensor_key(t)
+                    keys.append((k, tk))
+                grads_key = ("G", *keys)
+            else:
+                grads_key = _frozen(raw_grads)
+            verdict = self._verdict(case, digest, rec, output_key, grads_key)
+            warnings = [_shared(f"{w['category']}: {w['message']}", same) for w in rec.get("warnings", [])]
             errors = {}
-            for phase in phases.PHASES:
-                err = phases.error_of(phase, rec)
+            grad_errors = rec.get("grad_errors") or {}
+            for name, arg in phase_args:
+                err = rec.get("error") if arg is None else grad_errors.get(arg)
                 if err:
-                    errors[phase.name] = _shared(f"{err.get('type')}: {err.get('message')}", same)
+                    errors[name] = _shared(f"{err.get('type')}: {err.get('message')}", same)
             rows.append(
-                self._fields(case)
+                fields
                 + (_shared(rec.get("device"), same), _shared(rec.get("status", "ok"), same))
                 + verdict
-                + ([_shared(w, same) for w in warnings], output, grads, errors or None, rec.get("seconds"))
+                + (warnings, output, grads, errors or None, rec.get("seconds"))
                 + run_fields[rec["run"]]
             )
         return rows, snippets, unknown
@@ -412,6 +446,84 @@ class Evaluation:
         frame.attrs["runs"] = [{**run, "source": str(rf.path)} for rf in result_files for run in rf.runs]
         return frame
 
+    def _entry(self, data: bytes) -> tuple[str, Path]:
+        """The digest of a results file's bytes (with the fingerprint) and its cache entry;
+        names the reference store too."""
+        fp = self.fingerprint
+        h = hashlib.sha256(fp.encode())
+        h.update(data)
+        digest = h.hexdigest()
+        if self._ref_store is None:
+            self._ref_store = self.folder / f"refs-{fp[:40]}.pickle"
+        return digest, self.folder / f"{digest[:40]}.pickle"
+
+    def prefetch(self, paths, jobs: int | None = None) -> int:
+        """Judge the results files among ``paths`` that the cache folder lacks in ``jobs``
+        worker processes (default: one per core), each writing its file's cache entry, so
+        that :meth:`evaluate_file` then reads every file from the cache: the same columns
+        as judging them here, in a fraction of the time.  First the cases' input digests
+        and references are computed, shared out among the workers, then the files.  What
+        the workers judged joins this evaluation's memos (:meth:`save` keeps it).  Does
+        nothing without a cache folder, with one job, with fewer than two files to judge
+        or where processes cannot be forked; a file a worker cannot judge is left to
+        evaluate_file (which raises what it raises), and so is a truncated one (never kept in
+        the cache).  Returns how many files were judged into the cache."""
+        import multiprocessing
+        import os
+
+        if self.folder is None:
+            return 0
+        jobs = jobs or os.cpu_count() or 1
+        missing = []
+        for path in paths:
+            try:
+                _, entry = self._entry(Path(path).read_bytes())
+            except OSError:
+                continue  # evaluate_file says why
+            if not entry.exists():
+                missing.append(str(path))
+        if jobs < 2 or len(missing) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return 0
+        jobs = min(jobs, len(missing))
+        self._read_judged_store(self.folder / f"judged-{self.fingerprint[:40]}.pickle")
+        self._read_ref_store()
+        todo = [cid for cid in self.cases if cid not in self.digests or cid not in self.references]
+        global _WORKER
+        _WORKER = self  # the forked workers start from this evaluation
+        try:
+            ctx = multiprocessing.get_context("fork")
+            if len(todo) >= 2 * jobs:  # the cases first: each worker would otherwise compute them all
+                with ctx.Pool(jobs) as pool:
+                    for digests, refs in pool.imap_unordered(_case_work, [todo[k::jobs] for k in range(jobs)]):
+                        self._merge(digests, refs)
+            judged = 0
+            with ctx.Pool(jobs) as pool:
+                for done in pool.imap_unordered(_file_work, missing):
+                    if done is not None:
+                        judged += done[3]
+                        self._merge(*done[:3])
+        except OSError:  # no processes to be had: evaluate_file judges them here
+            return 0
+        finally:
+            _WORKER = None
+        self._save_judged()
+        return judged
+
+    def _merge(self, digests: dict, refs: dict, verdicts: dict | None = None) -> None:
+        """Take what a worker computed: input digests, references, verdicts."""
+        for cid, d in digests.items():
+            if cid not in self.digests:
+                self.digests.put(cid, d)
+                self._judged_new = True
+        for cid, ref in refs.items():
+            case = self.cases.get(cid)
+            if case is not None and cid not in self.references:
+                self.references.put(cid, (case, ref))
+        for key, hit in (verdicts or {}).items():
+            if key not in self.verdicts:
+                self.verdicts.put(key, hit)
+                self._judged_new = True
+
     def evaluate_file(self, path, warn=None) -> EvaluatedFile:
         """Read and judge one results file, through the cache folder.  Raises what
         :func:`harness.results.read` raises."""
@@ -427,13 +539,7 @@ class Evaluation:
                 data = path.read_bytes()
             except OSError as exc:
                 raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
-            fp = self.fingerprint
-            h = hashlib.sha256(fp.encode())
-            h.update(data)
-            digest = h.hexdigest()
-            entry = folder / f"{digest[:40]}.pickle"
-            if self._ref_store is None:
-                self._ref_store = folder / f"refs-{fp[:40]}.pickle"
+            digest, entry = self._entry(data)
             try:
                 with open(entry, "rb") as f, quiet_gc():
                     hit = pickle.load(f)
@@ -444,7 +550,7 @@ class Evaluation:
                     )
             except Exception:  # noqa: BLE001 - a missing or unusable entry is a miss
                 pass
-            self._read_judged_store(folder / f"judged-{fp[:40]}.pickle")
+            self._read_judged_store(folder / f"judged-{self.fingerprint[:40]}.pickle")
         with quiet_gc():
             rf = read(path, warn=warn)
             rows, snippets, unknown = self._rows(rf.results, rf.runs, "")
@@ -487,7 +593,7 @@ class Evaluation:
             pass
 
     def _save_judged(self) -> None:
-        if self._judged_store is None or not self._judged_new:
+        if self._judged_store is None or not self._judged_new or not self._keeps_stores:
             return
         if _dump(
             self._judged_store, {"version": CACHE_VERSION, "memo": self.verdicts.data, "digests": self.digests.data}
@@ -533,6 +639,37 @@ class Evaluation:
                 self._ref_stored = len(refs) + len(unread)
 
 
+_WORKER: Evaluation | None = None  # in a worker of Evaluation.prefetch: the evaluation it was forked from
+
+
+def _case_work(case_ids: list) -> tuple[dict, dict]:
+    """In a worker: the input digests and references of some cases."""
+    ev = _WORKER
+    digests, refs = {}, {}
+    for cid in case_ids:
+        case = ev.cases[cid]
+        digests[cid] = ev.digest(case)
+        refs[cid] = ev.reference(case)
+    return digests, refs
+
+
+def _file_work(path: str):
+    """In a worker: judge one results file into its cache entry; (digests, references,
+    verdicts computed for it, whether the entry was written), or None where it could not
+    be judged."""
+    ev = _WORKER
+    ev._keeps_stores = False
+    known = set(ev.digests.data), set(ev.references.data), set(ev.verdicts.data)
+    try:
+        cached = not ev.evaluate_file(path, warn=lambda msg: None).dropped_tail  # a truncated file is not kept
+    except Exception:  # noqa: BLE001 - evaluate_file in the parent judges it again and raises
+        return None
+    digests = {k: v for k, v in ev.digests.data.items() if k not in known[0]}
+    refs = {k: v[1] for k, v in ev.references.data.items() if k not in known[1]}
+    verdicts = {k: v for k, v in ev.verdicts.data.items() if k not in known[2]}
+    return digests, refs, verdicts, cached
+
+
 def frame_of(files: list, sources: list | None = None) -> pd.DataFrame:
     """The verdict DataFrame of evaluated files ('source' = ``sources[i]`` or the path),
     with the attrs :meth:`Evaluation.evaluate` sets."""
@@ -567,4 +704,5 @@ def verdict_frame(result_paths, case_paths=None):
     if not files:
         raise FileNotFoundError(f"no results files under {', '.join(map(str, result_paths))}")
     evaluation = Evaluation({c.id: c for c in cases})
+    evaluation.prefetch(files)
     return frame_of([evaluation.evaluate_file(f) for f in files])

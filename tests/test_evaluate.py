@@ -133,3 +133,77 @@ def test_worst_and_release_labels():
     assert worst("pass", "unsupported", None) == "unsupported"
     assert worst("mismatch", "crash") == "crash"
     assert release_of("1.10.2+cu102") == "1.10" and release_of(None) == "?"
+
+
+# ------------------------------------------------------------------ judging files in worker processes
+
+
+def _columns_text(frame):
+    """Every column of a frame, exactly (repr: -0.0, nan, int vs float, dict order), and its attrs."""
+    view = type(frame)(frame, copy=False)
+    return {c: repr(view[c].tolist()) for c in frame.columns}, repr(frame.attrs)
+
+
+def test_files_judged_in_worker_processes_give_the_same_frame(tmp_path):
+    """prefetch judges the files the cache lacks in two workers; evaluate_file then reads
+    them back: the same frame, row for row, as judging them in this process; a truncated
+    file and a file that is not JSON Lines are left to evaluate_file."""
+    import json
+
+    from harness.evaluation import Evaluation, frame_of
+    from harness.results import ResultsError
+    from tests.conftest import ROOT
+
+    real = sorted((ROOT / "reports" / "results").glob("*/cpu.jsonl"))[:3]
+    if len(real) < 3:
+        pytest.skip("no committed results")
+    paths = []
+    for src in real:
+        path = tmp_path / "results" / src.parent.name / "cpu.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("\n".join(src.read_text().splitlines()[:300]) + "\n")
+        paths.append(path)
+    truncated = tmp_path / "results" / "truncated" / "cpu.jsonl"
+    truncated.parent.mkdir()
+    truncated.write_text(paths[0].read_text()[:-40])
+    bad = tmp_path / "results" / "bad" / "cpu.jsonl"
+    bad.parent.mkdir()
+    bad.write_text("not json\n")
+    everything = [*paths, truncated, bad]
+    ids = {json.loads(x).get("id") for p in paths for x in p.read_text().splitlines()}
+    cases = {cid: case for cid, case in CASES.items() if cid in ids}
+
+    def judged(evaluation):
+        files, warnings = [], []
+        for path in everything:
+            try:
+                files.append(evaluation.evaluate_file(path, warn=warnings.append))
+            except ResultsError as exc:
+                warnings.append(str(exc))
+        return frame_of(files), warnings
+
+    here = Evaluation(cases, cache=tmp_path / "here")
+    expected, expected_warnings = judged(here)
+    there = Evaluation(cases, cache=tmp_path / "there")
+    assert there.prefetch(everything, jobs=2) == 3  # not the truncated file (never kept), nor the bad one
+    assert len(list((tmp_path / "there").glob("*.pickle"))) == 3 + 1  # the good files' entries, the verdicts
+    frame, warnings = judged(there)
+    assert len(frame) == len(expected) > 3 * 250
+    assert _columns_text(frame) == _columns_text(expected)
+    assert warnings == expected_warnings and len(warnings) == 2  # the truncated line, the bad file
+    assert there.prefetch(everything, jobs=2) == 0  # all in the cache now (but those two)
+    # what the workers judged joined this evaluation: the same memos as judging here
+    assert set(there.verdicts.data) == set(here.verdicts.data)
+    assert there.digests.data == here.digests.data
+    assert set(there.references.data) >= set(here.references.data)
+    there.save()
+    again = Evaluation(cases, cache=tmp_path / "there")
+    again._read_judged_store(tmp_path / "there" / f"judged-{again.fingerprint[:40]}.pickle")
+    assert set(again.verdicts.data) == set(here.verdicts.data)
+
+
+def test_prefetch_does_nothing_without_a_cache_folder_or_with_one_job(tmp_path):
+    from harness.evaluation import Evaluation
+
+    assert Evaluation(CASES, cache=None).prefetch([tmp_path / "a.jsonl", tmp_path / "b.jsonl"]) == 0
+    assert Evaluation(CASES, cache=tmp_path / "c").prefetch([tmp_path / "a.jsonl"], jobs=1) == 0
