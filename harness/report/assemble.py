@@ -62,7 +62,7 @@ def md_table(table) -> Markup:
     tabulate_mod.WIDE_CHARS_MODE = False
     text = tabulate_mod.tabulate(
         [[_md_cell(c) for c in row] for row in rows],
-        headers=[md_escape(h) for h in headers],
+        headers=[_md_cell(h) for h in headers],
         tablefmt="github",
         disable_numparse=True,
     )

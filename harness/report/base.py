@@ -23,6 +23,7 @@ class Cell(NamedTuple):
     href: str | None = None
     title: str | None = None
     code: bool = False
+    filters: dict | None = None  # {filter name: tokens}: the page's filters hide the cell (a release column)
 
 
 @dataclass
@@ -32,7 +33,8 @@ class Table:
     cls: str = ""
     caption: str = ""
     markdown: bool = True  # also in README.md
-    row_attrs: list | None = None  # per row: {data attribute name: tokens} for the page's filters
+    row_attrs: list | None = None  # per row: {filter name: tokens} for the page's filters
+    attrs: dict | None = None  # the whole table's {filter name: tokens} (e.g. its device)
 
 
 @dataclass

@@ -38,7 +38,7 @@ CLAIM_STYLE = dict(
 
 
 def _claim_runs(d: ReportData, rows: list) -> list:
-    """Consecutive releases with the same status and measurement, as (range, row)."""
+    """Consecutive releases with the same status and measurement, as (range, row, releases)."""
     out, prev, members, last = [], None, [], None
     for row in rows:
         key = (row["status"], str(row.get("printed") if row["kind"] == "example" else row.get("detail")))
@@ -49,7 +49,7 @@ def _claim_runs(d: ReportData, rows: list) -> list:
         prev, last = key, row
     if members:
         out.append((members, last))
-    return [(ranges(set(m), d.releases), r) for m, r in out]
+    return [(ranges(set(m), d.releases), r, [d.releases[i] for i in sorted(set(m))]) for m, r in out]
 
 
 def _cuda_vs_cpu(d: ReportData) -> pd.DataFrame:
@@ -225,7 +225,7 @@ def sec_claims(d: ReportData) -> Section:
             spans = []
             for dev, gd in g.groupby("device", sort=False):
                 rows = sorted(gd.to_dict("records"), key=lambda r: release_key(r["release"]))
-                for span, row in _claim_runs(d, rows):
+                for span, row, rels in _claim_runs(d, rows):
                     sym, square, cls = CLAIM_STYLE[row["status"]]
                     seen = (
                         f"prints {row['printed']!r}"
@@ -241,6 +241,7 @@ def sec_claims(d: ReportData) -> Section:
                             "releases": span,
                             "device": dev,
                             "seen": seen,
+                            "filters": {"release": " ".join(rels), "device": dev},
                         }
                     )
                     data.append(
@@ -264,7 +265,8 @@ def sec_claims(d: ReportData) -> Section:
                     "fix": first["fix"],
                 }
             )
-    return Section("claims", "Published claims vs reality", data, {"intro": intro, "claims": items})
+    ctx = {"intro": intro, "claims": items}
+    return Section("claims", "Published claims vs reality", data, ctx, filterable=True)
 
 
 def sec_cuda(d: ReportData) -> Section:
@@ -305,12 +307,19 @@ def sec_cuda(d: ReportData) -> Section:
         for r in bad.itertuples(index=False)
     ]
     groups = bad.groupby(["release", "family", "dtype", "agreement"]).size().reset_index(name="cases")
-    tables = [Table(["release", *kinds, "cases"], [[str(x) for x in row] for row in summary])]
+    tables = [
+        Table(
+            ["release", *kinds, "cases"],
+            [[str(x) for x in row] for row in summary],
+            row_attrs=[{"release": row[0]} for row in summary],
+        )
+    ]
     if len(groups):
         tables.append(
             Table(
                 ["release", "family", "dtype", "agreement", "cases"],
                 [[str(x) for x in row] for row in groups.values.tolist()],
+                row_attrs=[{"release": row[0], "dtype": row[2]} for row in groups.values.tolist()],
             )
         )
         tables.append(
@@ -319,6 +328,7 @@ def sec_cuda(d: ReportData) -> Section:
                 detail,
                 markdown=False,
                 caption=f"every differing case ({len(detail)})",
+                row_attrs=[{"release": r.release, "dtype": r.dtype} for r in bad.itertuples(index=False)],
             )
         )
     data = {
@@ -339,6 +349,7 @@ def sec_cuda(d: ReportData) -> Section:
         "CUDA vs CPU",
         data,
         {"intro": intro, "tables": tables, "notes": [] if len(groups) else ["No differences."]},
+        filterable=True,
     )
 
 
@@ -364,31 +375,34 @@ def sec_families(d: ReportData) -> Section:
             for rel in rels:
                 c = counts.get((fam, rel))
                 if not c:
-                    row.append(Cell("·", "not run"))
+                    row.append(Cell("·", "not run", filters={"release": rel}))
                     continue
                 n = sum(c.values())
                 ok = c.get("pass", 0) + c.get("expected-error", 0)
                 bad = sum(c.get(v, 0) for v in PROBLEMS)
                 worst = "pass" if ok == n else ("error" if bad else min(c, key=verdicts.RANK.get))
                 tip = ", ".join(f"{v} {c[v]}" for v in verdicts.NAMES if c.get(v))
-                row.append(Cell(f"{ok}/{n}", worst, title=tip))
+                row.append(Cell(f"{ok}/{n}", worst, title=tip, filters={"release": rel}))
             rows.append(row)
-            attrs.append({})
+            attrs.append({"verdict": " ".join(sorted({v for rel in rels for v in counts.get((fam, rel), ())}))})
             data.setdefault(dev, {})[fam] = {rel: dict(counts[(fam, rel)]) for rel in rels if (fam, rel) in counts}
         tables.append(
             Table(
-                ["family", *rels],
+                ["family", *(Cell(rel, filters={"release": rel}) for rel in rels)],
                 rows,
                 cls="matrix",
                 caption=f"{dev}: cases that pass (or raise as documented) of those run; hover for every verdict",
                 markdown=False,
+                row_attrs=attrs,
+                attrs={"device": dev},
             )
         )
     intro = (
         "Per input family and release, how many cases match the reference. The colour is green when all do, red "
-        "when some fail, and otherwise the most frequent other verdict (not implemented, undefined reference)."
+        "when some fail, and otherwise the most severe other verdict (not implemented, undefined reference)."
     )
-    return Section("matrix", "Families × releases", data, {"intro": intro, "tables": tables}, markdown=False)
+    ctx = {"intro": intro, "tables": tables}
+    return Section("matrix", "Families × releases", data, ctx, markdown=False, filterable=True)
 
 
 def sec_warnings(d: ReportData) -> Section:
@@ -427,6 +441,10 @@ def sec_warnings(d: ReportData) -> Section:
                 "per_release": " · ".join(texts),
                 "total": sum(n for per_rel in by_dev.values() for n in per_rel.values()),
                 "first": min(all_rks),
+                "_filters": {
+                    "release": " ".join(d.releases[rk] for rk in sorted(all_rks)),
+                    "device": " ".join(sorted(by_dev, key=device_key)),
+                },
             }
         )
     rows.sort(key=lambda r: (r["first"], -r["total"], r["category"], r["message"]))
@@ -438,13 +456,15 @@ def sec_warnings(d: ReportData) -> Section:
         ["category", "message", "seen in", "results per device and release"],
         [[r["category"], r["message"], r["releases"], r["per_release"]] for r in rows],
         cls="warnings",
+        row_attrs=[r["_filters"] for r in rows],
     )
-    data = [{k: v for k, v in r.items() if k != "first"} for r in rows]
+    data = [{k: v for k, v in r.items() if k not in ("first", "_filters")} for r in rows]
     return Section(
         "warnings",
         "Warnings",
         data,
         {"intro": intro, "tables": [table] if rows else [], "notes": [] if rows else ["No warnings recorded."]},
+        filterable=True,
     )
 
 
@@ -523,13 +543,15 @@ def sec_environment(d: ReportData) -> Section:
         for f in d.files
     ]
     intro = "One line per run header (a run of one release on one device; a resumed run adds a header)."
-    tables = [Table(headers, rows, cls="env")] if rows else []
+    run_attrs = [{"release": row[0], "device": row[1]} for row in rows]
+    tables = [Table(headers, rows, cls="env", row_attrs=run_attrs)] if rows else []
     if file_rows:
         tables.append(
             Table(
                 ["file", "release", "device", "run headers", "results", "cases in run", "note"],
                 file_rows,
                 caption="Results files",
+                row_attrs=[{"release": f["release"], "device": f["device"]} for f in d.files],
             )
         )
     return Section(
@@ -537,4 +559,5 @@ def sec_environment(d: ReportData) -> Section:
         "Environment of each run",
         {"runs": data, "files": d.files, "notes": d.notes},
         {"intro": intro, "tables": tables, "notes": list(d.notes) or ([] if rows else ["No runs."])},
+        filterable=True,
     )

@@ -385,7 +385,13 @@ async function main() {
       entry.selects_after_url = await selectValues(q);
       await q.close();
       const changed = (after) =>
-        after ? Object.keys(entry.before).filter((s) => after[s] && after[s].visible !== entry.before[s].visible) : [];
+        after
+          ? Object.keys(entry.before).filter(
+              (s) =>
+                after[s] &&
+                (after[s].visible !== entry.before[s].visible || after[s].cells_visible !== entry.before[s].cells_visible),
+            )
+          : [];
       entry.sections_changed_via_url = changed(entry.via_url);
       entry.sections_changed_via_form = changed(entry.via_form);
       entry.sections_changed_via_hash = changed(entry.via_hash);
