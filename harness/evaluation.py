@@ -498,10 +498,9 @@ class Evaluation:
                         self._merge(digests, refs)
             judged = 0
             with ctx.Pool(jobs) as pool:
-                for done in pool.imap_unordered(_file_work, missing):
-                    if done is not None:
-                        judged += done[3]
-                        self._merge(*done[:3])
+                for digests, refs, verdicts, cached in pool.imap_unordered(_files_work, _chunks(missing, jobs)):
+                    judged += cached
+                    self._merge(digests, refs, verdicts)
         except OSError:  # no processes to be had: evaluate_file judges them here
             return 0
         finally:
@@ -653,17 +652,34 @@ def _case_work(case_ids: list) -> tuple[dict, dict]:
     return digests, refs
 
 
-def _file_work(path: str):
-    """In a worker: judge one results file into its cache entry; (digests, references,
-    verdicts computed for it, whether the entry was written), or None where it could not
-    be judged."""
+def _chunks(paths: list, n: int) -> list:
+    """``paths`` in ``n`` runs of neighbouring releases (they return many of the same
+    records: each judged once per run), of about equal size."""
+    from .versions import release_key
+
+    paths = sorted(paths, key=lambda p: (release_key(Path(p).parent.name), p))
+    sizes = [Path(p).stat().st_size for p in paths]
+    total, chunks, done = sum(sizes) or 1, [[] for _ in range(n)], 0
+    for path, size in zip(paths, sizes):
+        chunks[min(n - 1, done * n // total)].append(path)
+        done += size
+    return [c for c in chunks if c]
+
+
+def _files_work(paths: list):
+    """In a worker: judge results files into their cache entries; (the digests,
+    references and verdicts computed for them, how many entries were written).  A file
+    that cannot be judged is left to evaluate_file in the parent (it judges it again and
+    raises); a truncated one is never kept."""
     ev = _WORKER
     ev._keeps_stores = False
     known = set(ev.digests.data), set(ev.references.data), set(ev.verdicts.data)
-    try:
-        cached = not ev.evaluate_file(path, warn=lambda msg: None).dropped_tail  # a truncated file is not kept
-    except Exception:  # noqa: BLE001 - evaluate_file in the parent judges it again and raises
-        return None
+    cached = 0
+    for path in paths:
+        try:
+            cached += not ev.evaluate_file(path, warn=lambda msg: None).dropped_tail
+        except Exception:  # noqa: BLE001 - see above
+            pass
     digests = {k: v for k, v in ev.digests.data.items() if k not in known[0]}
     refs = {k: v[1] for k, v in ev.references.data.items() if k not in known[1]}
     verdicts = {k: v for k, v in ev.verdicts.data.items() if k not in known[2]}
