@@ -421,3 +421,31 @@ def test_cli_report_subcommand(synthetic, tmp_path, capsys):
     assert "[https://example.org/kl/](https://example.org/kl/)" in md and "results commit abc1234" in md
     assert json.loads((out / "summary.json").read_text())["origin"]["commit"] == "abc1234"
     assert main(["report", "--results", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+def test_rendered_report_is_kept_and_read_back_only_when_nothing_changed(synthetic, tmp_path, monkeypatch):
+    """The render cache: a second report of the same results reads the files back (byte
+    for byte); other results, another template or other explanations render again."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = assemble.render
+    monkeypatch.setattr(assemble, "render", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def written(out):
+        _render(synthetic, out)
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = written(tmp_path / "a")
+    assert written(tmp_path / "b") == first and len(calls) == 1  # read back
+    templates = tmp_path / "templates"
+    import shutil
+
+    shutil.copytree(assemble.TEMPLATES, templates)
+    (templates / "html" / "sec_cases.html.j2").write_text("<p>another template</p>\n")
+    monkeypatch.setattr(assemble, "TEMPLATES", templates)
+    other = written(tmp_path / "c")
+    assert len(calls) == 2 and "another template" in other["index.html"].decode()
+    monkeypatch.setattr(assemble, "TEMPLATES", assemble.HERE / "templates")
+    f = synthetic["root"] / "1.7" / "cpu.jsonl"
+    f.write_text(f.read_text().replace('"started": "2026-01-01', '"started": "2026-01-02'))
+    assert written(tmp_path / "d") != first and len(calls) == 3  # other results

@@ -180,6 +180,7 @@ def default_sections() -> list:
     return [
         glance.sec_glance,
         sec_changes,
+        glance.sec_releases,
         sec_misuse,
         glance.sec_usage,
         sec_claims,
@@ -248,7 +249,8 @@ def render(d, sections=None, pages_url: str | None = None, commit: str | None = 
         "verdict_counts": [d.cells[(r, dv)] for r in d.releases for dv in d.devices],
     }
     for s in sections:
-        summary[s.key] = s.data
+        if s.data is not None:
+            summary[s.key] = s.data
     text = json.dumps(json_safe(summary), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
     out["summary.json"] = text + "\n"
     return out
@@ -318,6 +320,62 @@ def update_readme(path, excerpt: str) -> bool:
     return True
 
 
+RENDER_CACHE_VERSION = 1
+
+
+def render_key(d, pages_url=None, commit=None) -> str | None:
+    """The key of a rendered report in the cache (or None where it cannot be keyed): the
+    findings' key (the judged files' bytes, the cases, every harness module's source, the
+    frame's rows: harness.findings.cache_key), the templates and static files, the
+    explanations and reproductions files, the releases and devices shown, the files'
+    notes and the origin's arguments.  The same key, the same bytes: rendering is a
+    function of exactly these."""
+    import hashlib
+
+    from .. import reproductions
+    from ..explanations import EXPLANATIONS_PATH
+    from ..findings import cache_key
+
+    base = cache_key(d.frame, d.cases, d.evaluation)
+    if base is None:
+        return None
+    h = hashlib.sha256(f"report {RENDER_CACHE_VERSION}\n{base}\n".encode())
+    for folder in (TEMPLATES, STATIC):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(f"{path.relative_to(folder).as_posix()}\0".encode() + path.read_bytes())
+    for path in (Path(d.explanations_path or EXPLANATIONS_PATH), reproductions.PATH):
+        h.update(path.read_bytes() if path.exists() else b"(absent)")
+    meta = {"releases": d.releases, "devices": d.devices, "files": d.files, "notes": d.notes,
+            "pages_url": pages_url, "commit": commit}  # fmt: skip
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def render_cached(d, pages_url=None, commit=None) -> dict:
+    """:func:`render` ``(d)``, kept in the evaluation's cache folder: when nothing it
+    depends on changed (:func:`render_key`) the files are read back, byte for byte."""
+    import pickle
+
+    key = render_key(d, pages_url, commit)
+    folder = getattr(d.evaluation, "folder", None)
+    if key is None or folder is None:
+        return render(d, pages_url=pages_url, commit=commit)
+    path = folder / f"report-{key[:40]}.pickle"
+    try:
+        with open(path, "rb") as f:
+            hit = pickle.load(f)
+        if hit.get("version") == RENDER_CACHE_VERSION and hit.get("key") == key:
+            return hit["files"]
+    except Exception:  # noqa: BLE001 - a missing or unusable entry is a miss
+        pass
+    files = render(d, pages_url=pages_url, commit=commit)
+    from ..evaluation import _dump, _prune
+
+    if _dump(path, {"version": RENDER_CACHE_VERSION, "key": key, "files": files}):
+        _prune(folder)
+    return files
+
+
 def write_report(
     results_paths, out_dir, case_paths=None, expected_releases=None, explanations_path=None, pages_url=None, commit=None
 ) -> dict:
@@ -328,7 +386,8 @@ def write_report(
 
     d = load(results_paths, case_paths, expected_releases)
     d.explanations_path = explanations_path
-    files = render(d, pages_url=pages_url, commit=commit if commit is not None else results_commit(results_paths))
+    commit = commit if commit is not None else results_commit(results_paths)
+    files = render_cached(d, pages_url=pages_url, commit=commit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cases_dir = out / "cases"

@@ -376,7 +376,7 @@ def answer_texts(r: dict) -> dict:
     }
 
 
-def sec_glance(d: ReportData) -> Section:
+def _answers_with_text(d: ReportData) -> list:
     rows = answers(d)
     number = {bc.key: k + 1 for k, bc in enumerate(d.behaviour.changes)}
     for r in rows:
@@ -392,6 +392,11 @@ def sec_glance(d: ReportData) -> Section:
             r_text["misuse"],
             r["changed"],
         ]
+    return rows
+
+
+def sec_glance(d: ReportData) -> Section:
+    rows = sec_glance_answers(d)
     phase_verdicts = [
         {"release": rel, "device": dev, "scope": sc, "dtype": dt, "phase": ph, "counts": dict(sorted(c.items()))}
         for (rel, dev, sc, dt, ph), c in sorted(
@@ -511,3 +516,23 @@ def sec_usage(d: ReportData) -> Section:
         markdown=False,
         filterable=True,
     )
+
+
+def sec_releases(d: ReportData) -> Section:
+    """The answers of every release and device in words (the page shows them after the
+    behaviour changes; README.md in its first section; summary.json under glance)."""
+    return Section(
+        "per_release",
+        "Per release, in words",
+        None,
+        {"answers": sec_glance_answers(d)},
+        markdown=False,
+        filterable=True,
+        anchor="releases",
+    )
+
+
+def sec_glance_answers(d: ReportData) -> list:
+    if "answers" not in d.memo:
+        d.memo["answers"] = _answers_with_text(d)
+    return d.memo["answers"]
