@@ -382,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--commit",
         default=os.environ.get("HARNESS_RESULTS_COMMIT") or None,
         metavar="SHA",
-        help="the results' commit shown as the report's origin (default: $HARNESS_RESULTS_COMMIT, else asked of git "
-        "when the results are committed and unmodified)",
+        help="the results' commit, shown in the report's origin beside the results' digest "
+        "(default: $HARNESS_RESULTS_COMMIT; CI passes its commit)",
     )
     p.set_defaults(func=cmd_report)
 

@@ -449,3 +449,38 @@ def test_rendered_report_is_kept_and_read_back_only_when_nothing_changed(synthet
     f = synthetic["root"] / "1.7" / "cpu.jsonl"
     f.write_text(f.read_text().replace('"started": "2026-01-01', '"started": "2026-01-02'))
     assert written(tmp_path / "d") != first and len(calls) == 3  # other results
+
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "reports"
+
+
+def _md_tables(md: str) -> list:
+    return [block.splitlines() for block in re.findall(r"((?:^\|.*\|\n)+)", md, re.M)]
+
+
+def test_published_readme_tables_fit_github():
+    """reports/README.md reads on GitHub: no table wider than 10 columns (releases go in rows)."""
+    md = (PUBLISHED / "README.md").read_text()
+    tables = _md_tables(md)
+    assert len(tables) >= 5
+    for rows in tables:
+        cols = len(re.findall(r"(?<!\\)\|", rows[0])) - 1
+        assert cols <= 10, rows[0][:200]
+    assert "[index.html](index.html)" in md
+
+
+@pytest.mark.skipif(not any((PUBLISHED / "results").glob("*/*.jsonl")), reason="no committed results")
+def test_published_report_is_what_the_committed_results_render(tmp_path):
+    """reports/ is generated, never edited: rendering the committed results gives its files
+    byte for byte (after new results or harness changes: nox -s report)."""
+    out = tmp_path / "out"
+    report.write_report([PUBLISHED / "results"], out)
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    committed = sorted(
+        p.relative_to(PUBLISHED).as_posix()
+        for p in [*PUBLISHED.glob("*.*"), *PUBLISHED.glob("cases/*")]
+        if p.name not in ("baseline.json", "summary.schema.json")
+    )
+    assert names == committed
+    for name in names:
+        assert (out / name).read_bytes() == (PUBLISHED / name).read_bytes(), f"reports/{name} is stale: nox -s report"

@@ -16,7 +16,6 @@ byte-identical files.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -146,26 +145,6 @@ def _css() -> Markup:
 
 
 # ------------------------------------------------------------------ origin
-
-
-def results_commit(paths) -> str | None:
-    """The commit that last changed the results, when they are committed and unmodified
-    in a git checkout (else None: the report then says the results are not committed)."""
-    roots = [Path(p).resolve() for p in paths]
-    try:
-        cwd = roots[0] if roots[0].is_dir() else roots[0].parent
-        args = ["--", *(str(r) for r in roots)]
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", *args], cwd=cwd, capture_output=True, text=True, timeout=20
-        )
-        if dirty.returncode or dirty.stdout.strip():
-            return None
-        log = subprocess.run(
-            ["git", "log", "-1", "--format=%h %cs", *args], cwd=cwd, capture_output=True, text=True, timeout=20
-        )
-        return log.stdout.strip() or None if not log.returncode else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 # ------------------------------------------------------------------ render
@@ -381,12 +360,12 @@ def write_report(
 ) -> dict:
     """Load, render and write the report (everything rendered before anything is written:
     bad input leaves the old report as it was); returns {'files': {name: (path, bytes)},
-    'data': ReportData}.  ``commit``: the results' commit (default: asked of git)."""
+    'data': ReportData}.  ``commit``: the results' commit where it is known (CI passes
+    its own; a local report cannot know the commit its results will be in)."""
     from .model import load
 
     d = load(results_paths, case_paths, expected_releases)
     d.explanations_path = explanations_path
-    commit = commit if commit is not None else results_commit(results_paths)
     files = render_cached(d, pages_url=pages_url, commit=commit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import phases as phases_mod
 from .base import Section
+from .glance import change_verdicts
 from .model import ReportData
 from .text import axis_text, call_text, fmt_float, fmt_values, literal, visible
 
@@ -151,6 +152,7 @@ def _change_filters(bc) -> dict:
         "dtype": " ".join(bc.scope.get("dtype", ())),
         "phase": " ".join(p for p in bc.phases_seen if p in phases_mod.NAMES),
         "scope": " ".join(bc.scopes),
+        "verdict": change_verdicts(bc),
     }
 
 

@@ -146,11 +146,14 @@ def _side(verdict_names) -> str | None:
 
 def _old_new(d: ReportData, bc) -> tuple[str, str]:
     """The grid states before and after a change: what the verdicts of its correct-usage
-    and boundary cases say where they agree (a misuse or invalid input that errors is no
-    failure of torch), else the neutral before/after pair."""
+    cases (else its boundary cases) say where they agree (a misuse or invalid input that
+    errors is no failure of torch), else the neutral before/after pair."""
     from ..evaluate import case_scope
 
-    members = [ch for ch in bc.cases if case_scope(d.cases[ch.case_id]) in ("valid", "boundary")]
+    by_scope: dict = {}
+    for ch in bc.cases:
+        by_scope.setdefault(case_scope(d.cases[ch.case_id]), []).append(ch)
+    members = by_scope.get("valid") or by_scope.get("boundary")  # correct usage first, then its extremes
     if not members:
         return "old", "new"
     old = _side(ch.old_verdict for ch in members)
@@ -185,7 +188,13 @@ def grid(d: ReportData) -> dict:
                         "label": f"{dt} · {p.label}",
                         "href": "#" + key,
                         "cells": cells,
-                        "filters": {"device": dev, "dtype": dt, "phase": p.name, "scope": "valid"},
+                        "filters": {
+                            "device": dev,
+                            "dtype": dt,
+                            "phase": p.name,
+                            "scope": "valid",
+                            "verdict": _verdict_tokens(counts, dev, dt, p.name, releases),
+                        },
                     }
                 )
         groups.append({"title": f"Correct usage on {dev}", "rows": rows})
@@ -216,6 +225,7 @@ def grid(d: ReportData) -> dict:
                     "dtype": " ".join(bc.scope.get("dtype", ())),
                     "phase": " ".join(p for p in bc.phases_seen if p in phases.NAMES),
                     "scope": " ".join(bc.scopes),
+                    "verdict": change_verdicts(bc),
                 },
             }
         )
@@ -246,6 +256,20 @@ def grid(d: ReportData) -> dict:
         groups.append({"title": "Misuse: the wrong call for the KL you mean", "rows": rows})
     groups += later
     return {"releases": releases, "groups": groups, "states": STATES}
+
+
+def _verdict_tokens(counts, dev, dt, phase, releases) -> str:
+    """The verdicts the correct-usage cases of one dtype and phase have on any release."""
+    seen = set()
+    for rel in releases:
+        seen |= set(counts.get((rel, dev, "valid", dt, phase), ()))
+    return " ".join(v for v in verdicts.NAMES if v in seen)
+
+
+def change_verdicts(bc) -> str:
+    """The verdicts a change's cases have on either side of it (for the verdict filter)."""
+    seen = {ch.old_verdict for ch in bc.cases} | {ch.new_verdict for ch in bc.cases}
+    return " ".join(v for v in verdicts.NAMES if v in seen)
 
 
 def _cell(row: str, rel: str, state: str, text: str, tip: str, href, since: bool = False) -> dict:
@@ -488,6 +512,7 @@ def usage_detail(d: ReportData) -> list[dict]:
                         odd.append({"verdict": v, "case": cid, "href": case_href(d, cid), "releases": rels})
                 out.append(
                     {
+                        "verdict": _verdict_tokens(counts, dev, dt, p.name, d.data_releases),
                         "key": usage_key(dev, dt, p.name),
                         "device": dev,
                         "dtype": dt,
