@@ -109,7 +109,8 @@ def report_check(tmp_path_factory):
         "behaviour change": changes[0]["key"] if changes else None,
         "case": first_id(html, "case-"),
     }
-    check = run_check(out / "index.html", tmp / "check", [p for p in permalinks.values() if p], [FILTER, "release=2.2"])
+    filters = [FILTER, *OTHER_FILTERS]
+    check = run_check(out / "index.html", tmp / "check", [p for p in permalinks.values() if p], filters)
     shutil.copytree(tmp / "check", out / "browser-check")  # screenshots beside the page, for a look
     family = None
     pages = sorted((out / "cases").glob("*.html"))
@@ -184,9 +185,10 @@ def test_permalink_opens_scrolls_and_is_not_covered(page, kind):
             assert followed["details_open"] and followed["visible"] and followed["not_covered"], followed
 
 
-# Sections a dtype filter must change (they hold per-dtype items); a release filter must
-# change every filterable section; between them, every section answers to the filters.
+# Sections a dtype filter must change (they hold per-dtype items); with a release and a
+# verdict filter besides, every filterable section answers to some filter.
 DTYPE_SECTIONS = {"glance", "changes", "misuse", "usage"}
+OTHER_FILTERS = ("release=2.2", "verdict=nan")
 
 
 def test_filter_changes_every_section_and_the_url(page):
@@ -199,8 +201,10 @@ def test_filter_changes_every_section_and_the_url(page):
         assert sorted(f["sections_changed_via_url"]) == expected, f
         assert sorted(f["sections_changed_via_form"]) == expected, f
         if page.get("real"):
-            by_release = c["filters"]["release=2.2"]
-            assert sorted(by_release["sections_changed_via_url"]) == sections, by_release
+            changed = set(f["sections_changed_via_url"])
+            for other in OTHER_FILTERS:
+                changed |= set(c["filters"][other]["sections_changed_via_url"])
+            assert sorted(changed) == sections, {o: c["filters"][o]["sections_changed_via_url"] for o in OTHER_FILTERS}
         assert f["via_url"] == f["via_form"] == f["via_hash"]
         assert f["url_has_filter"] and f"?{FILTER}" in f["url_after_form"], f["url_after_form"]
         assert f["selects_after_url"][f["name"]] == f["value"]

@@ -225,4 +225,5 @@ def sec_cases(d: ReportData) -> Section:
     families_md = [
         [r["label"], str(r["cases"]), str(r["rows"]), str(r["split"]), Cell("page", href=r["href"])] for r in rows
     ]
-    return Section("cases", "Cases", data, {"intro": intro, "families": rows, "families_md": families_md})
+    ctx = {"intro": intro, "families": rows, "families_md": families_md}
+    return Section("cases", "Cases", data, ctx, filterable=True)
