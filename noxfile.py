@@ -8,7 +8,9 @@
     nox -s report            rebuild reports/ from the committed raw results (no torch)
 
 Environment variables:
-    HARNESS_TORCH_INDEX   package index for torch (e.g. https://download.pytorch.org/whl/cpu)
+    HARNESS_TORCH_INDEX   package index for torch (default: the PyTorch CPU index where it is
+                          reachable, else PyPI, whose Linux wheels are CUDA builds); torch is
+                          pinned to it, every other package comes from PyPI
     HARNESS_DEVICES       devices for run sessions, comma separated (default: auto = cpu [+ cuda])
     HARNESS_RESULTS       results folder (default: reports/results)
     HARNESS_REPORT_OUT    folder the report session writes (default: reports)
@@ -121,16 +123,52 @@ def _prune(session, venv_python: str) -> None:
     shutil.rmtree(session.virtualenv.location, ignore_errors=True)
 
 
-def _release_session(session, release: catalogue.Release, devices: list[str]) -> None:
+def _default_index(session, release: catalogue.Release, cuda: bool) -> str:
+    """Where torch comes from: the catalogue entry's or $HARNESS_TORCH_INDEX; otherwise the
+    PyTorch CPU index when it can be reached (a CPU build, about 0.2-0.9 GB installed), else
+    PyPI (Linux wheels there are CUDA builds: about 3-5 GB per release installed)."""
+    if cuda:
+        return catalogue.PYPI
+    if release.index or os.environ.get(catalogue.INDEX_ENV):
+        return catalogue.torch_index(release)
+    global _CPU_REACHABLE
+    if _CPU_REACHABLE is None:
+        _CPU_REACHABLE = _reachable(catalogue.CPU_INDEX.rstrip("/") + "/torch/")
+    if _CPU_REACHABLE:
+        return catalogue.CPU_INDEX
+    session.warn(
+        f"the PyTorch CPU index {catalogue.CPU_INDEX} is not reachable from here: installing PyPI's torch, a CUDA "
+        "build (about 3-5 GB per release installed; HARNESS_PRUNE=1 keeps one at a time)"
+    )
+    return catalogue.PYPI
+
+
+_CPU_REACHABLE = None  # asked once per nox run
+
+
+def _release_session(session, release: catalogue.Release, devices: list[str], cuda: bool = False) -> None:
     t0 = time.perf_counter()
-    index = catalogue.torch_index(release)
+    index = _default_index(session, release, cuda)
     if release.torch == "nightly" and not _reachable(index.rstrip("/") + "/torch/"):
         session.skip(f"nightly index {index} is not reachable from here")
-    index_args = ["--index-url", index] + ([] if index == catalogue.PYPI else ["--extra-index-url", catalogue.PYPI])
-    if release.pre:
-        index_args.append("--prerelease=allow")
-    session.install(*release.requirements(), *index_args, "--compile-bytecode")
+    # torch pinned to its index (uv's [tool.uv.sources] + explicit index), the rest from PyPI
+    project = ROOT / "build" / "envs" / release.key / "pyproject.toml"
+    project.parent.mkdir(parents=True, exist_ok=True)
+    project.write_text(catalogue.environment_project(release, index))
+    session.log(
+        f"torch {release.torch} from {index}" + ("" if index == catalogue.PYPI else "; other packages from PyPI")
+    )
+    session.install("-r", str(project), "--compile-bytecode", *(["--prerelease=allow"] if release.pre else []))
     venv_python = str(Path(session.virtualenv.location) / "bin" / "python")
+    version = subprocess.run(
+        [venv_python, "-c", "from importlib.metadata import version; print(version('torch'))"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    problem = catalogue.build_problem(version, release, index, cuda=cuda)
+    if problem:
+        session.error(f"{problem} (environment {session.virtualenv.location})")
+    session.log(f"installed torch {version}")
     _ensure_bytecode(session, venv_python)
     install_s = time.perf_counter() - t0
     plan = _plan(session)
@@ -204,8 +242,7 @@ def cuda(session, torch):
     rel = _release(session, torch)
     if shutil.which("nvidia-smi") is None:
         session.skip("no NVIDIA GPU on this machine (nvidia-smi not found)")
-    os.environ.pop(catalogue.INDEX_ENV, None)  # CUDA wheels come from PyPI
-    _release_session(session, rel, ["cuda"])
+    _release_session(session, rel, ["cuda"], cuda=True)  # CUDA wheels come from PyPI
 
 
 @nox.session(python=False, tags=["default", "all"])

@@ -7,6 +7,7 @@ it before anything else is installed.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ else:  # pragma: no cover - the host runs 3.11+
 
 CATALOGUE = Path(__file__).resolve().parent / "releases.toml"
 PYPI = "https://pypi.org/simple"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # PyTorch's CPU wheels
 INDEX_ENV = "HARNESS_TORCH_INDEX"
 
 
@@ -136,3 +138,69 @@ def missing_interpreter_message(version: str) -> str:
         f"and for uv-managed Pythons): install one with `uv python install {version}` "
         f"or `pyenv install {version}`"
     )
+
+
+# ------------------------------------------------------------------ installing one release
+
+TORCH_INDEX_NAME = "torch"  # the name of torch's own index in an environment's project file
+
+
+def environment_project(release: Release, index: str | None = None) -> str:
+    """A pyproject.toml for one release's environment, installed with
+    ``uv pip install -r <it>``.  torch is pinned to its index with uv's documented
+    mechanism (``[tool.uv.sources]`` naming an ``explicit`` ``[[tool.uv.index]]``): torch
+    comes only from that index, every other package only from the default index (PyPI).
+    Passing the CPU index as ``--index-url`` with PyPI as ``--extra-index-url`` does not
+    do this: uv ranks the extra index first, so PyPI's CUDA build wins."""
+    index = torch_index(release) if index is None else index
+    deps = ", ".join(json.dumps(r) for r in release.requirements())
+    lines = [
+        "[project]",
+        f'name = "kldiv-env-{release.key.replace(".", "-")}"',
+        'version = "0"',
+        f"dependencies = [{deps}]",
+    ]
+    if index.rstrip("/") != PYPI:
+        lines += [
+            "",
+            "[tool.uv.sources]",
+            f'torch = {{ index = "{TORCH_INDEX_NAME}" }}',
+            "",
+            "[[tool.uv.index]]",
+            f'name = "{TORCH_INDEX_NAME}"',
+            f"url = {json.dumps(index)}",
+            "explicit = true  # only for the packages pinned to it: torch",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def is_cpu_index(index: str) -> bool:
+    """A CPU wheel index: its path ends in /cpu (download.pytorch.org/whl/cpu, .../nightly/cpu)."""
+    return re.search(r"/cpu(/simple)?/?$", index) is not None
+
+
+def build_problem(version: str, release: Release, index: str, cuda: bool = False) -> str | None:
+    """Why the torch ``version`` installed for ``release`` is not the build that was asked
+    for (None when it is): a CPU index gives a ``+cpu`` build, a CUDA session a CUDA build
+    (PyPI's Linux wheels, no ``+cpu``), the nightly a ``.dev`` version, and a release its
+    own version."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        got = Version(version)
+    except InvalidVersion:
+        return f"torch reports version {version!r}, which is not a version"
+    if release.torch == "nightly":
+        if got.dev is None:
+            return f"the nightly session installed torch {version}, not a nightly (.dev) build: {index} was not used"
+    elif got.public != Version(release.torch).public:
+        return f"asked for torch {release.torch}, installed {version}"
+    local = got.local or ""
+    if cuda and local == "cpu":
+        return f"the CUDA session installed the CPU build torch {version}"
+    if not cuda and is_cpu_index(index) and local != "cpu":
+        return (
+            f"a CPU index is configured ({index}) but torch {version} is not its +cpu build: "
+            "it came from another index (check the index pinning)"
+        )
+    return None
