@@ -262,7 +262,7 @@ def cmd_gate(args) -> int:
     except BaselineError as exc:
         _err(str(exc))
         return EXIT_INPUT
-    results = compare(baseline, current)
+    results = compare(baseline, current, exact=args.exact)
     print(format_text(results, baseline_path), end="")
     if args.markdown:
         Path(args.markdown).write_text(format_markdown(results, baseline_path))
@@ -397,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     _results_option(p)
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from the current results")
+    p.add_argument(
+        "--exact", action="store_true", help="value drift within tolerance fails too (default: listed as drift only)"
+    )
     p.add_argument("--markdown", metavar="FILE", help="also write the summary as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
     p.set_defaults(func=cmd_gate)
     return parser

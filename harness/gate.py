@@ -1,23 +1,30 @@
 """Regression gate: the current results against a committed baseline.
 
 ``python -m harness gate --baseline reports/baseline.json`` exits 1, listing each case, when
+a case *behaves* differently:
 
-* for a release/device already in the baseline, a case's verdict or output value changed
-  (values exactly, NaN equal to NaN; timings are ignored), or a case in the baseline has
-  no current result;
+* for a release/device already in the baseline, a case's verdict or behaviour changed, or a
+  case in the baseline has no current result;
 * a release/device not in the baseline behaves differently from the release before it on
   the same device (the nearest older release among the baseline and the current results).
+
+Behaviour is what harness.findings compares: per phase, what came back (a value, an error, not
+implemented, ...), the class of every element (finite, 0, -0, inf, -inf, nan), the exception
+type and its normalised message; and the warnings.  A value that moved while all of that
+stayed (the verdict too: a passing value is within the dtype's tolerance of the reference)
+is *drift*: listed, counted, and a failure only with ``--exact``.
 
 ``--update-baseline`` rewrites the baseline from the current results.
 
 Baseline format (JSON, keys sorted, one block per release and device, ordered by release)::
 
-    {"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "torch": "2.5.1",
-                              "cases": {"<case id>": "<verdict> <value hash>", ...}}, ...]}
+    {"schema": 2, "blocks": [{"release": "2.5", "device": "cpu", "torch": "2.5.1",
+                              "cases": {"<case id>": "<verdict> <behaviour> <value>", ...}}, ...]}
 
-The value hash is the first 12 hex digits of a SHA-256 over the output's shape, dtype and
-values (``-`` where the call returned no output).  Values are compared exactly: -0.0
-equals 0.0 and every NaN equals every other NaN, as ``==`` would have it apart from NaN.
+Both hashes are the first 12 hex digits of a SHA-256: the behaviour's, and the output's
+shape, dtype and values (``-`` where the call returned no output; -0.0 equals 0.0 and every
+NaN every other NaN).  A schema 1 baseline (no behaviour hash) is still read: its value
+changes then count as behaviour changes.
 """
 
 from __future__ import annotations
@@ -34,9 +41,12 @@ from . import verdicts
 from .memo import Memo
 from .versions import release_key
 
-SCHEMA = 1
+SCHEMA = 2
+SCHEMAS = (1, 2)  # read; SCHEMA written
 HASH_LEN = 12
-_ENTRY = re.compile(rf"^([a-z][a-z-]*) ([0-9a-f]{{{HASH_LEN}}}|-)$")
+_H = rf"(?:[0-9a-f]{{{HASH_LEN}}}|-)"
+_ENTRY = re.compile(rf"^([a-z][a-z-]*) (?:({_H}) )?({_H})$")  # verdict [behaviour] value
+REGRESSIONS = ("verdict", "behaviour", "missing")  # change kinds that fail the gate; "drift" only with --exact
 MARKDOWN_BUDGET = 900_000  # $GITHUB_STEP_SUMMARY takes at most 1 MiB per step
 
 
@@ -83,6 +93,31 @@ def _value_hash(output) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
 
 
+_BEHAVIOURS = Memo(1 << 16)
+
+
+def behaviour_hash(row) -> str:
+    """Hash of a verdict row's behaviour (harness.findings' outcome of every phase, without
+    the values' bits, and its warnings)."""
+    from . import findings, phases
+
+    parts = []
+    for p in phases.PHASES:
+        o = findings.outcome(row, p)
+        parts.append((p.name, o.kind, o.classes, o.error, o.message))
+    key = (tuple(parts), tuple(sorted(findings.warnings_outcome(row))))
+    hit = _BEHAVIOURS.get(key)
+    if hit is None:
+        hit = _BEHAVIOURS[key] = hashlib.sha256(repr(key).encode()).hexdigest()[:HASH_LEN]
+    return hit
+
+
+def _split(entry: str) -> tuple:
+    """(verdict, behaviour hash or None, value hash) of a baseline entry."""
+    m = _ENTRY.match(entry)
+    return m.group(1), m.group(2), m.group(3)
+
+
 # --- snapshots -----------------------------------------------------------------------------
 
 
@@ -111,14 +146,18 @@ def _sort_key(key):
 
 def snapshot(frame) -> dict:
     """Verdict frame -> {(release, device): Block}.  A case recorded twice keeps its last row."""
+    from . import phases
+
     blocks: dict = {}
-    for row in frame[["id", "device", "release", "torch", "verdict", "output"]].itertuples(index=False):
+    cols = ["id", "device", "release", "torch", "status", "verdict", *phases.NAMES, "output", "grads", "errors"]
+    cols.append("warnings")
+    for row in frame[cols].itertuples(index=False):
         key = (str(row.release), str(row.device))
         block = blocks.get(key)
         if block is None:
             block = blocks[key] = Block(*key, torch=row.torch if isinstance(row.torch, str) else None)
         output = row.output if isinstance(row.output, dict) else None
-        block.cases[row.id] = f"{row.verdict} {value_hash(output)}"
+        block.cases[row.id] = f"{row.verdict} {behaviour_hash(row)} {value_hash(output)}"
         block.outputs[row.id] = output
     return blocks
 
@@ -151,7 +190,7 @@ def load_baseline(path) -> dict:
     def bad(msg):
         return BaselineError(f"baseline {path}: {msg}")
 
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") not in SCHEMAS:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise bad(f"expected a JSON object with schema {SCHEMA}, got {got!r}")
     if not isinstance(data.get("blocks"), list):
@@ -170,8 +209,8 @@ def load_baseline(path) -> dict:
             if match is None or match.group(1) not in verdicts.BY_NAME:
                 raise bad(
                     f"blocks[{i}] ({raw['release']}/{raw['device']}): case {case_id!r}: "
-                    f"expected '<verdict> <{HASH_LEN} hex digits or ->' with a verdict among "
-                    f"{', '.join(verdicts.NAMES)}, got {entry!r}"
+                    f"expected '<verdict> <behaviour> <value>' (hashes of {HASH_LEN} hex digits or -) with a "
+                    f"verdict among {', '.join(verdicts.NAMES)}, got {entry!r}"
                 )
         key = (raw["release"], raw["device"])
         if key in blocks:
@@ -186,7 +225,7 @@ def load_baseline(path) -> dict:
 @dataclass
 class Change:
     case_id: str
-    kind: str  # "verdict", "value" or "missing"
+    kind: str  # "verdict", "behaviour", "missing" (REGRESSIONS) or "drift"
     old: str
     new: str | None = None
     old_output: dict | None = None
@@ -199,7 +238,7 @@ class Change:
         new_v = self.new.split(" ")[0]
         if self.kind == "verdict":
             return f"{old_v} -> {new_v}"
-        text = f"value changed ({new_v})"
+        text = f"{'behaviour' if self.kind == 'behaviour' else 'value drifted'} ({new_v})"
         if self.old_output is not None:
             text += f", was {_short(self.old_output)}"
         if self.new_output is not None:
@@ -226,11 +265,21 @@ class BlockResult:
     compared: int = 0
     added: int = 0  # current cases the reference lacks
     unmatched: int = 0  # reference cases without a current result (new releases: not a failure)
+    stale: int = 0  # made from other inputs on one side: not comparable (listed, run them again)
     changes: list = field(default_factory=list)
+    exact: bool = False  # drift fails too
+
+    @property
+    def regressions(self) -> list:
+        return [c for c in self.changes if c.kind in REGRESSIONS or (self.exact and c.kind == "drift")]
+
+    @property
+    def drift(self) -> list:
+        return [c for c in self.changes if c.kind == "drift"]
 
     @property
     def failed(self) -> bool:
-        return bool(self.changes)
+        return bool(self.regressions)
 
     def against_text(self) -> str:
         if self.status == "baseline":
@@ -254,18 +303,25 @@ def _compare_cases(result: BlockResult, ref: Block, cur: Block, missing_fails: b
         if old is None:
             result.added += 1
             continue
+        (old_v, old_b, old_h), (new_v, new_b, new_h) = _split(old), _split(new)
+        if "stale" in (old_v, new_v):  # other inputs than today's plan: nothing to compare
+            result.stale += 1
+            continue
         result.compared += 1
-        (old_v, old_h), (new_v, new_h) = old.split(" "), new.split(" ")
         if old_v != new_v:
             result.changes.append(Change(case_id, "verdict", old, new))
-        elif old_h != new_h:
+        elif old_b != new_b and None not in (old_b, new_b):
             result.changes.append(
-                Change(case_id, "value", old, new, ref_outputs.get(case_id), cur.outputs.get(case_id))
+                Change(case_id, "behaviour", old, new, ref_outputs.get(case_id), cur.outputs.get(case_id))
             )
+        elif old_h != new_h:
+            kind = "behaviour" if None in (old_b, new_b) else "drift"  # no behaviour hash: exact, as schema 1
+            result.changes.append(Change(case_id, kind, old, new, ref_outputs.get(case_id), cur.outputs.get(case_id)))
 
 
-def compare(baseline: dict, current: dict) -> list:
-    """Every current block checked, then the baseline blocks with no current results."""
+def compare(baseline: dict, current: dict, exact: bool = False) -> list:
+    """Every current block checked, then the baseline blocks with no current results;
+    ``exact``: value drift fails too."""
     results = []
     for key in sorted(current, key=_sort_key):
         cur = current[key]
@@ -284,6 +340,7 @@ def compare(baseline: dict, current: dict) -> list:
                 ref, source = (current[prev], "current") if prev in current else (baseline[prev], "baseline")
                 res = BlockResult(cur, "new", ref, source)
                 _compare_cases(res, ref, cur, False, ref.outputs)
+        res.exact = exact
         results.append(res)
     for key in sorted(set(baseline) - set(current), key=_sort_key):
         results.append(BlockResult(baseline[key], "not-run"))
@@ -299,8 +356,11 @@ def _counts(res: BlockResult) -> str:
     if res.status == "first":
         return f"{len(res.block.cases)} cases"
     parts = [f"{res.compared} compared"]
-    kinds = {k: sum(c.kind == k for c in res.changes) for k in ("verdict", "value", "missing")}
-    parts += [f"{n} {k} changed" if k != "missing" else f"{n} missing" for k, n in kinds.items() if n]
+    kinds = {k: sum(c.kind == k for c in res.changes) for k in ("verdict", "behaviour", "missing", "drift")}
+    words = {"verdict": "verdict changed", "behaviour": "behaviour changed", "missing": "missing", "drift": "drifted"}
+    parts += [f"{n} {words[k]}" for k, n in kinds.items() if n]
+    if res.stale:
+        parts.append(f"{res.stale} stale (made from other inputs: run them again)")
     if res.added:
         parts.append(f"{res.added} not in the reference")
     if res.unmatched and res.status == "new":
@@ -310,12 +370,14 @@ def _counts(res: BlockResult) -> str:
 
 def headline(results: list) -> str:
     failed = [r for r in results if r.failed]
-    n = sum(len(r.changes) for r in failed)
+    n = sum(len(r.regressions) for r in failed)
+    drift = sum(len(r.drift) for r in results)
+    drift_text = f"; {drift} case{'s' * (drift != 1)} drifted within tolerance" if drift else ""
     if failed:
         blocks = f"{len(failed)} release/device block{'s' * (len(failed) != 1)}"
-        return f"FAILED: {n} case{'s' * (n != 1)} changed in {blocks}"
+        return f"FAILED: {n} case{'s' * (n != 1)} changed in {blocks}{drift_text}"
     checked = sum(r.status != "not-run" for r in results)
-    return f"passed: no changes in {checked} release/device block{'s' * (checked != 1)}"
+    return f"passed: no behaviour changes in {checked} release/device block{'s' * (checked != 1)}{drift_text}"
 
 
 def format_text(results: list, baseline_path) -> str:
@@ -339,7 +401,8 @@ def format_markdown(results: list, baseline_path, budget: int = MARKDOWN_BUDGET)
     out = [
         f"## Regression gate: {'❌' if failed else '✅'} {headline(results)}",
         "",
-        f"Baseline `{baseline_path}`: each case's verdict and output value, compared exactly.",
+        f"Baseline `{baseline_path}`: each case's verdict and behaviour (per phase: what came back, element "
+        "classes, exception and message; warnings); value drift within tolerance is listed, not failed.",
         "",
         "| Release | Device | torch | Compared with | Cases | Changed |",
         "|---|---|---|---|---|---:|",
@@ -348,7 +411,7 @@ def format_markdown(results: list, baseline_path, budget: int = MARKDOWN_BUDGET)
         out.append(
             f"| {res.block.release} | {res.block.device} | {res.block.torch or ''} | "
             f"{_md_escape(res.against_text())} | {_md_escape(_counts(res))} | "
-            f"{len(res.changes) if res.status != 'not-run' else ''} |"
+            f"{len(res.regressions) if res.status != 'not-run' else ''} |"
         )
     used = sum(len(line) + 1 for line in out)
     for res in (r for r in results if r.failed):
