@@ -144,7 +144,15 @@ def cmd_evaluate(args) -> int:
 
     frame = verdict_frame(args.results, args.cases)
     if frame.empty:
-        _err("no results to evaluate")
+        unknown = frame.attrs.get("unknown_ids", 0)
+        if unknown:
+            _err(
+                f"{unknown} results, none of whose case ids are in the case files "
+                f"({', '.join(args.cases) if args.cases else 'cases/*.yaml'}): pass the case files they were run from "
+                "with --cases"
+            )
+        else:
+            _err("no results to evaluate")
         return EXIT_INPUT
     counts = frame.pivot_table(index=["torch", "device"], columns="verdict", values="id", aggfunc="count", fill_value=0)
     counts["pitfalls"] = frame.groupby(["torch", "device"])["pitfall"].sum()
@@ -289,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(

@@ -276,7 +276,18 @@ def main(argv):
     proto = os.fdopen(os.dup(1), "w")  # results channel
     os.dup2(2, 1)  # anything else printed to stdout goes to stderr
     t0 = time.perf_counter()
-    import torch
+    try:
+        import torch
+    except ImportError as exc:  # the interpreter of another environment was meant
+        _emit(
+            proto,
+            {
+                "event": "fatal",
+                "message": f"torch cannot be imported by {sys.executable} ({exc}): pass --python with the "
+                "interpreter of an environment that has torch (e.g. .nox/run-torch-2-5/bin/python), or run nox",
+            },
+        )
+        return 2
 
     import_seconds = time.perf_counter() - t0
     gc.freeze()  # torch's many module objects: out of every later collection's way
