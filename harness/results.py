@@ -167,6 +167,34 @@ def drop_results(path, drop) -> int:
     return dropped
 
 
+def sort_in_plan_order(path, ids) -> bool:
+    """Rewrite a results file with each run's results in plan order (``ids``, the plan's
+    case ids in order; then by device), whatever order the workers finished them in: the
+    same results give the same bytes.  Run headers and the results after each stay
+    together; every line's bytes are kept.  Atomic; True when the order changed."""
+    path = Path(path)
+    rank = {cid: i for i, cid in enumerate(ids)}
+    data = path.read_bytes()
+    lines = [raw for raw in data.split(b"\n") if raw.strip()]
+    out, segment = [], []  # segment: (plan rank, id, device, line) of the current run's results
+    for raw in lines:
+        rec = _loads(raw.decode("utf-8"))
+        if rec.get("record") == "result":
+            segment.append((rank.get(rec.get("id"), len(rank)), str(rec.get("id")), str(rec.get("device")), raw))
+            continue
+        out.extend(x[3] for x in sorted(segment, key=lambda x: x[:3]))
+        segment = []
+        out.append(raw)
+    out.extend(x[3] for x in sorted(segment, key=lambda x: x[:3]))
+    text = b"\n".join(out) + b"\n" if out else b""
+    if text == data:
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(text)
+    os.replace(tmp, path)
+    return True
+
+
 def _ends_with_newline(path) -> bool:
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .results import SCHEMA_VERSION, Writer, drop_results, read
+from .results import SCHEMA_VERSION, Writer, drop_results, read, sort_in_plan_order
 from .worker import PROTOCOL, protocol_problem  # standard library only at import
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
@@ -476,6 +476,8 @@ def run(
                 todo = [i for i, e in enumerate(plan["cases"]) if (e["id"], device) not in done]
                 n = jobs_for(device, jobs, len(todo))
                 summaries.append(sup.run_device(plan_path, plan, device, todo, writer, {**header, "jobs": n}, n))
+    if out_path.exists():  # the workers finish in any order: the file is kept in plan order
+        sort_in_plan_order(out_path, [e["id"] for e in plan["cases"]])
     return summaries
 
 

@@ -71,7 +71,77 @@ def environment(torch, device):
         pass
     if device.startswith("cuda"):
         env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    env.update(machine_details(torch))
     return env
+
+
+def _cpu_info():
+    """(model name, flags) from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return None, None
+    model = flags = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and flags is None:
+            flags = value.split()
+    return model, flags
+
+
+def machine_details(torch):
+    """What can make two machines' results differ by an ulp: the CPU and its instruction
+    sets, the C library, the BLAS torch was built with, the kernels' CPU capability."""
+    model, flags = _cpu_info()
+    wanted = (
+        "avx",
+        "avx2",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_bf16",
+        "fma",
+        "f16c",
+        "sse4_2",
+        "asimd",
+        "sve",
+    )
+    out = {
+        "cpu_model": model or platform.processor() or None,
+        "cpu_flags": sorted(f for f in (flags or ()) if f in wanted) or None,
+        "libc": " ".join(platform.libc_ver()).strip() or None,
+        "interop_threads": None,
+        "cpu_capability": None,
+        "blas": None,
+    }
+    try:
+        out["interop_threads"] = torch.get_num_interop_threads()
+    except Exception:  # noqa: BLE001 - older releases
+        pass
+    try:
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # torch >= 2.0
+    except Exception:  # noqa: BLE001 - older releases have no such call
+        pass
+    try:
+        config = torch.__config__.show()
+        for line in config.splitlines():
+            line = line.strip()
+            if line.startswith("- BLAS_INFO") or line.startswith("BLAS_INFO"):
+                out["blas"] = line.split("=", 1)[-1].strip() or None
+            elif "Intel(R) oneAPI Math Kernel Library" in line or "Intel(R) Math Kernel Library" in line:
+                out["blas"] = out["blas"] or line.lstrip("- ")
+        if out["blas"] is None:
+            import re
+
+            m = re.search(r"BLAS_INFO=([^,\s]+)", config)
+            out["blas"] = m.group(1) if m else None
+    except Exception:  # noqa: BLE001 - a build without __config__
+        pass
+    return out
 
 
 def input_tensor(torch, arrays, key, dtype, device, sources):

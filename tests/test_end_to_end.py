@@ -36,6 +36,18 @@ def test_every_case_is_recorded_once_with_the_environment(full_run):
     assert len(results) == header["cases"] >= 2000
     assert len({r["id"] for r in results}) == len(results)
     assert proc.stdout.startswith("run: torch") and "0 crash, 0 timeout" in proc.stdout
+    # in plan order, whichever worker finished first
+    ids = [r["id"] for r in results]
+    from harness.cases import load_cases
+
+    order = {c.id: k for k, c in enumerate(load_cases())}
+    in_cases = [i for i in ids if i in order]  # (the claims' and reproductions' snippets come first, as planned)
+    assert in_cases == sorted(in_cases, key=order.get) and ids[len(ids) - len(in_cases) :] == in_cases
+    # the machine, for telling drift from one machine to another apart
+    env = header["env"]
+    for key in ("cpu_model", "cpu_flags", "libc", "blas", "cpu_capability", "interop_threads"):
+        assert key in env, key
+    assert env["libc"] and env["threads"] >= 1
 
 
 def test_evaluate_prints_counts_and_known_behaviour(full_run):

@@ -467,3 +467,30 @@ def test_resume_runs_stale_results_again_and_keeps_the_rest(tmp_path):
     assert sorted(r["id"] for r in results_after) == sorted(c.id for c in cases)  # each once
     plan = runner.build_plan(cases)
     assert {r["id"]: r["digest"] for r in results_after} == {e["id"]: e["digest"] for e in plan["cases"]}
+
+
+def test_results_are_kept_in_plan_order_per_run(tmp_path):
+    """Whatever order the workers finished in, each run's results end up in plan order
+    (then by device), run headers stay where they were, every line's bytes unchanged."""
+    import json as _json
+
+    from harness.results import sort_in_plan_order
+
+    ids = ["a", "b", "c", "d"]
+
+    def line(obj):
+        return _json.dumps(obj, sort_keys=True)
+
+    run = {"record": "run", "schema": 1, "device": "cpu"}
+    lines = [line(run)] + [line({"record": "result", "id": i, "device": "cpu", "n": k}) for k, i in enumerate("cab")]
+    lines += [line({**run, "resumed": True}), line({"record": "result", "id": "d", "device": "cpu"})]
+    lines += [line({"record": "result", "id": "a", "device": "cuda"})]
+    path = tmp_path / "cpu.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert sort_in_plan_order(path, ids)
+    got = path.read_text().splitlines()
+    assert sorted(got) == sorted(lines)  # the same lines
+    order = [(_json.loads(x).get("record"), _json.loads(x).get("id")) for x in got]
+    assert order == [("run", None), ("result", "a"), ("result", "b"), ("result", "c"), ("run", None),
+                     ("result", "a"), ("result", "d")]  # fmt: skip
+    assert not sort_in_plan_order(path, ids)  # already in order: untouched
