@@ -1,11 +1,13 @@
 """One nox session per PyTorch release, generated from harness/releases.toml.
 
-    nox                      the default set (an old, a mid and the newest release) + report
+    nox                      the default set (an old, a mid and the newest release), the report,
+                             and the gate: do this machine's results behave as the published ones
     nox -t all               every release 1.6 -> newest, then the report
     nox -t legacy            releases before 1.13
     nox -s "run(torch='2.5')"  one release
     nox -t cuda              CUDA builds on the CUDA device (skipped without a GPU)
     nox -s report            rebuild reports/ from the committed raw results (no torch)
+    nox -s gate              the results against reports/baseline.json (drift listed, not failed)
 
 Environment variables:
     HARNESS_TORCH_INDEX   package index for torch (default: the PyTorch CPU index where it is
@@ -250,3 +252,21 @@ def report(session):
     """Evaluate every results file and write reports/ (Markdown, HTML, JSON); needs no torch."""
     readme = ["--readme", str(ROOT / "README.md")] if REPORT_OUT.resolve() == (ROOT / "reports").resolve() else []
     _host(session, "report", "--results", str(RESULTS), "--out", str(REPORT_OUT), *readme)
+
+
+@nox.session(python=False, tags=["default", "all"])
+def gate(session):
+    """The results against the published baseline: says whether this machine's results
+    behave as the published ones (value drift within tolerance is listed, not failed)."""
+    baseline = ROOT / "reports" / "baseline.json"
+    if not baseline.exists():
+        session.skip(f"no published baseline at {baseline}")
+    cmd = [sys.executable, "-m", "harness", "gate", "--baseline", str(baseline), "--results", str(RESULTS)]
+    session.log(" ".join(cmd))
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if code == 0:
+        session.log("this machine's results behave as the published report's")
+    elif code == 1:
+        session.warn("this machine's results behave differently from the published report's: the cases are above")
+    else:
+        session.error(f"the gate could not compare (exit {code})")

@@ -83,10 +83,10 @@ def test_nox_lists_one_run_session_per_release_with_tags(sessions):
     assert {s["session"] for s in sessions if "cuda" in s["tags"]} == {f"cuda(torch='{r.key}')" for r in STABLE}
 
 
-def test_nox_default_selection_is_the_default_set_and_the_report():
+def test_nox_default_selection_is_the_default_set_the_report_and_the_gate():
     selected = [s["session"] for s in _nox_list()]
     default = [f"run(torch='{r.key}')" for r in RELEASES if "default" in r.all_tags]
-    assert selected == default + ["report"]
+    assert selected == default + ["report", "gate"]  # in this order: the gate says whether they agree
 
 
 @pytest.mark.slow
