@@ -211,12 +211,19 @@ def _release_session(session, release: catalogue.Release, devices: list[str], cu
 
 _FOUND = {v: catalogue.find_interpreter(v) for v in sorted({r.python for r in RELEASES})}  # once per version
 _INTERPRETERS = {r.key: _FOUND[r.python] for r in RELEASES}
+for _exe in _FOUND.values():  # pyenv's interpreters are not on PATH: appended, so "3.8" finds python3.8
+    if _exe and str(Path(_exe).parent) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + str(Path(_exe).parent)
 
 
 def _params(tags_for, releases=RELEASES):
-    """(python, torch) per release; python is the interpreter found for the catalogue's
-    rule, or False when none is (the session then says what to install)."""
-    return [nox.param(_INTERPRETERS[r.key] or False, r.key, id=f"torch='{r.key}'", tags=tags_for(r)) for r in releases]
+    """(python, torch) per release; python is the catalogue's version string ('3.8', so
+    that `nox -p 3.8` selects), or False when no interpreter for it is found (the session
+    then says what to install)."""
+    return [
+        nox.param(r.python if _INTERPRETERS[r.key] else False, r.key, id=f"torch='{r.key}'", tags=tags_for(r))
+        for r in releases
+    ]
 
 
 def _release(session, key) -> catalogue.Release:

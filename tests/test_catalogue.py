@@ -111,3 +111,10 @@ def test_one_real_nox_session_on_the_newest_release(tmp_path):
     assert len(lines) - 1 == header["cases"] >= 2000
     timing = json.loads((tmp_path / newest.key / "timing.json").read_text())
     assert timing["install_seconds"] >= 0 and "cpu" in timing["devices"] and timing["run_seconds"] > 0
+
+
+def test_nox_sessions_declare_python_as_version_strings():
+    """`nox -p 3.8` selects the releases whose catalogue entry says Python 3.8."""
+    sessions = _nox_list("-p", "3.8", "-t", "all")
+    want = {f"run(torch='{r.key}')" for r in RELEASES if r.python == "3.8" and r.torch != "nightly"}
+    assert want and {s["session"] for s in sessions if s["session"].startswith("run(")} == want
