@@ -147,7 +147,8 @@ def test_run_job(reusable):
     assert job["timeout-minutes"] > 0
     assert job["env"]["HARNESS_TORCH_INDEX"] == CPU_INDEX and job["env"]["HARNESS_PRUNE"] == "1"
     (uv,) = _uses(job, "astral-sh/setup-uv")
-    assert uv["with"]["enable-cache"] is True
+    assert uv["with"]["enable-cache"] is True and uv["with"]["version"] == "${{ env.UV_VERSION }}"
+    assert reusable["env"]["UV_VERSION"].count(".") == 2  # pinned to one release
     assert "uv python install" in _runs(job)
     assert 'nox -s "$SESSION"' in _runs(job)
     (upload,) = _uses(job, "actions/upload-artifact")
@@ -160,7 +161,8 @@ def test_host_python_and_install(reusable):
         (setup,) = _uses(job, "actions/setup-python")
         major, minor = map(int, str(setup["with"]["python-version"]).split(".")[:2])
         assert (major, minor) >= (3, 11), job_id
-        assert "pip install -e '.[test]'" in _runs(job), job_id
+        assert 'pip install -e . "uv==$UV_VERSION"' in _runs(job), job_id  # no test extras; the one uv
+        assert "[test]" not in _runs(job), job_id
 
 
 def test_cuda_job_is_optional_and_self_hosted(reusable):
