@@ -68,6 +68,23 @@ def _runs(job) -> str:
     return "\n".join(s.get("run", "") for s in _steps(job))
 
 
+def test_zizmor_reports_nothing():
+    """zizmor (offline audits: template injection, excessive permissions, credentials in
+    artifacts, unpinned actions, ...) finds nothing in the workflows."""
+    exe = _tool("zizmor")
+    if exe is None:
+        pytest.skip("zizmor not installed: pip install -e '.[test]' or put it on PATH")
+    proc = subprocess.run(
+        [exe, "--offline", "--no-progress", *(str(p.relative_to(ROOT)) for p in WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "No findings to report" in proc.stdout + proc.stderr
+
+
 def test_actionlint_reports_nothing():
     exe = _tool("actionlint")
     if exe is None:
