@@ -140,13 +140,17 @@ def test_permissions_are_minimal(workflows, scheduled, reusable):
         for job_id, job in reusable["jobs"].items()
         if any(v == "write" for v in (job.get("permissions") or {}).values())
     }
-    assert writers == {"deploy": {"pages": "write", "id-token": "write"}}
+    assert writers == {
+        "deploy": {"pages": "write", "id-token": "write"},
+        "track": {"issues": "write"},
+        "results-branch": {"contents": "write"},
+    }
     deploy = reusable["jobs"]["deploy"]
     assert deploy["environment"]["name"] == "github-pages"
     assert _uses(deploy, "actions/deploy-pages") and len(_steps(deploy)) == 1
     # the caller grants the called workflow no more than its deploy job needs
     (caller,) = scheduled[1]["jobs"].values()
-    assert caller["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    assert caller["permissions"] == {"contents": "write", "issues": "write", "pages": "write", "id-token": "write"}
 
 
 def test_matrix_job_lists_run_sessions_from_nox(reusable):
@@ -203,7 +207,7 @@ def test_collect_job(reusable):
     assert "steps.render.outcome == 'success'" in stage["if"]  # Pages gets only a freshly rendered report
     assert "python -m harness report" in script
     assert "python -m harness gate --baseline reports/baseline.json" in script
-    assert '--markdown "$GITHUB_STEP_SUMMARY"' in script
+    assert "--markdown gate.md" in script and 'cat gate.md >> "$GITHUB_STEP_SUMMARY"' in script
     assert 'reports/README.md >> "$GITHUB_STEP_SUMMARY"' in script
     assert _uses(job, "actions/upload-pages-artifact")
     # the gate's verdict fails the job after the site is uploaded
@@ -230,3 +234,23 @@ def test_nightly_runs_in_ci_and_never_fails_the_matrix(reusable):
     assert "nightly" in reusable["jobs"]["run"]["continue-on-error"]
     count = next(st for st in _steps(reusable["jobs"]["collect"]) if st.get("id") == "count")
     assert 'contains("nightly") | not' in count["run"]  # a skipped nightly is not a missing release
+
+
+def test_a_gate_failure_is_tracked_in_one_issue_and_results_are_committed_back(reusable):
+    track = reusable["jobs"]["track"]
+    script = _runs(track)
+    assert "gh issue create" in script and "gh issue comment" in script and "gh issue close" in script
+    (step,) = [st for st in _steps(track) if st.get("name", "").startswith("Open, update or close")]
+    assert step["env"]["GATE_EXIT"] == "${{ needs.collect.outputs.gate }}"
+    branch = reusable["jobs"]["results-branch"]
+    assert "git push origin results" in _runs(branch) and "history/" in _runs(branch)
+    assert reusable["jobs"]["collect"]["outputs"]["gate"] == "${{ steps.gate.outputs.exit }}"
+
+
+def test_pull_requests_run_the_tests_and_the_default_job_and_publish_nothing():
+    pr = _load(ROOT / ".github" / "workflows" / "pr.yml")
+    assert pr.get("permissions") == {"contents": "read"}
+    assert "python -m pip install -e '.[test]' && python -m pytest" in _runs(pr["jobs"]["tests"])
+    smoke = pr["jobs"]["smoke"]
+    assert _runs(smoke).strip().endswith("nox") and smoke["env"]["HARNESS_RESULTS"].endswith("ci-results")
+    assert not any(_uses(job, "actions/deploy-pages") for job in pr["jobs"].values())
