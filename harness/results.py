@@ -3,6 +3,12 @@
 A file holds the results of one release on one or more devices.  Every result belongs to
 the latest header above it.  Lines are appended and flushed as each case finishes, so an
 interrupted run loses nothing but a possibly truncated last line, which is detected.
+
+What varies from one run of the same results to the next (when it started, how many
+workers, how long each case and the import took) goes to a sidecar file beside it,
+``<name>.timings`` (:data:`VOLATILE`), so an identical rerun writes the results file byte
+for byte again.  :func:`read` merges the sidecar back where there is one; older files that
+hold these fields inline read as they are.
 """
 
 from __future__ import annotations
@@ -14,6 +20,73 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SCHEMA_VERSION = 1
+TIMINGS_SUFFIX = ".timings"  # cpu.jsonl -> cpu.jsonl.timings (not a *.jsonl: never read as results)
+# fields that differ between two runs of the same results, kept in the sidecar
+VOLATILE = {"run": ("started", "jobs"), "env": ("import_seconds",), "result": ("seconds",)}
+
+
+def timings_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + TIMINGS_SUFFIX)
+
+
+def split_volatile(rec: dict) -> tuple[dict, dict | None]:
+    """(the record without its run-to-run fields, those fields as a sidecar line or None)."""
+    kind = rec.get("record")
+    if kind not in ("run", "result"):
+        return rec, None
+    stable, side = dict(rec), {"record": kind}
+    for key in VOLATILE[kind]:
+        if key in stable:
+            side[key] = stable.pop(key)
+    if kind == "run" and isinstance(stable.get("env"), dict):
+        env = dict(stable["env"])
+        for key in VOLATILE["env"]:
+            if key in env:
+                side.setdefault("env", {})[key] = env.pop(key)
+        stable["env"] = env
+    if kind == "result":
+        side.update(id=rec.get("id"), device=rec.get("device"))
+    return stable, side
+
+
+def _merge_timings(out: ResultFile) -> None:
+    """Put the sidecar's fields back into the runs and results read (the k-th run line of
+    the sidecar belongs to the k-th run header; a result line to the run above it)."""
+    side = timings_path(out.path)
+    if not side.exists():
+        return
+    try:
+        lines = side.read_bytes().split(b"\n")
+    except OSError:
+        return
+    run, by_key = -1, {}
+    for raw in lines:
+        try:
+            rec = _loads(raw.decode("utf-8")) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            continue  # a cut line: timings are informational
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("record") == "run":
+            run += 1
+            if run < len(out.runs):
+                header = out.runs[run]
+                for key in VOLATILE["run"]:
+                    if key in rec:
+                        header.setdefault(key, rec[key])
+                if isinstance(rec.get("env"), dict) and isinstance(header.get("env"), dict):
+                    for key, value in rec["env"].items():
+                        header["env"].setdefault(key, value)
+        elif rec.get("record") == "result":
+            by_key[(run, rec.get("id"), rec.get("device"))] = rec
+    if by_key:
+        for r in out.results:
+            hit = by_key.get((r["run"], r["id"], r["device"]))
+            if hit is not None:
+                for key in VOLATILE["result"]:
+                    if key in hit:
+                        r.setdefault(key, hit[key])
 
 
 _scan = json.JSONDecoder().scan_once  # the scanner json.loads uses
@@ -103,6 +176,7 @@ def read(path, repair: bool = False, warn=None) -> ResultFile:
     if out.dropped_tail and repair:
         with open(path, "r+b") as f:
             f.truncate(good_bytes)
+    _merge_timings(out)
     return out
 
 
@@ -118,28 +192,38 @@ class Writer:
         self.append = append
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = None
+        self._side = None  # the sidecar of run-to-run fields (timings_path)
+
+    @staticmethod
+    def _open_one(path: Path, append: bool):
+        needs_newline = append and path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
+        f = open(path, "a" if append else "w", encoding="utf-8")
+        if needs_newline:
+            f.write("\n")
+        return f
 
     def _open(self):
-        needs_newline = (
-            self.append and self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
-        )
-        self._f = open(self.path, "a" if self.append else "w", encoding="utf-8")
-        if needs_newline:
-            self._f.write("\n")
+        self._f = self._open_one(self.path, self.append)
+        self._side = self._open_one(timings_path(self.path), self.append)
 
     def write(self, rec: dict) -> None:
         if self._f is None:
             self._open()
-        self._f.write(json.dumps(rec, sort_keys=True) + "\n")
+        stable, side = split_volatile(rec)
+        self._f.write(json.dumps(stable, sort_keys=True) + "\n")
         self._f.flush()
+        if side is not None:
+            self._side.write(json.dumps(side, sort_keys=True) + "\n")
+            self._side.flush()
 
     def close(self) -> None:
         if self._f is None:
             return
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        self._f = None
+        for f in (self._f, self._side):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        self._f = self._side = None
 
     def __enter__(self):
         return self
