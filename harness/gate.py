@@ -37,7 +37,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import verdicts
+from . import findings, phases, verdicts
 from .memo import Memo
 from .versions import release_key
 
@@ -99,8 +99,6 @@ _BEHAVIOURS = Memo(1 << 16)
 def behaviour_hash(row) -> str:
     """Hash of a verdict row's behaviour (harness.findings' outcome of every phase, without
     the values' bits, and its warnings)."""
-    from . import findings, phases
-
     parts = []
     for p in phases.PHASES:
         o = findings.outcome(row, p)
@@ -146,8 +144,6 @@ def _sort_key(key):
 
 def snapshot(frame) -> dict:
     """Verdict frame -> {(release, device): Block}.  A case recorded twice keeps its last row."""
-    from . import phases
-
     blocks: dict = {}
     cols = ["id", "device", "release", "torch", "status", "verdict", *phases.NAMES, "output", "grads", "errors"]
     cols.append("warnings")

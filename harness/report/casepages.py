@@ -46,7 +46,7 @@ def _signature(rows) -> tuple:
     return tuple((r.device, r.release, r.verdict, r.state, r.output_id, r.detail) for r in rows)
 
 
-def _runs(d: ReportData, rows) -> list:
+def _runs(rows) -> list:
     """Consecutive releases of one device with the same verdict and value, as runs."""
     out = []
     for r in rows:
@@ -74,13 +74,16 @@ def _group_detail(d: ReportData, ids: list) -> dict:
     fam = case.family
     rows = d.rows_by_case[ids[0]]
     devices = sorted({r.device for r in rows}, key=device_key)
+    spans = _runs(rows)
+    for span in spans:
+        span["releases"] = ranges(span["rks"], d.releases)
     runs = []
-    for run in _runs(d, rows):
+    for run in spans:
         r = run["first"]
         value = fmt_output(r.output, VALUES_SHOWN_DETAIL) if r.output is not None else r.value
         runs.append(
             {
-                "releases": ranges(run["rks"], d.releases),
+                "releases": run["releases"],
                 "device": r.device,
                 "verdict": r.verdict,
                 "value": value,
@@ -131,8 +134,8 @@ def _group_detail(d: ReportData, ids: list) -> dict:
             {
                 "device": dev,
                 "runs": [
-                    {"verdict": run["first"].verdict, "releases": ranges(run["rks"], d.releases)}
-                    for run in _runs(d, rows)
+                    {"verdict": run["first"].verdict, "releases": run["releases"]}
+                    for run in spans
                     if run["first"].device == dev
                 ],
             }

@@ -116,6 +116,15 @@ def _split_warning(text: str) -> tuple[str, str]:
     return (cat, msg) if msg else ("", text)
 
 
+def _dtype_release_tokens(d: ReportData, rows) -> dict:
+    """The dtype and release filter tokens of some of the frame's rows, in display order."""
+    dtypes, releases = set(rows["dtype"].tolist()), set(rows["release"].tolist())
+    return {
+        "dtype": " ".join(dt for dt in axes.BY_NAME["dtype"].values if dt in dtypes),
+        "release": " ".join(r for r in d.releases if r in releases),
+    }
+
+
 def sec_misuse(d: ReportData) -> Section:
     """Calls that succeed but are the wrong call for the KL the user means, with the fix."""
     from .casepages import case_href
@@ -146,12 +155,7 @@ def sec_misuse(d: ReportData) -> Section:
             "examples": ids[:3],
         }
         data.append(row)
-        filters = {
-            "scope": "misuse",
-            "device": " ".join(row["devices"]),
-            "dtype": " ".join(dt for dt in axes.BY_NAME["dtype"].values if dt in set(g["dtype"].tolist())),
-            "release": " ".join(r for r in d.releases if r in set(g["release"].tolist())),
-        }
+        filters = {"scope": "misuse", "device": " ".join(row["devices"]), **_dtype_release_tokens(d, g)}
         per = []  # per device and dtype: how often, where, how many silent
         for (dev, dt), gg in sorted(
             g.groupby(["device", "dtype"], sort=False),
@@ -165,11 +169,7 @@ def sec_misuse(d: ReportData) -> Section:
                     "silent": int(sum(1 for w in gg["warnings"].tolist() if not w)),
                     "results": len(gg),
                     "releases": ranges(set(gg["rk"].tolist()), d.releases),
-                    "filters": {
-                        "device": dev,
-                        "dtype": dt,
-                        "release": " ".join(r for r in d.releases if r in set(gg["release"].tolist())),
-                    },
+                    "filters": {"device": dev, **_dtype_release_tokens(d, gg)},
                 }
             )
         items.append(

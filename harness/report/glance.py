@@ -95,6 +95,21 @@ def usage_state(counts: Counter) -> tuple[str, str]:
     return "ok", ""
 
 
+def _forward_error(errors) -> bool:
+    """The forward raised (a row's errors: phase -> message)."""
+    return isinstance(errors, dict) and "forward" in errors
+
+
+def misuse_outcome(errors, pitfall: bool, warnings) -> str:
+    """What a misuse got: refused (the forward raised), same (it happens to give the KL
+    meant), warned (a number, with a warning) or silent (a number, neither)."""
+    if _forward_error(errors):
+        return "refused"
+    if not pitfall:
+        return "same"
+    return "warned" if warnings else "silent"
+
+
 def _misuse_rows(d: ReportData) -> dict:
     """misuse reason (its words before ':') -> (release, device) -> Counter of silent /
     warned / refused / same (the misuse happens to give the KL meant)."""
@@ -106,17 +121,8 @@ def _misuse_rows(d: ReportData) -> dict:
     for i, (cid, rel, dev, sc) in enumerate(zip(d.col("id"), d.col("release"), d.col("device"), d.col("scope"))):
         if sc != "misuse" or not reasons.get(cid):
             continue
-        reason = reasons[cid]
-        err = errors[i]
-        if isinstance(err, dict) and "forward" in err:
-            kind = "refused"
-        elif not pitfall[i]:
-            kind = "same"
-        elif warnings[i]:
-            kind = "warned"
-        else:
-            kind = "silent"
-        out.setdefault(reason, {}).setdefault((rel, dev), Counter())[kind] += 1
+        kind = misuse_outcome(errors[i], pitfall[i], warnings[i])
+        out.setdefault(reasons[cid], {}).setdefault((rel, dev), Counter())[kind] += 1
     return out
 
 
@@ -300,7 +306,7 @@ def answers(d: ReportData) -> list[dict]:
         key=lambda k: (device_key(k[1]), release_key(k[0])),
     )
     scope, verdict, pitfall = d.col("scope"), d.col("verdict"), d.col("pitfall")
-    errors, outputs = d.col("errors"), d.col("output")
+    errors, outputs, warnings = d.col("errors"), d.col("output"), d.col("warnings")
     groups: dict = {}
     for i, key in enumerate(zip(d.col("release"), d.col("device"))):
         groups.setdefault(key, []).append(i)
@@ -313,18 +319,13 @@ def answers(d: ReportData) -> list[dict]:
         misuse = [i for i in idx if scope[i] == "misuse"]
         inv = Counter()
         for i in invalid:
-            if isinstance(errors[i], dict) and "forward" in errors[i]:
+            if _forward_error(errors[i]):
                 inv["error"] += 1
             elif isinstance(outputs[i], dict) and any(v != v for v in outputs[i]["values"]):
                 inv["nan"] += 1
             else:
                 inv["a number"] += 1
-        warnings = d.col("warnings")
-        silent = sum(  # a number back, with neither an error nor a warning (as the misuse section counts)
-            1
-            for i in misuse
-            if pitfall[i] and not warnings[i] and not (isinstance(errors[i], dict) and "forward" in errors[i])
-        )
+        silent = sum(misuse_outcome(errors[i], pitfall[i], warnings[i]) == "silent" for i in misuse)
         n_valid = sum(valid.values())
         valid_bad = sum(valid.get(v, 0) for v in PROBLEMS if v != "stale")
         valid_stale = valid.get("stale", 0)
