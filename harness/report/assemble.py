@@ -98,24 +98,9 @@ def _md_finalize(value):
 
 
 def _environments():
-    html = Environment(
-        loader=FileSystemLoader(TEMPLATES / "html"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        finalize=_html_finalize,
-    )
-    md = Environment(
-        loader=FileSystemLoader(TEMPLATES / "md"),
-        autoescape=False,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        finalize=_md_finalize,
-    )
+    options = dict(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    html = Environment(loader=FileSystemLoader(TEMPLATES / "html"), autoescape=True, finalize=_html_finalize, **options)
+    md = Environment(loader=FileSystemLoader(TEMPLATES / "md"), autoescape=False, finalize=_md_finalize, **options)
     md.filters.update(table=md_table, fence=md_fence, cell=_md_cell, link=md_link, code=lambda s: Markup(md_code(s)))
     for env in (html, md):
         env.globals.update(
