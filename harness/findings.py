@@ -692,7 +692,7 @@ def cache_key(frame, cases_by_id: dict, evaluation) -> str | None:
     return h.hexdigest()
 
 
-def compute_cached(frame, cases_by_id: dict, evaluation=None) -> Findings:
+def compute_cached(frame, cases_by_id: dict, evaluation=None, key: str | None = None) -> Findings:
     """:func:`compute` ``(frame, cases_by_id)``, kept on disk next to the evaluation's
     cache (``evaluation.folder``): a later run with the same inputs reads it back instead.
 
@@ -703,8 +703,9 @@ def compute_cached(frame, cases_by_id: dict, evaluation=None) -> Findings:
     ids), the fingerprint of ``cases_by_id`` (the same where it is the evaluation's
     cases), every harness module's source and the frame's rows (id, release, device,
     source).  Without an evaluation, a cache folder or digests, it is
-    :func:`compute`.  The Findings returned are equal to :func:`compute`'s."""
-    key = cache_key(frame, cases_by_id, evaluation)
+    :func:`compute`.  The Findings returned are equal to :func:`compute`'s.  ``key``: the
+    :func:`cache_key` of these arguments, where the caller has it already."""
+    key = key if key is not None else cache_key(frame, cases_by_id, evaluation)
     if key is None:
         return compute(frame, cases_by_id)
     import pickle

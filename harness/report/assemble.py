@@ -298,9 +298,8 @@ def render_key(d, pages_url=None, commit=None) -> str | None:
 
     from .. import reproductions
     from ..explanations import EXPLANATIONS_PATH
-    from ..findings import cache_key
 
-    base = cache_key(d.frame, d.cases, d.evaluation)
+    base = d.findings_key
     if base is None:
         return None
     h = hashlib.sha256(f"report {RENDER_CACHE_VERSION}\n{base}\n".encode())

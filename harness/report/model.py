@@ -105,7 +105,15 @@ class ReportData:
         """The findings (harness.findings.Findings): behaviour changes, drift, phase verdicts."""
         from .. import findings
 
-        return findings.compute_cached(self.frame, self.cases, self.evaluation)
+        return findings.compute_cached(self.frame, self.cases, self.evaluation, key=self.findings_key)
+
+    @cached_property
+    def findings_key(self) -> str | None:
+        """harness.findings.cache_key of this data (the findings' and the rendered report's
+        cache key start from it), made once."""
+        from .. import findings
+
+        return findings.cache_key(self.frame, self.cases, self.evaluation)
 
     @cached_property
     def explained(self):
