@@ -232,6 +232,13 @@ class Writer:
         self.close()
 
 
+def _replace(path: Path, data: bytes) -> None:
+    """Rewrite a file atomically (a temporary file beside it, then a rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def drop_results(path, drop) -> int:
     """Rewrite a results file without the results for which ``drop(record)`` is true
     (run headers, every other line and their order kept); atomic.  Returns how many went."""
@@ -245,9 +252,7 @@ def drop_results(path, drop) -> int:
                 continue
         kept.append(raw)
     if dropped:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(b"\n".join(kept))
-        os.replace(tmp, path)
+        _replace(path, b"\n".join(kept))
     return dropped
 
 
@@ -273,9 +278,7 @@ def sort_in_plan_order(path, ids) -> bool:
     text = b"\n".join(out) + b"\n" if out else b""
     if text == data:
         return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(text)
-    os.replace(tmp, path)
+    _replace(path, text)
     return True
 
 
