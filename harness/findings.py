@@ -31,18 +31,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import axes, phases, scopes, verdicts
+from . import axes, phases, scopes, tensors, verdicts
 from .evaluate import case_scope, tolerance
 from .inputs import call_inputs
 from .versions import release_key
 
-CLASS_ORDER = ("finite", "0", "-0", "inf", "-inf", "nan")
+CLASS_ORDER = tensors.CLASSES
 WARNINGS = "warnings"  # the pseudo-phase of warnings, after every phase
 PHASE_LABEL = {**{p.name: p.label for p in phases.PHASES}, WARNINGS: "warnings"}
 PHASE_ORDER = (*phases.NAMES, WARNINGS)
 # ulp of each dtype at 1.0 (spacing doubles with each binade): for drift in ulps
-MANTISSA_BITS = {"float16": 10, "bfloat16": 7, "float32": 23, "float64": 52}
-MIN_EXPONENT = {"float16": -14, "bfloat16": -126, "float32": -126, "float64": -1022}
+MANTISSA_BITS, MIN_EXPONENT = tensors.MANTISSA_BITS, tensors.MIN_EXPONENT
 
 
 # ------------------------------------------------------------------ outcomes
@@ -53,10 +52,15 @@ class Outcome:
     """One phase of one case in one release on one device."""
 
     kind: str  # value | error | not implemented | no gradient | crash | timeout | stale | not run
-    classes: tuple = ()  # per element, for a value (CLASS_ORDER names)
+    classes: tuple = ()  # per element, for a value (CLASS_ORDER names); a summary's: (class, count) pairs
     error: str = ""  # exception type, for error / not implemented
     message: str = ""  # its message, normalised
-    bits: bytes = b""  # the values' float64 bits, for drift
+    bits: bytes = b""  # the values' float64 bits (a summary's digest: harness.tensors.bits), for drift
+    ulp: float = 0.0  # a summary's largest error against the documented reference, in ulps
+
+    @property
+    def summary(self) -> bool:
+        return self.bits[:1] == b"S"
 
     def same_behaviour(self, other: Outcome) -> bool:
         return (self.kind, self.classes, self.error, self.message) == (
@@ -68,19 +72,12 @@ class Outcome:
 
 
 def element_classes(values) -> tuple:
-    out = []
-    for v in values:
-        if v != v:
-            out.append("nan")
-        elif v == math.inf:
-            out.append("inf")
-        elif v == -math.inf:
-            out.append("-inf")
-        elif v == 0:
-            out.append("-0" if math.copysign(1.0, v) < 0 else "0")
-        else:
-            out.append("finite")
-    return tuple(out)
+    return tuple(map(tensors.element_class, values))
+
+
+def _counts(o: Outcome) -> Counter:
+    """{class: count} of a value outcome, exact or summarised."""
+    return Counter(dict(o.classes)) if o.summary else Counter(o.classes)
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -103,8 +100,18 @@ def _tensor_outcome(tensor, memo: dict | None = None) -> Outcome:
     if hit is None:
         import struct
 
-        vals = tensor.get("values") or []
-        hit = Outcome("value", element_classes(vals), bits=struct.pack(f"<{len(vals)}d", *vals))
+        if tensors.is_summary(tensor):
+            counts = tensors.class_counts(tensor)
+            check = (tensor.get("checks") or {}).get("documented") or {}
+            hit = Outcome(
+                "value",
+                tuple((c, n) for c, n in counts.items() if n),
+                bits=tensors.bits(tensor),
+                ulp=float(check.get("ulp") or 0.0),
+            )
+        else:
+            vals = tensor.get("values") or []
+            hit = Outcome("value", element_classes(vals), bits=struct.pack(f"<{len(vals)}d", *vals))
         if memo is not None:
             memo[id(tensor)] = hit
     return hit
@@ -153,6 +160,13 @@ def _classes_text(classes) -> str:
 
 def transition(a: Outcome, b: Outcome) -> tuple[str, str, tuple]:
     """(FROM, TO, changed element positions) describing how ``a`` became ``b``."""
+    if a.kind == b.kind == "value" and (a.summary or b.summary):  # counts, no positions
+        ca, cb = _counts(a), _counts(b)
+        if sum(ca.values()) != sum(cb.values()):
+            return f"shape {sum(ca.values())} values", f"shape {sum(cb.values())} values", ()
+        fewer = [c for c in CLASS_ORDER if ca[c] > cb[c]]
+        more = [c for c in CLASS_ORDER if cb[c] > ca[c]]
+        return "/".join(fewer) or "value", "/".join(more) or "value", ()
     if a.kind == b.kind == "value":
         if len(a.classes) != len(b.classes):
             return f"shape {len(a.classes)} values", f"shape {len(b.classes)} values", ()
@@ -437,6 +451,9 @@ def _signatures(cols: dict) -> tuple[list, list]:
             if not isinstance(t, dict):
                 sig_of[key] = _NOT_RUN
                 continue
+            if tensors.is_summary(t):
+                sig_of[key] = tensors.bits(t)
+                continue
             try:
                 vals = t.get("values") or []
                 total = sum(vals)
@@ -596,6 +613,14 @@ def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo, differ
         if not a.same_behaviour(b):
             frm, to, pos = transition(a, b)
             found.append((p.name, frm, to, pos, getattr(prev, p.name) or "pass", getattr(cur, p.name) or "pass"))
+        elif a.kind == "value" and a.bits != b.bits and (a.summary or b.summary):
+            # no values to compare: beyond tolerance where the verdict against the reference
+            # changed; else drift of at most the two errors against it
+            old_v, new_v = getattr(prev, p.name), getattr(cur, p.name)
+            if old_v != new_v:
+                found.append((p.name, "value", "other value", (), old_v, new_v))
+            else:
+                drift_acc[(device, prev_rel, rel)].append((case.id, a.ulp + b.ulp, cur.dtype, p.name))
         elif a.kind == "value" and a.bits != b.bits:
             tol = tolerance(case)
             beyond = _beyond_tolerance(a.bits, b.bits, tol)

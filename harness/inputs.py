@@ -81,7 +81,8 @@ def _elementwise(x, fn, ok) -> np.ndarray:
     if mask.any():
         mp = _mp()
         f = getattr(mp, fn)
-        out[mask] = [_to_float(mp, f(mp.mpf(float(v)))) for v in x[mask]]
+        distinct, where = np.unique(x[mask], return_inverse=True)  # each distinct value once
+        out[mask] = np.array([_to_float(mp, f(mp.mpf(float(v)))) for v in distinct], dtype=np.float64)[where]
     return out
 
 
@@ -195,6 +196,14 @@ def _gen_large_logits(fam, rng):
     return _log_dist(rng, fam.shape, scale), p
 
 
+def _gen_uniform(fam, rng):
+    """Every distribution uniform over the last axis: p = 1/k, log q = log(1/k); one distinct
+    value each, so any size is made at once (for reductions over millions of elements)."""
+    k = fam.shape[-1] if fam.shape else 1
+    p = np.full(fam.shape, 1.0 / k)
+    return np.full(fam.shape, float(log(np.array(1.0 / k)))), p
+
+
 GENERATORS = {
     "softmax": _gen_softmax,
     "identical": _gen_identical,
@@ -203,6 +212,7 @@ GENERATORS = {
     "negative": _gen_negative,
     "nonfinite": _gen_nonfinite,
     "large_logits": _gen_large_logits,
+    "uniform": _gen_uniform,
 }
 
 

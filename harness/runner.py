@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from . import __version__, tensors
 from .results import SCHEMA_VERSION, Writer, drop_results, read, sort_in_plan_order
 from .worker import PROTOCOL, protocol_problem  # standard library only at import
 
@@ -189,11 +189,35 @@ def check_protocol(plan: dict) -> None:
 
 
 def _unpack(tensor):
-    """A worker tensor {shape, dtype, f64: base64 float64 bytes} -> {shape, dtype, values}."""
+    """A worker tensor {shape, dtype, f64: base64 float64 bytes} -> {shape, dtype, values};
+    one of more than harness.tensors.LIMIT elements -> {shape, dtype, array} (a NumPy
+    array, for the summariser: see :func:`_bounded`)."""
     if isinstance(tensor, dict) and "f64" in tensor:
         raw = base64.b64decode(tensor.pop("f64"))
-        tensor["values"] = list(struct.unpack(f"<{len(raw) // 8}d", raw))
+        if len(raw) // 8 > tensors.LIMIT:
+            import numpy as np
+
+            tensor["array"] = np.frombuffer(raw, dtype="<f8").reshape(tensor["shape"])
+        else:
+            tensor["values"] = list(struct.unpack(f"<{len(raw) // 8}d", raw))
     return tensor
+
+
+def _bounded(rec: dict, summarize=None) -> dict:
+    """``rec`` with every decoded array in its summary form (harness.tensors): by
+    ``summarize`` (which adds the reference checks the verdict needs), else without
+    checks.  A record's size then no longer grows with its tensors'."""
+    tensors_of = [rec.get("output"), *(rec.get("grads") or {}).values()]
+    if not any(isinstance(t, dict) and "array" in t for t in tensors_of):
+        return rec
+    if summarize is not None:
+        rec = summarize(rec)
+    if isinstance(rec.get("output"), dict) and "array" in rec["output"]:
+        rec["output"] = tensors.summarize(rec["output"]["array"], rec["output"]["dtype"])
+    for name, g in (rec.get("grads") or {}).items():
+        if isinstance(g, dict) and "array" in g:
+            rec["grads"][name] = tensors.summarize(g["array"], g["dtype"])
+    return rec
 
 
 def _kill(proc):
@@ -226,8 +250,9 @@ def _tail(path, start, limit=1500):
 
 
 class Supervisor:
-    def __init__(self, python, timeout, progress=None, env=None):
+    def __init__(self, python, timeout, progress=None, env=None, summarize=None):
         self.python = python
+        self.summarize = summarize  # bounds a record's large tensors, with their checks (see _bounded)
         self.timeout = timeout
         self.progress = progress or (lambda msg: None)
         self.env = env
@@ -383,7 +408,8 @@ class Supervisor:
                         _unpack(ev.get("output"))
                         for g in (ev.get("grads") or {}).values():
                             _unpack(g)
-                        shared.write({"record": "result", "status": "ok", "digest": entry["digest"], **ev})
+                        rec = {"record": "result", "status": "ok", "digest": entry["digest"], **ev}
+                        shared.write(_bounded(rec, self.summarize))
                         shared.tick()
                         summary.finished += 1
                         done_indices.add(i)
@@ -438,10 +464,13 @@ def run(
     env=None,
     plan=None,
     jobs=None,
+    summarize=None,
 ) -> list[RunSummary]:
     """Run every case (or a prebuilt ``plan``) on every device into ``out_path`` (JSONL).
     With ``resume``, cases already in the file for a device are kept and skipped.
-    ``jobs``: workers per device (None: see jobs_for)."""
+    ``jobs``: workers per device (None: see jobs_for).  ``summarize``: bounds a record's
+    large tensors with their reference checks (harness.evaluate.summarizer); without it
+    they are summarised without checks (see _bounded)."""
     python = python or sys.executable
     out_path = Path(out_path)
     done: set = set()
@@ -471,7 +500,7 @@ def run(
             "resumed": bool(done),
         }
         with Writer(out_path, append=resume) as writer:
-            sup = Supervisor(python, timeout, progress, env)
+            sup = Supervisor(python, timeout, progress, env, summarize)
             for device in devices:
                 todo = [i for i, e in enumerate(plan["cases"]) if (e["id"], device) not in done]
                 n = jobs_for(device, jobs, len(todo))
@@ -490,6 +519,7 @@ def run_devices(
     resume=False,
     progress=None,
     jobs=None,
+    summarize=None,
 ) -> list[RunSummary]:
     """Run ``plan`` on each device in turn, each into ``out_template`` with '{device}'
     replaced by the device ('cuda:1' -> 'cuda1').  'auto' is the cpu, then cuda when the
@@ -522,6 +552,7 @@ def run_devices(
             progress=progress,
             plan=device_plan,
             jobs=jobs,
+            summarize=summarize,
         )
         last_env = summary.env
         summaries.append(summary)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import phases as phases_mod
+from .. import tensors
 from .base import Section
 from .glance import change_verdicts
 from .model import ReportData
-from .text import axis_text, call_text, fmt_float, fmt_values, literal, visible
+from .text import axis_text, call_text, fmt_float, fmt_output, fmt_values, literal, visible
 
 
 def _example(bc):
@@ -75,6 +76,8 @@ def _phase_text(row, phase: str, position) -> str:
     )
     if not isinstance(t, dict):
         return "no value"
+    if tensors.is_summary(t):
+        return fmt_output(t)
     vals = t["values"]
     if position is not None and position < len(vals):
         return fmt_float(vals[position])

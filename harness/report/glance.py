@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from typing import NamedTuple
 
-from .. import axes, phases, verdicts
+from .. import axes, phases, tensors, verdicts
 from ..versions import release_key
 from .base import Section
 from .model import PROBLEMS, ReportData
@@ -321,7 +321,7 @@ def answers(d: ReportData) -> list[dict]:
         for i in invalid:
             if _forward_error(errors[i]):
                 inv["error"] += 1
-            elif isinstance(outputs[i], dict) and any(v != v for v in outputs[i]["values"]):
+            elif isinstance(outputs[i], dict) and tensors.kind(outputs[i]) == "nan":
                 inv["nan"] += 1
             else:
                 inv["a number"] += 1

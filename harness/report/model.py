@@ -4,9 +4,7 @@ one verdict frame, and the views the sections draw on (built once, on demand).""
 from __future__ import annotations
 
 import itertools
-import math
 import re
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .. import verdicts
+from .. import tensors, verdicts
 from ..evaluate import COLUMNS as EVAL_COLUMNS
 from ..memo import Memo
 from ..versions import release_key, release_of
@@ -387,14 +385,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
 def _kind(out) -> str | None:
     if out is None:
         return None
-    vals = out.get("values") or []
-    if not vals:
-        return "empty"
-    if any(v != v for v in vals):
-        return "nan"
-    if any(v in (math.inf, -math.inf) for v in vals):
-        return "inf"
-    return "finite"
+    return tensors.kind(out)
 
 
 def _what(verdict, detail) -> str:
@@ -415,8 +406,7 @@ def _kind_and_text(out) -> tuple:
     float64 bits: many releases return the same values).  Outputs with equal ids have
     equal shapes and bits; -1 is an output that is not plain numbers."""
     try:
-        vals = out["values"]
-        key = (tuple(out["shape"]), struct.pack(f"<{len(vals)}d", *vals))
+        key = (tuple(out["shape"]), tensors.bits(out))
         hit = _DERIVED.get(key)
     except Exception:  # noqa: BLE001 - not a plain output: no memo
         return _kind(out), fmt_output(out), -1

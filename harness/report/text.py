@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+from .. import tensors
 from ..memo import Memo
 
 INLINE_LIMIT = 64  # reproduction snippets inline tensors up to this many elements
@@ -90,7 +91,11 @@ def fmt_values(shape, values, limit=VALUES_SHOWN, undefined=None) -> str:
 
 
 def fmt_output(out, limit=VALUES_SHOWN) -> str:
-    return "" if out is None else fmt_values(out["shape"], out["values"], limit)
+    if out is None:
+        return ""
+    if tensors.is_summary(out):
+        return f"{tensors.describe(out)} shape {'x'.join(map(str, out['shape']))}"
+    return fmt_values(out["shape"], out["values"], limit)
 
 
 def device_key(device: str) -> tuple:
