@@ -14,12 +14,20 @@ Environment variables:
                           reachable, else PyPI, whose Linux wheels are CUDA builds); torch is
                           pinned to it, every other package comes from PyPI
     HARNESS_DEVICES       devices for run sessions, comma separated (default: auto = cpu [+ cuda])
-    HARNESS_RESULTS       results folder (default: reports/results)
+    HARNESS_RESULTS       results folder, the store (default: reports/results)
+    HARNESS_JOURNAL       where each run writes its JSON Lines results as it goes (default:
+                          build/journal); a session then packs them into the store at
+                          HARNESS_RESULTS; when both name one folder they stay JSON Lines (CI jobs)
     HARNESS_REPORT_OUT    folder the report session writes (default: reports)
-    HARNESS_PRUNE=1       remove each environment and its large wheels from the uv cache once
-                          its results are written (keeps disk at about one environment)
+    HARNESS_PRUNE         1: remove each environment and its large wheels from the uv cache once
+                          its results are written (keeps disk at about one environment); 0: keep
+                          them all.  Unset: removed when the nox run selects more release sessions
+                          than the default set (`nox -t all`, `-t legacy`, `-t cuda`: one at a time,
+                          about 10 GB free is enough), kept otherwise (plain `nox` reruns warm)
+    HARNESS_DISK_CHECK=0  skip the free-space check made before each release is installed
     HARNESS_JOBS          workers per run (default: one per core, at most 4; `harness run --jobs`)
-Each session's results go to RESULTS/<release>/<device>.jsonl, replacing only its own.
+Each session's results go to JOURNAL/<release>/<device>.jsonl, then into the store as
+RESULTS/<release>/<device>.index (harness.results), replacing only its own.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ nox.options.tags = ["default"]
 
 RELEASES = catalogue.load()
 RESULTS = Path(os.environ.get("HARNESS_RESULTS", ROOT / "reports" / "results"))
+JOURNAL = Path(os.environ.get("HARNESS_JOURNAL", ROOT / "build" / "journal"))
 REPORT_OUT = Path(os.environ.get("HARNESS_REPORT_OUT", ROOT / "reports"))
 PLAN = ROOT / "build" / "plan.json"
 _PLAN_BUILT = False
@@ -125,6 +134,103 @@ def _prune(session, venv_python: str) -> None:
     shutil.rmtree(session.virtualenv.location, ignore_errors=True)
 
 
+# Disk a release's install adds, in MiB (as `du -m`), where its committed timing.json has no
+# measured disk_mb.env.  The environment is the figure: uv hard-links it from its cache, so the
+# two hold one copy (disk_mb.env_and_cache also counts whatever else the cache already held).
+DISK_MB_CUDA = 7000  # PyPI's CUDA builds: the largest measured, torch 2.10's 6,998 MiB (reports/results/2.10)
+DISK_MB_CPU = 1000  # CPU-index builds: about 0.2-0.9 GB installed (not measured: that index is unreachable here)
+DISK_MARGIN_MB = 1536  # downloads and temporary files: `nox -t all` peaked 8.5 GB above its start (df)
+# with 7.3 GB for its largest environment (du)
+DISK_CHECK_ENV = "HARNESS_DISK_CHECK"
+COMMITTED_RESULTS = ROOT / "reports" / "results"
+DEFAULT_SET = [r for r in RELEASES if "default" in r.all_tags]
+
+
+def _gb(mb: float) -> str:
+    return f"{mb * 2**20 / 1e9:.1f} GB"
+
+
+def _disk_estimate_mb(release: catalogue.Release, index: str, results: Path = COMMITTED_RESULTS) -> float:
+    """Disk this release's install adds: its measured environment (disk_mb.env in its
+    committed timing.json) where that was measured from the same kind of build (files
+    without torch_index were measured from PyPI: this machine cannot reach the CPU index),
+    else the declared figure for its kind of build (a CPU index's, or a CUDA build's)."""
+    try:
+        timing = json.loads((results / release.key / "timing.json").read_text())
+    except (OSError, ValueError):
+        timing = {}
+    measured = (timing.get("disk_mb") or {}).get("env")
+    same_kind = catalogue.is_cpu_index(timing.get("torch_index", catalogue.PYPI)) == catalogue.is_cpu_index(index)
+    if measured and same_kind:
+        return float(measured)
+    return DISK_MB_CPU if catalogue.is_cpu_index(index) else DISK_MB_CUDA
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_disk(session, release: catalogue.Release, index: str) -> None:
+    """Stop before an install that would not fit, saying what to do: uv running out of space
+    half-way through a 3-7 GB CUDA build says only 'No space left on device'.  Checked on
+    each filesystem the install writes (the environments' folder and uv's cache: one copy
+    each where they differ); an environment that already holds torch is reused, not checked."""
+    if os.environ.get(DISK_CHECK_ENV) == "0":
+        return
+    env = Path(session.virtualenv.location)
+    if next(env.glob("lib/python*/site-packages/torch"), None) is not None:
+        return
+    need = _disk_estimate_mb(release, index) + DISK_MARGIN_MB
+    cache = _uv_cache_dir()
+    folders = {}
+    for folder in [_existing(env.parent)] + ([_existing(Path(cache))] if cache else []):
+        folders.setdefault(folder.stat().st_dev, folder)
+    for folder in folders.values():
+        free = shutil.disk_usage(folder).free / 2**20
+        if free < need:
+            session.error(
+                f"not enough disk for torch {release.torch}: {_gb(free)} free in {folder}, about {_gb(need)} "
+                "needed; free some space (old environments in .nox/), set HARNESS_PRUNE=1 to keep one "
+                f"environment at a time, or point UV_CACHE_DIR or nox --envdir at a larger disk "
+                f"({DISK_CHECK_ENV}=0 skips this check)"
+            )
+
+
+def _release_sessions_selected(session) -> int:
+    """How many release sessions (run, cuda) this nox run selected, done or to come.  nox
+    has no public API for it: its manifest is read through the session's runner, and where
+    that is not there every release is assumed (so environments are removed, not kept)."""
+    try:
+        manifest = session._runner.manifest
+        return sum(f"{kind}(torch='{r.key}')" in manifest for kind in ("run", "cuda") for r in RELEASES)
+    except AttributeError:
+        return len(RELEASES)
+
+
+def _prune_after(session) -> bool:
+    """Whether this environment is removed once its results are written: as HARNESS_PRUNE
+    says (1 or 0); unset, when the run selects more release sessions than the default set,
+    so that `nox -t all` holds one environment at a time (every release kept would be
+    24 x 3-7 GB) while plain `nox` keeps its three for warm reruns (benchmarks/bench_nox.py)."""
+    setting = os.environ.get("HARNESS_PRUNE")
+    if setting in ("0", "1"):
+        prune = setting == "1"
+        if prune:
+            session.log("HARNESS_PRUNE=1: this environment is removed after its results")
+        return prune
+    selected = _release_sessions_selected(session)
+    if selected <= len(DEFAULT_SET):
+        return False
+    session.log(
+        f"this run selects {selected} release sessions, more than the default set's {len(DEFAULT_SET)}: "
+        "this environment is removed after its results, so one is kept at a time "
+        "(set HARNESS_PRUNE=0 to keep them all)"
+    )
+    return True
+
+
 def _default_index(session, release: catalogue.Release, cuda: bool) -> str:
     """Where torch comes from: the catalogue entry's or $HARNESS_TORCH_INDEX; otherwise the
     PyTorch CPU index when it can be reached (a CPU build, about 0.2-0.9 GB installed), else
@@ -160,6 +266,8 @@ def _release_session(session, release: catalogue.Release, devices: list[str], cu
     session.log(
         f"torch {release.torch} from {index}" + ("" if index == catalogue.PYPI else "; other packages from PyPI")
     )
+    prune = _prune_after(session)
+    _check_disk(session, release, index)
     session.install("-r", str(project), "--compile-bytecode", *(["--prerelease=allow"] if release.pre else []))
     venv_python = str(Path(session.virtualenv.location) / "bin" / "python")
     version = subprocess.run(
@@ -175,13 +283,14 @@ def _release_session(session, release: catalogue.Release, devices: list[str], cu
     install_s = time.perf_counter() - t0
     plan = _plan(session)
     out_dir = RESULTS / release.key
+    journal = JOURNAL / release.key
     timing = {
         "release": release.key,
         "torch": release.torch,
         "python": release.python,
         "install_seconds": round(install_s, 1),
+        "torch_index": index,  # which kind of build disk_mb measured (_disk_estimate_mb)
     }
-    prune = os.environ.get("HARNESS_PRUNE") == "1"
     if prune:  # full-history mode: measure the disk this environment holds with the cache
         cache = _uv_cache_dir()
         env_dir = session.virtualenv.location
@@ -197,11 +306,13 @@ def _release_session(session, release: catalogue.Release, devices: list[str], cu
         venv_python,
         *device_args,
         "--out",
-        str(out_dir / "{device}.jsonl"),
+        str(journal / "{device}.jsonl"),
         *session.posargs,
     )
     timing["run_seconds"] = round(time.perf_counter() - t1, 1)
-    timing["devices"] = sorted(p.stem for p in out_dir.glob("*.jsonl"))
+    timing["devices"] = sorted(p.stem for p in journal.glob("*.jsonl"))
+    if journal.resolve() != out_dir.resolve():  # into the store: each outcome once, an index per device
+        _host(session, "store", "pack", *map(str, sorted(journal.glob("*.jsonl"))), "--into", str(out_dir))
     timing["total_seconds"] = round(time.perf_counter() - t0, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=1, sort_keys=True) + "\n")

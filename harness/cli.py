@@ -36,22 +36,23 @@ def _load_cases(paths, filters=()):
     return [c for c in cases if _selected(c.id, filters)] if filters else cases
 
 
-def _build_plan(args) -> dict:
-    """Plan for the selected cases; the published claims' snippets and the behaviour
+def _build_plan(args) -> tuple:
+    """(plan, cases) for the selected cases; the published claims' snippets and the behaviour
     changes' reproductions ride along unless case files or filters narrow the run."""
     from . import claims, reproductions
     from .runner import build_plan
 
     narrowed = args.cases or args.filter
     extra = [] if narrowed else claims.plan_entries(claims.load()[0]) + reproductions.plan_entries(reproductions.load())
-    return build_plan(_load_cases(args.cases, args.filter), extra_entries=extra)
+    cases = _load_cases(args.cases, args.filter)
+    return build_plan(cases, extra_entries=extra), cases
 
 
 def cmd_plan(args) -> int:
     """Expand the case files and generate every input once, for runs elsewhere."""
     import json
 
-    plan = _build_plan(args)
+    plan, _ = _build_plan(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(plan))
@@ -85,6 +86,7 @@ def cmd_reproductions(args) -> int:
 def cmd_run(args) -> int:
     import json
 
+    from .evaluate import summarizer
     from .runner import RunnerError, check_protocol, run_devices
 
     if args.plan:  # prebuilt plan: no case files, NumPy or YAML needed here
@@ -97,9 +99,14 @@ def cmd_run(args) -> int:
         if args.filter:
             plan["cases"] = [e for e in plan["cases"] if _selected(e["id"], args.filter)]
         cases = plan["cases"]
+        try:  # the case files, for the checks of summarised tensors (judged stale without them)
+            by_id = {c.id: c for c in _load_cases(args.cases)}
+        except Exception:  # noqa: BLE001 - a GPU host without NumPy or the case files
+            by_id = {}
     else:
-        plan = _build_plan(args)
+        plan, selected = _build_plan(args)
         cases = plan["cases"]
+        by_id = {c.id: c for c in selected}
     if not cases:
         _err("no cases selected")
         return EXIT_INPUT
@@ -123,6 +130,7 @@ def cmd_run(args) -> int:
             resume=args.resume,
             progress=progress,
             jobs=jobs,
+            summarize=summarizer(by_id),
         )
     except RunnerError as exc:
         _err(str(exc))
@@ -277,6 +285,64 @@ def cmd_gate(args) -> int:
     return EXIT_CONDITION if any(r.failed for r in results) else EXIT_OK
 
 
+def cmd_show(args) -> int:
+    """Print one recorded result as readable JSON, values included (whatever the format)."""
+    import json
+
+    from .results import device_folder, read, result_files
+    from .versions import release_of
+
+    root = Path(args.results)
+    files = [f for f in result_files([root]) if f.parent.name == args.release]
+    files = [f for f in files if f.name.split(".")[0] == device_folder(args.device)]
+    if not files:
+        _err(f"{root}: no {args.device} results of release {args.release!r}")
+        return EXIT_INPUT
+    for path in files:
+        rf = read(path)
+        for rec in rf.results:
+            if rec["id"] == args.case_id:
+                run = rf.runs[rec["run"]]
+                shown = {
+                    "file": str(path),
+                    "release": release_of(run.get("env", {}).get("torch")),
+                    "torch": run.get("env", {}).get("torch"),
+                    **{k: v for k, v in rec.items() if k not in ("record", "run")},
+                }
+                print(json.dumps(shown, indent=1, sort_keys=True))
+                return EXIT_OK
+    _err(f"{', '.join(map(str, files))}: no result for case {args.case_id!r}")
+    return EXIT_INPUT
+
+
+def cmd_store(args) -> int:
+    """Put JSON Lines results into the store (pack), convert a folder of them (migrate), or
+    drop outcomes no index refers to (prune)."""
+    from . import results
+
+    if args.action == "migrate":
+        done = results.migrate(args.paths[0] if args.paths else "reports/results")
+        for old, new in done:
+            print(f"store: {old} -> {new}")
+        print(f"store: {len(done)} files migrated")
+        return EXIT_OK
+    if args.action == "prune":
+        root = args.paths[0] if args.paths else "reports/results"
+        print(f"store: {results.prune_outcomes(root)} outcomes no index refers to dropped from {root}")
+        return EXIT_OK
+    if not args.into or not args.paths:
+        _err("store pack: give the JSON Lines results files and --into RELEASE_FOLDER")
+        return EXIT_INPUT
+    for path in results.result_files(args.paths):
+        if results.is_index(path):
+            continue
+        target = results.pack(path, Path(args.into) / results.index_path_for(path).name)
+        print(f"store: {path} -> {target}")
+    if not args.keep:
+        results.prune_outcomes(Path(args.into).resolve().parent)
+    return EXIT_OK
+
+
 def _results_option(p) -> None:
     """--results, as every command that reads results files takes it."""
     p.add_argument(
@@ -413,6 +479,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--markdown", metavar="FILE", help="also write the summary as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
     p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("show", help="print one recorded result as readable JSON, values included")
+    p.add_argument("release", help="the release folder, e.g. 2.5")
+    p.add_argument("case_id", help="the case id")
+    p.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+    p.add_argument("--results", default="reports/results", help="results folder (default: %(default)s)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "store",
+        help="the results store: pack JSON Lines results into it, migrate a folder, prune unused outcomes",
+    )
+    p.add_argument("action", choices=("pack", "migrate", "prune"))
+    p.add_argument("paths", nargs="*", help="pack: results files or folders; migrate, prune: the store folder")
+    p.add_argument("--into", metavar="FOLDER", help="pack: the release folder in the store (reports/results/2.5)")
+    p.add_argument("--keep", action="store_true", help="pack: keep outcomes that no index refers to any more")
+    p.set_defaults(func=cmd_store)
     return parser
 
 

@@ -37,12 +37,12 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import findings, phases, verdicts
+from . import findings, phases, tensors, verdicts
 from .memo import Memo
 from .versions import release_key
 
-SCHEMA = 2
-SCHEMAS = (1, 2)  # read; SCHEMA written
+SCHEMA = 3
+SCHEMAS = (1, 2, 3)  # read; SCHEMA written (3: each distinct entry once, each case's entries run-length coded)
 HASH_LEN = 12
 _H = rf"(?:[0-9a-f]{{{HASH_LEN}}}|-)"
 _ENTRY = re.compile(rf"^([a-z][a-z-]*) (?:({_H}) )?({_H})$")  # verdict [behaviour] value
@@ -74,6 +74,9 @@ def value_hash(output) -> str:
     Computed once per distinct output (shape, dtype and float64 bits)."""
     if not isinstance(output, dict):
         return "-"
+    if tensors.is_summary(output):  # its digest stands for its values
+        blob = json.dumps([output["shape"], output["dtype"], output["sha256"]])
+        return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
     try:
         vals = output.get("values") or []
         key = (tuple(output.get("shape") or []), output.get("dtype"), struct.pack(f"<{len(vals)}d", *vals))
@@ -159,8 +162,55 @@ def snapshot(frame) -> dict:
 
 
 def dumps(blocks: dict) -> str:
-    data = {"schema": SCHEMA, "blocks": [blocks[k].to_json() for k in sorted(blocks, key=_sort_key)]}
-    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+    """Schema 3: the blocks (release, device, torch) in order; each distinct entry once
+    ('entries', sorted); per case, its entry in each block in block order, run-length
+    coded as 'INDEX*COUNT' words ('-' for a block without the case).  Most cases behave
+    alike on many consecutive releases: a few words each, whatever the number of releases."""
+    ordered = [blocks[k] for k in sorted(blocks, key=_sort_key)]
+    entries = sorted({e for b in ordered for e in b.cases.values()})
+    number = {e: str(i) for i, e in enumerate(entries)}
+    cases = {}
+    for cid in sorted({c for b in ordered for c in b.cases}):
+        words, last, count = [], None, 0
+        for b in ordered:
+            e = b.cases.get(cid)
+            code = "-" if e is None else number[e]
+            if code == last:
+                count += 1
+                continue
+            if last is not None:
+                words.append(f"{last}*{count}")
+            last, count = code, 1
+        words.append(f"{last}*{count}")
+        cases[cid] = " ".join(words)
+    data = {
+        "schema": SCHEMA,
+        "blocks": [{"release": b.release, "device": b.device, "torch": b.torch} for b in ordered],
+        "entries": entries,
+        "cases": cases,
+    }
+    return json.dumps(data, indent=0, sort_keys=True) + "\n"
+
+
+def _expand(data: dict, bad) -> list:
+    """Schema 3 -> the schema 1/2 list of blocks with their 'cases' objects."""
+    entries, raw_blocks, cases = data.get("entries"), data.get("blocks"), data.get("cases")
+    if not isinstance(entries, list) or not isinstance(cases, dict) or not isinstance(raw_blocks, list):
+        raise bad("schema 3 needs 'blocks' (a list), 'entries' (a list) and 'cases' (an object)")
+    out = [dict(b, cases={}) if isinstance(b, dict) else b for b in raw_blocks]
+    for cid, text in cases.items():
+        k = 0
+        for word in str(text).split():
+            code, star, count = word.partition("*")
+            if not star or not count.isdigit() or not (code == "-" or (code.isdigit() and int(code) < len(entries))):
+                raise bad(f"case {cid!r}: expected 'INDEX*COUNT' words, got {word!r}")
+            for _ in range(int(count)):
+                if k >= len(out):
+                    raise bad(f"case {cid!r}: more entries than blocks")
+                if code != "-" and isinstance(out[k], dict):
+                    out[k]["cases"][cid] = entries[int(code)]
+                k += 1
+    return out
 
 
 def write_baseline(path, blocks: dict) -> None:
@@ -191,8 +241,9 @@ def load_baseline(path) -> dict:
         raise bad(f"expected a JSON object with schema {SCHEMA}, got {got!r}")
     if not isinstance(data.get("blocks"), list):
         raise bad("'blocks' must be a list")
+    raw_blocks = _expand(data, bad) if data["schema"] == 3 else data["blocks"]
     blocks = {}
-    for i, raw in enumerate(data["blocks"]):
+    for i, raw in enumerate(raw_blocks):
         if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("release", "device")):
             raise bad(f"blocks[{i}] needs string 'release' and 'device'")
         if raw.get("torch") is not None and not isinstance(raw["torch"], str):
@@ -246,6 +297,8 @@ class Change:
 
 
 def _short(output: dict, n: int = 4) -> str:
+    if tensors.is_summary(output):
+        return tensors.describe(output)
     values = output.get("values") or []
     shown = ", ".join(repr(float(v)) for v in values[:n]) + (f", ... ({len(values)} values)" if len(values) > n else "")
     return shown if output.get("shape") == [] else f"[{shown}]"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from harness import catalogue
+from harness import catalogue, results
 from harness.versions import is_before
 from tests.conftest import ROOT
 
@@ -95,7 +95,8 @@ def test_one_real_nox_session_on_the_newest_release(tmp_path):
     if os.environ.get("HARNESS_SKIP_SLOW") == "1":
         pytest.skip("HARNESS_SKIP_SLOW=1")
     newest = STABLE[-1]
-    env = {**os.environ, "HARNESS_RESULTS": str(tmp_path), "HARNESS_DEVICES": "cpu"}
+    store, journal = tmp_path / "store", tmp_path / "journal"
+    env = {**os.environ, "HARNESS_RESULTS": str(store), "HARNESS_JOURNAL": str(journal), "HARNESS_DEVICES": "cpu"}
     out = subprocess.run(
         [sys.executable, "-m", "nox", "-s", f"run(torch='{newest.key}')"],
         capture_output=True,
@@ -105,11 +106,15 @@ def test_one_real_nox_session_on_the_newest_release(tmp_path):
         timeout=3000,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = (tmp_path / newest.key / "cpu.jsonl").read_text().splitlines()
+    lines = (journal / newest.key / "cpu.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
     assert header["env"]["torch"].startswith(newest.torch)
     assert len(lines) - 1 == header["cases"] >= 2000
-    timing = json.loads((tmp_path / newest.key / "timing.json").read_text())
+    # packed into the store: the same records, each outcome once
+    packed = results.read(store / newest.key / "cpu.index")
+    assert len(packed.results) == header["cases"] and packed.runs[0]["env"]["torch"] == header["env"]["torch"]
+    assert 0 < len(results.read_outcomes(store, "cpu")) < header["cases"]
+    timing = json.loads((store / newest.key / "timing.json").read_text())
     assert timing["install_seconds"] >= 0 and "cpu" in timing["devices"] and timing["run_seconds"] > 0
 
 

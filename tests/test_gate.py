@@ -240,7 +240,17 @@ def test_release_in_baseline_but_not_run_is_reported_not_failed(setup, cases, ca
     "content, message",
     [
         ("{not json", "not valid JSON"),
-        ("[]", "expected a JSON object with schema 2"),
+        ("[]", "expected a JSON object with schema 3"),
+        ('{"schema": 3, "blocks": [], "entries": [], "cases": []}', "schema 3 needs"),
+        (
+            '{"schema": 3, "blocks": [{"release": "2.5", "device": "cpu"}], "entries": ["pass - -"],'
+            ' "cases": {"x": "0*2"}}',
+            "case 'x': more entries than blocks",
+        ),
+        (
+            '{"schema": 3, "blocks": [{"release": "2.5", "device": "cpu"}], "entries": [], "cases": {"x": "3*1"}}',
+            "case 'x': expected 'INDEX*COUNT' words",
+        ),
         ('{"schema": 1, "blocks": {}}', "'blocks' must be a list"),
         ('{"schema": 1, "blocks": [{"release": "2.5", "device": "cpu", "cases": {"x": "pass 12"}}]}', "case 'x'"),
         (
@@ -280,12 +290,12 @@ def test_update_baseline_rewrites_deterministically(setup, cases, capsys, tmp_pa
     results, baseline = setup
     first = baseline.read_text()
     data = json.loads(first)
-    assert data["schema"] == 2 and [(b["release"], b["device"], b["torch"]) for b in data["blocks"]] == [
+    assert data["schema"] == 3 and [(b["release"], b["device"], b["torch"]) for b in data["blocks"]] == [
         ("2.5", "cpu", "2.5.1")
     ]
-    assert set(data["blocks"][0]["cases"]) == {c.id for c in cases}
-    assert all(v.startswith("pass ") for v in data["blocks"][0]["cases"].values())
-    assert first == json.dumps(data, indent=1, sort_keys=True) + "\n"
+    assert set(data["cases"]) == {c.id for c in cases}
+    assert all(v.startswith("pass ") for v in data["entries"])
+    assert first == json.dumps(data, indent=0, sort_keys=True) + "\n"
 
     # a changed result, a new release and a malformed old baseline: --update-baseline takes them all
     write_results(results, "2.5.1", [record(cases[0], status="crash"), *map(record, cases[1:])])
@@ -297,7 +307,8 @@ def test_update_baseline_rewrites_deterministically(setup, cases, capsys, tmp_pa
     second = baseline.read_text()
     data = json.loads(second)
     assert [b["release"] for b in data["blocks"]] == ["2.5", "2.9", "2.10"]
-    assert re.fullmatch(r"crash [0-9a-f]{12} -", data["blocks"][0]["cases"][cases[0].id])
+    blocks = gate.load_baseline(baseline)
+    assert re.fullmatch(r"crash [0-9a-f]{12} -", blocks[("2.5", "cpu")].cases[cases[0].id])
     code, out, _ = run_gate(capsys, "--update-baseline", "--baseline", baseline, "--results", results)
     assert baseline.read_text() == second  # same results, same bytes
     code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)

@@ -236,6 +236,14 @@ def test_nightly_runs_in_ci_and_never_fails_the_matrix(reusable):
     assert 'contains("nightly") | not' in count["run"]  # a skipped nightly is not a missing release
 
 
+def test_the_jobs_keep_json_lines_results_for_the_collector(reusable):
+    """A run job's results stay JSON Lines in ci-results/ (journal = results: nothing packed),
+    so two jobs never write one store file and the artifacts merge without conflicts."""
+    for name in ("run", "cuda"):
+        env = reusable["jobs"][name]["env"]
+        assert env["HARNESS_JOURNAL"] == env["HARNESS_RESULTS"] == "${{ github.workspace }}/ci-results", name
+
+
 def test_a_gate_failure_is_tracked_in_one_issue_and_results_are_committed_back(reusable):
     track = reusable["jobs"]["track"]
     script = _runs(track)
@@ -244,6 +252,9 @@ def test_a_gate_failure_is_tracked_in_one_issue_and_results_are_committed_back(r
     assert step["env"]["GATE_EXIT"] == "${{ needs.collect.outputs.gate }}"
     branch = reusable["jobs"]["results-branch"]
     assert "git push origin results" in _runs(branch) and "history/" in _runs(branch)
+    # the results branch keeps one store: each run's releases as index files, each outcome once
+    assert 'python -m harness store pack "run/ci-results/$rel" --into "store/${stamp}_$rel"' in _runs(branch)
+    assert "python -m pip install ." in _runs(branch) and "git add history store" in _runs(branch)
     assert reusable["jobs"]["collect"]["outputs"]["gate"] == "${{ steps.gate.outputs.exit }}"
 
 
