@@ -643,6 +643,21 @@ def migrate(root) -> list[tuple[Path, Path]]:
     return done
 
 
+def json_lines(rf: ResultFile) -> str:
+    """A file's records (from either format) as the JSON Lines the Writer writes: each run
+    header, then its results, stable fields only (what varies from run to run left out)."""
+    by_run: dict = {}
+    for r in rf.results:
+        by_run.setdefault(r.get("run", 0), []).append(r)
+    lines = []
+    for k, header in enumerate(rf.runs):
+        lines.append(json.dumps(split_volatile(header)[0], sort_keys=True))
+        for r in by_run.get(k, ()):
+            rec = split_volatile({x: v for x, v in r.items() if x != "run"})[0]
+            lines.append(json.dumps(rec, sort_keys=True))
+    return "\n".join(lines) + "\n"
+
+
 def _comparable(rf: ResultFile):
     """A file's records as comparable values (NaN-safe: the JSON text, sorted keys), without
     the cases' seconds (the store keeps the runs' timings only)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.results import result_files
 from tests.conftest import ROOT
 
 BROWSER = ROOT / "tests" / "browser"
@@ -89,7 +90,7 @@ def fixture_check(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report_check(tmp_path_factory):
-    if not any(RESULTS.glob("*/*.jsonl")):
+    if not result_files([RESULTS]):
         pytest.skip("no committed results under reports/results")
     tmp = tmp_path_factory.mktemp("browser-report")
     out = tmp / "report"
