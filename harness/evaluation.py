@@ -61,6 +61,7 @@ CACHE_ENTRIES = 256  # results files kept in the cache folder (oldest dropped fi
 VERDICT_ENTRIES = 1 << 20  # distinct (case, record content) judged
 CASE_ENTRIES = 1 << 16  # per case id: input digest, case columns, reference
 TEXT_ENTRIES = 1 << 20  # distinct texts of the verdict columns, one object each
+PIECE_ENTRIES = 1 << 16  # distinct (case, outcome objects) of records read from the store
 
 
 def _frozen(value):
@@ -260,6 +261,8 @@ class Evaluation:
         self.digests = Memo(CASE_ENTRIES)  # case id -> input digest
         self.case_fields = Memo(CASE_ENTRIES)  # case id -> the case columns of a row
         self.texts = Memo(TEXT_ENTRIES)  # one object per distinct text of the fields (see _shared)
+        # (case id, ids of a record's outcome objects, ...) -> its row's middle, with those objects
+        self.pieces = Memo(PIECE_ENTRIES)
         self.references = Memo(CASE_ENTRIES)  # case id -> (case, CaseReference)
         self._ref_pickled = Memo(CASE_ENTRIES)  # case id -> a stored (case, CaseReference), unpickled when used
         self._judged_store: Path | None = None  # verdicts and digests kept on disk (read once)
@@ -365,6 +368,7 @@ class Evaluation:
         same: dict = {}  # text -> one object for all equal texts: the cache stores (and reads back) each once
         tensor_keys: dict = {}  # id(shared tensor) -> _tensor_key (the tensors are kept in the rows: ids stay theirs)
         per_case: dict = {}  # case id -> (case, its case columns, its input digest)
+        pieces = self.pieces
         run_fields = []
         for run in runs:
             env = run.get("env", {})
@@ -393,6 +397,30 @@ class Evaluation:
                     continue
                 hit = per_case[cid] = (case, self._fields(case), self.digest(case))
             case, fields, digest = hit
+            # records read from the store share their outcome's objects (harness.results.read_index):
+            # the same objects, the same row pieces, worked out once per case
+            body = (
+                cid,
+                rec.get("digest"),
+                rec.get("status"),
+                rec.get("detail"),
+                id(rec.get("output")),
+                id(rec.get("grads")),
+                id(rec.get("error")),
+                id(rec.get("grad_errors")),
+                id(rec.get("warnings")),
+            )
+            piece = pieces.get(body)
+            if piece is not None:
+                rows.append(
+                    fields
+                    + (_shared(rec.get("device"), same), piece[0])
+                    + piece[1]
+                    + piece[2]
+                    + (rec.get("seconds"),)
+                    + run_fields[rec["run"]]
+                )
+                continue
             output = _shared_output(rec.get("output"), same)  # equal outputs: one object, one key
             output_key = tensor_keys.get(id(output))
             if output_key is None:
@@ -420,11 +448,18 @@ class Evaluation:
                 err = rec.get("error") if arg is None else grad_errors.get(arg)
                 if err:
                     errors[name] = _shared(f"{err.get('type')}: {err.get('message')}", same)
+            # (the record's own objects kept in the entry: alive, their ids name no other object)
+            objects = tuple(rec.get(k) for k in ("output", "grads", "error", "grad_errors", "warnings"))
+            piece = pieces.put(
+                body,
+                (_shared(rec.get("status", "ok"), same), verdict, (warnings, output, grads, errors or None), *objects),
+            )
             rows.append(
                 fields
-                + (_shared(rec.get("device"), same), _shared(rec.get("status", "ok"), same))
-                + verdict
-                + (warnings, output, grads, errors or None, rec.get("seconds"))
+                + (_shared(rec.get("device"), same), piece[0])
+                + piece[1]
+                + piece[2]
+                + (rec.get("seconds"),)
                 + run_fields[rec["run"]]
             )
         return rows, snippets, unknown
