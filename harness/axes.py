@@ -19,6 +19,10 @@ class Axis:
     kind: str  # JSON type of a value: "string" or "boolean"
     to_worker: bool  # passed to the worker in the plan entry (False: applied to the inputs on the host)
     doc: str
+    # whether the reference and the verdict of a record depend on the value (False: it only
+    # changes how torch is called, so cases that differ in it alone and recorded the same
+    # outcome get the same verdict; tests/test_evaluate.py checks this on every committed result)
+    judged: bool = True
 
     def id_part(self, value) -> str:
         """How the value is spelled in a case id."""
@@ -37,11 +41,12 @@ AXES: tuple[Axis, ...] = (
     Axis("order", ("intended", "swapped"), "string", False, "(prediction, target), or the two swapped"),
     Axis("dtype", ("float16", "bfloat16", "float32", "float64"), "string", True, "dtype of both arguments"),
     Axis("api", ("module", "functional", "legacy_module", "legacy_functional"), "string", True,
-         "nn.KLDivLoss or F.kl_div, with reduction= or the legacy size_average/reduce arguments"),
+         "nn.KLDivLoss or F.kl_div, with reduction= or the legacy size_average/reduce arguments", judged=False),
 )  # fmt: skip
 NAMES: tuple[str, ...] = tuple(a.name for a in AXES)
 BY_NAME: dict[str, Axis] = {a.name: a for a in AXES}
 WORKER_AXES: tuple[str, ...] = tuple(a.name for a in AXES if a.to_worker)
+JUDGED: tuple[int, ...] = tuple(i for i, a in enumerate(AXES) if a.judged)  # positions in a case's values
 # The legacy size_average/reduce arguments cannot express 'batchmean'.
 BUILTIN_EXCLUDES = ({"api": ["legacy_module", "legacy_functional"], "reduction": ["batchmean"]},)
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import phases
+from . import axes, phases
 from .evaluate import COLUMNS, VERDICT_FIELDS, CaseReference, case_references, case_scope, evaluate_record
 from .memo import Memo
 from .versions import release_of
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from .cases import Case
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 # the modules a verdict row depends on (a change to any of them empties the cache)
 VERDICT_CODE = (
     "__init__.py",
@@ -260,6 +260,7 @@ class Evaluation:
         self.verdicts = Memo(VERDICT_ENTRIES)  # (case id, record content) -> verdict fields
         self.digests = Memo(CASE_ENTRIES)  # case id -> input digest
         self.case_fields = Memo(CASE_ENTRIES)  # case id -> the case columns of a row
+        self.judged_as = Memo(CASE_ENTRIES)  # case id -> what its verdict depends on of it (_judged_as)
         self.texts = Memo(TEXT_ENTRIES)  # one object per distinct text of the fields (see _shared)
         # (case id, ids of a record's outcome objects, ...) -> its row's middle, with those objects
         self.pieces = Memo(PIECE_ENTRIES)
@@ -321,6 +322,17 @@ class Evaluation:
             )
         return f
 
+    def _judged_as(self, case: Case) -> tuple:
+        """What a verdict depends on of the case: its family and the values of the judged
+        axes (harness.axes.JUDGED): the API forms of a call share their verdicts."""
+        hit = self.judged_as.get(case.id)
+        if hit is None:
+            values = case.values
+            hit = self.judged_as.put(
+                case.id, (case.family.source, case.family.label, *(values[i] for i in axes.JUDGED))
+            )
+        return hit
+
     def _text(self, value):
         """``value``, or an equal text seen before by this evaluation (see :func:`_shared`)."""
         if type(value) is not str:
@@ -340,7 +352,7 @@ class Evaluation:
         try:
             err, grad_errors = rec.get("error"), rec.get("grad_errors")
             key = (
-                case.id,
+                self._judged_as(case),
                 rec.get("status", "ok"),
                 rec.get("detail"),
                 rec.get("digest") in (None, digest),

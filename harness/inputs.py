@@ -267,7 +267,22 @@ class CallInputs:
     target_meaning: str
 
 
+CALL_ENTRIES = 8192  # cases' call inputs kept (the digest and both references ask for them)
+_CALLS = Memo(CALL_ENTRIES)
+
+
 def call_inputs(case: Case) -> CallInputs:
+    """The case's two arguments, computed once per family, dtype, log_target and order
+    (read-only arrays: every caller shares them)."""
+    fam = case.family
+    key = (fam.source, fam.label, case.dtype, case.log_target, case.order)
+    hit = _CALLS.get(key)
+    if hit is None:
+        hit = _CALLS.put(key, _call_inputs(case))
+    return hit
+
+
+def _call_inputs(case: Case) -> CallInputs:
     fam = case.family
     if fam.generator == "literal":
         inp, tgt = parse_literal(fam.literal_input), parse_literal(fam.literal_target)
@@ -281,6 +296,7 @@ def call_inputs(case: Case) -> CallInputs:
         else:
             tgt, tg_mean = p, "prob"
     inp, tgt = round_to_dtype(inp, case.dtype), round_to_dtype(tgt, case.dtype)
+    inp.flags.writeable = tgt.flags.writeable = False  # shared: a caller that writes fails loudly
     first, second = (tgt, inp) if case.order == "swapped" else (inp, tgt)
     return CallInputs(first, second, inp, tgt, in_mean, tg_mean)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -206,3 +208,45 @@ def test_prefetch_does_nothing_without_a_cache_folder_or_with_one_job(tmp_path):
 
     assert Evaluation(CASES, cache=None).prefetch([tmp_path / "a.jsonl", tmp_path / "b.jsonl"]) == 0
     assert Evaluation(CASES, cache=tmp_path / "c").prefetch([tmp_path / "a.jsonl"], jobs=1) == 0
+
+
+def test_the_api_form_never_changes_a_verdict_on_the_committed_results():
+    """The evaluation shares verdicts between the API forms of a call (harness.axes: api is
+    not judged): judged afresh, record by record, the forms that recorded the same outcome
+    get the same verdict fields (an old, a middle and the newest release, and the CUDA run)."""
+    from harness import axes
+    from harness.evaluate import VERDICT_FIELDS, case_references, evaluate_record
+    from harness.inputs import input_digest, plan_entry
+    from harness.results import read
+    from tests.conftest import ROOT
+
+    assert not axes.BY_NAME["api"].judged and all(a.judged for a in axes.AXES if a.name != "api")
+    store = ROOT / "reports" / "results"
+    files = [store / "1.6" / "cpu.index", store / "1.13" / "cpu.index", store / "2.11" / "cuda.index"]
+    files.append(sorted(store.glob("*/cpu.index"), key=lambda p: tuple(map(int, p.parent.name.split("."))))[-1])
+    refs, digests = {}, {}
+    compared = 0
+    for path in files:
+        groups: dict = {}
+        for rec in read(path).results:
+            case = CASES.get(rec["id"])
+            if case is None:
+                continue
+            judged = (case.family.label, *(case.values[i] for i in axes.JUDGED))
+            content = json.dumps({k: v for k, v in rec.items() if k not in ("id", "digest", "run")}, sort_keys=True)
+            groups.setdefault((judged, content), []).append((case, rec))
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            seen = set()
+            for case, rec in members:
+                key = case.family.label, *(case.values[i] for i in axes.JUDGED)
+                if key not in refs:
+                    refs[key] = case_references(case)
+                if case.id not in digests:
+                    digests[case.id] = input_digest(plan_entry(case, {}))
+                row = evaluate_record(case, rec, digests[case.id], refs[key])
+                seen.add(json.dumps([str(row[f]) for f in VERDICT_FIELDS]))
+                compared += 1
+            assert len(seen) == 1, [c.id for c, _ in members]
+    assert compared > 5000
