@@ -264,6 +264,7 @@ class Evaluation:
         self.texts = Memo(TEXT_ENTRIES)  # one object per distinct text of the fields (see _shared)
         # (case id, ids of a record's outcome objects, ...) -> its row's middle, with those objects
         self.pieces = Memo(PIECE_ENTRIES)
+        self.per_case = Memo(CASE_ENTRIES)  # case id -> (case, its case columns, its input digest), for _rows
         self.references = Memo(CASE_ENTRIES)  # case id -> (case, CaseReference)
         self._ref_pickled = Memo(CASE_ENTRIES)  # case id -> a stored (case, CaseReference), unpickled when used
         self._judged_store: Path | None = None  # verdicts and digests kept on disk (read once)
@@ -379,8 +380,8 @@ class Evaluation:
         rows, snippets, unknown = [], [], 0
         same: dict = {}  # text -> one object for all equal texts: the cache stores (and reads back) each once
         tensor_keys: dict = {}  # id(shared tensor) -> _tensor_key (the tensors are kept in the rows: ids stay theirs)
-        per_case: dict = {}  # case id -> (case, its case columns, its input digest)
-        pieces = self.pieces
+        per_case, case_of = self.per_case, self.per_case.data.get  # case id -> (case, its columns, its digest)
+        pieces, piece_of = self.pieces, self.pieces.data.get
         run_fields = []
         for run in runs:
             env = run.get("env", {})
@@ -397,7 +398,7 @@ class Evaluation:
         phase_args = [(p.name, p.grad_of) for p in phases.PHASES]  # as phases.error_of reads them
         for rec in results:
             cid = rec["id"]
-            hit = per_case.get(cid)
+            hit = case_of(cid)
             if hit is None:
                 if cid.startswith(("claim/", "repro/")):  # snippets: the claims', the reproductions'
                     env = runs[rec["run"]].get("env", {})
@@ -407,7 +408,7 @@ class Evaluation:
                 if case is None:
                     unknown += 1
                     continue
-                hit = per_case[cid] = (case, self._fields(case), self.digest(case))
+                hit = per_case.put(cid, (case, self._fields(case), self.digest(case)))
             case, fields, digest = hit
             # records read from the store share their outcome's objects (harness.results.read_index):
             # the same objects, the same row pieces, worked out once per case
@@ -422,7 +423,7 @@ class Evaluation:
                 id(rec.get("grad_errors")),
                 id(rec.get("warnings")),
             )
-            piece = pieces.get(body)
+            piece = piece_of(body)
             if piece is not None:
                 rows.append(
                     fields
