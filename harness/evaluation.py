@@ -61,7 +61,7 @@ CACHE_ENTRIES = 256  # results files kept in the cache folder (oldest dropped fi
 VERDICT_ENTRIES = 1 << 20  # distinct (case, record content) judged
 CASE_ENTRIES = 1 << 16  # per case id: input digest, case columns, reference
 TEXT_ENTRIES = 1 << 20  # distinct texts of the verdict columns, one object each
-PIECE_ENTRIES = 1 << 16  # distinct (case, outcome objects) of records read from the store
+HEAD_ENTRIES = 1 << 19  # distinct (case, outcome, device) of records read from the store
 
 
 def _frozen(value):
@@ -262,8 +262,8 @@ class Evaluation:
         self.case_fields = Memo(CASE_ENTRIES)  # case id -> the case columns of a row
         self.judged_as = Memo(CASE_ENTRIES)  # case id -> what its verdict depends on of it (_judged_as)
         self.texts = Memo(TEXT_ENTRIES)  # one object per distinct text of the fields (see _shared)
-        # (case id, ids of a record's outcome objects, ...) -> its row's middle, with those objects
-        self.pieces = Memo(PIECE_ENTRIES)
+        # (case id, input digest, outcome hash, device) -> a stored record's row but for its run's columns
+        self.heads = Memo(HEAD_ENTRIES)
         self.per_case = Memo(CASE_ENTRIES)  # case id -> (case, its case columns, its input digest), for _rows
         self.references = Memo(CASE_ENTRIES)  # case id -> (case, CaseReference)
         self._ref_pickled = Memo(CASE_ENTRIES)  # case id -> a stored (case, CaseReference), unpickled when used
@@ -381,7 +381,7 @@ class Evaluation:
         same: dict = {}  # text -> one object for all equal texts: the cache stores (and reads back) each once
         tensor_keys: dict = {}  # id(shared tensor) -> _tensor_key (the tensors are kept in the rows: ids stay theirs)
         per_case, case_of = self.per_case, self.per_case.data.get  # case id -> (case, its columns, its digest)
-        pieces, piece_of = self.pieces, self.pieces.data.get
+        heads, head_of = self.heads, self.heads.data.get
         run_fields = []
         for run in runs:
             env = run.get("env", {})
@@ -395,6 +395,7 @@ class Evaluation:
                     env.get("device_name"),
                 )
             )
+        tails = [(None, *f) for f in run_fields]  # the columns after a row's head, for a record without seconds
         phase_args = [(p.name, p.grad_of) for p in phases.PHASES]  # as phases.error_of reads them
         for rec in results:
             cid = rec["id"]
@@ -410,30 +411,16 @@ class Evaluation:
                     continue
                 hit = per_case.put(cid, (case, self._fields(case), self.digest(case)))
             case, fields, digest = hit
-            # records read from the store share their outcome's objects (harness.results.read_index):
-            # the same objects, the same row pieces, worked out once per case
-            body = (
-                cid,
-                rec.get("digest"),
-                rec.get("status"),
-                rec.get("detail"),
-                id(rec.get("output")),
-                id(rec.get("grads")),
-                id(rec.get("error")),
-                id(rec.get("grad_errors")),
-                id(rec.get("warnings")),
-            )
-            piece = piece_of(body)
-            if piece is not None:
-                rows.append(
-                    fields
-                    + (_shared(rec.get("device"), same), piece[0])
-                    + piece[1]
-                    + piece[2]
-                    + (rec.get("seconds"),)
-                    + run_fields[rec["run"]]
-                )
-                continue
+            # a record read from the store names its outcome (harness.results.StoredRecord): its
+            # row but for the run's columns is worked out once per case, outcome and device
+            outcome = getattr(rec, "outcome", None)
+            if outcome is not None:
+                head_key = (cid, rec["digest"], outcome, rec["device"])
+                head = head_of(head_key)
+                if head is not None:
+                    seconds = rec.get("seconds")
+                    rows.append(head + (tails[rec["run"]] if seconds is None else (seconds, *run_fields[rec["run"]])))
+                    continue
             output = _shared_output(rec.get("output"), same)  # equal outputs: one object, one key
             output_key = tensor_keys.get(id(output))
             if output_key is None:
@@ -461,20 +448,15 @@ class Evaluation:
                 err = rec.get("error") if arg is None else grad_errors.get(arg)
                 if err:
                     errors[name] = _shared(f"{err.get('type')}: {err.get('message')}", same)
-            # (the record's own objects kept in the entry: alive, their ids name no other object)
-            objects = tuple(rec.get(k) for k in ("output", "grads", "error", "grad_errors", "warnings"))
-            piece = pieces.put(
-                body,
-                (_shared(rec.get("status", "ok"), same), verdict, (warnings, output, grads, errors or None), *objects),
-            )
-            rows.append(
+            head = (
                 fields
-                + (_shared(rec.get("device"), same), piece[0])
-                + piece[1]
-                + piece[2]
-                + (rec.get("seconds"),)
-                + run_fields[rec["run"]]
+                + (_shared(rec.get("device"), same), _shared(rec.get("status", "ok"), same))
+                + verdict
+                + (warnings, output, grads, errors or None)
             )
+            if outcome is not None:
+                heads.put(head_key, head)
+            rows.append(head + (rec.get("seconds"),) + run_fields[rec["run"]])
         return rows, snippets, unknown
 
     def evaluate(self, result_files) -> pd.DataFrame:

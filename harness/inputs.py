@@ -79,10 +79,39 @@ def _elementwise(x, fn, ok) -> np.ndarray:
         out = np.array((np.exp if fn == "exp" else np.log)(x), dtype=np.float64)  # 0-d stays an array
     mask = ok(x)
     if mask.any():
+        distinct, where = np.unique(x[mask], return_inverse=True)  # each distinct value once
+        out[mask] = correctly_rounded(distinct, fn)[where]
+    return out
+
+
+# The C library's long double exp/log (x87 extended precision: 64 significant bits, within an
+# ulp or two of it) rounded to float64 is the correctly rounded value unless the long double
+# lies within LD_MARGIN (relative) of a point halfway between two float64s; those few go to
+# mpmath.  Where long double is no wider than double (Windows, macOS on ARM) mpmath does all.
+LD_MARGIN = 2.0**-58  # 32 units of the long double's last place: far above expl/logl's error
+_LD_WIDE = np.finfo(np.longdouble).nmant >= 63
+
+
+def correctly_rounded(v: np.ndarray, fn: str, long_double: bool = _LD_WIDE) -> np.ndarray:
+    """Correctly rounded exp or log of float64 values (all in the functions' finite domain);
+    ``long_double``: take the long double route where it is safe (else mpmath for all)."""
+    out = np.empty(v.shape, dtype=np.float64)
+    slow = np.ones(v.shape, dtype=bool)
+    if long_double:
+        with np.errstate(all="ignore"):
+            y = (np.exp if fn == "exp" else np.log)(v.astype(np.longdouble))
+            r = y.astype(np.float64)
+            d = y - r.astype(np.longdouble)  # how far the rounding moved it
+            up = (np.nextafter(r, np.inf).astype(np.longdouble) - r) / 2  # the halfway points around r
+            down = (r - np.nextafter(r, -np.inf).astype(np.longdouble)) / 2
+            margin = np.abs(y) * LD_MARGIN
+            near = (np.abs(d - up) <= margin) | (np.abs(d + down) <= margin)
+        slow = near | ~np.isfinite(r) | (r == 0)
+        out[~slow] = r[~slow]
+    if slow.any():
         mp = _mp()
         f = getattr(mp, fn)
-        distinct, where = np.unique(x[mask], return_inverse=True)  # each distinct value once
-        out[mask] = np.array([_to_float(mp, f(mp.mpf(float(v)))) for v in distinct], dtype=np.float64)[where]
+        out[slow] = [_to_float(mp, f(mp.mpf(float(x)))) for x in v[slow]]
     return out
 
 

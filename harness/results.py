@@ -460,6 +460,13 @@ def _outcomes(root: Path, device: str) -> tuple[dict, dict]:
     return hit[1], hit[2]
 
 
+class StoredRecord(dict):
+    """A result record read from the store: the record itself (a dict like any other), and
+    ``outcome``, the hash of its outcome (records with equal hashes share its objects)."""
+
+    __slots__ = ("outcome",)
+
+
 def is_index(path) -> bool:
     return Path(path).name.endswith(INDEX_SUFFIX)
 
@@ -506,8 +513,8 @@ def read_index(path, warn=None) -> ResultFile:
                     "the store is incomplete"
                 )
             body = decoded[h] = decode_outcome(t)
-        rec = {"record": "result", **body, "id": cid, "device": device, "digest": digest or None}
-        rec["run"] = len(out.runs) - 1
+        rec = StoredRecord(body, record="result", id=cid, device=device, digest=digest or None, run=len(out.runs) - 1)
+        rec.outcome = h
         out.results.append(rec)
     _merge_timings(out)
     return out

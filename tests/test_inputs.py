@@ -164,3 +164,22 @@ def test_committed_cpu_results_were_made_from_the_inputs_generated_here():
             if rec["id"] in digests and rec.get("digest") != digests[rec["id"]]:
                 stale.setdefault(path.parent.name, []).append(rec["id"])
     assert not stale, {k: (len(v), v[:3]) for k, v in stale.items()}
+
+
+@pytest.mark.parametrize("fn", ["exp", "log"])
+def test_the_long_double_route_gives_mpmaths_correctly_rounded_bits(fn):
+    """exp/log through the C library's long double, with mpmath near halfway points, give
+    exactly the bits of mpmath alone (correct rounding), from subnormal to huge."""
+    from harness.inputs import correctly_rounded
+
+    rng = np.random.default_rng(7)
+    if fn == "exp":
+        x = np.concatenate([rng.normal(0, 1, 20000), rng.uniform(-745, 709, 20000), rng.normal(0, 1e-9, 2000)])
+    else:
+        x = np.concatenate(
+            [rng.uniform(0.5, 2, 20000), np.exp(rng.uniform(-740, 709, 20000)), [5e-324, 1e-310, 1.7e308]]
+        )
+        x = x[x > 0]
+    x = np.unique(x)
+    fast, exact = correctly_rounded(x, fn), correctly_rounded(x, fn, long_double=False)
+    assert np.array_equal(fast.view(np.int64), exact.view(np.int64))

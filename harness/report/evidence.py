@@ -364,10 +364,17 @@ def sec_families(d: ReportData) -> Section:
     fam_of = d.col("family")
     for dev in d.data_devices:
         rels = [r for r in d.data_releases if d.cells[(r, dev)]["results"]]
+        flat = Counter(
+            (fam, rel, v)
+            for fam, rel, dv, v in zip(fam_of, d.col("release"), d.col("device"), d.col("verdict"))
+            if dv == dev
+        )  # counted in one pass, then grouped: one Counter per (family, release), not per row
         counts: dict = {}
-        for fam, rel, dv, v in zip(fam_of, d.col("release"), d.col("device"), d.col("verdict")):
-            if dv == dev:
-                counts.setdefault((fam, rel), Counter())[v] += 1
+        for (fam, rel, v), n in flat.items():
+            c = counts.get((fam, rel))
+            if c is None:
+                c = counts[(fam, rel)] = Counter()
+            c[v] = n
         fams = _axis_order(d, "family", {f for f, _ in counts})
         rows, attrs = [], []
         for fam in fams:

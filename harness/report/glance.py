@@ -122,7 +122,11 @@ def _misuse_rows(d: ReportData) -> dict:
         if sc != "misuse" or not reasons.get(cid):
             continue
         kind = misuse_outcome(errors[i], pitfall[i], warnings[i])
-        out.setdefault(reasons[cid], {}).setdefault((rel, dev), Counter())[kind] += 1
+        per_step = out.setdefault(reasons[cid], {})
+        c = per_step.get((rel, dev))
+        if c is None:  # (not setdefault: it would make a Counter for every row)
+            c = per_step[(rel, dev)] = Counter()
+        c[kind] += 1
     return out
 
 
