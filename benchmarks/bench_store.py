@@ -21,6 +21,7 @@ matrix: report <= 30 s cold, <= 4 GB, store <= 100 MB.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -141,7 +142,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--no-synthetic", action="store_true", help="skip the 10x matrix")
+    parser.add_argument("--readme", help="rewrite the store-figures block of this README with the figures")
+    parser.add_argument("--from-json", help="take the figures from this file instead of measuring")
     args = parser.parse_args(argv)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        if args.readme:
+            _readme(args.readme, result)
+        return result
     med = statistics.median
     reads = []
     for _ in range(args.repeat):
@@ -184,7 +192,48 @@ def main(argv=None) -> dict:
     result["budgets"] = BUDGETS
     result["met"] = {k: result[k] <= v for k, v in BUDGETS.items() if k in result}
     summary = ", ".join(f"{k} {result[k]}" for k in BUDGETS if k in result)
-    return emit(result, f"store: {summary}", args.json)
+    emit(result, f"store: {summary}", args.json)
+    if args.readme:
+        _readme(args.readme, result)
+    return result
+
+
+ROWS = (  # (figure, key, unit, budget key)
+    ("reading every committed result", "read_seconds", "s", "read_seconds"),
+    ("`harness report`, cold (fresh clone, empty cache)", "report_cold_seconds", "s", "report_cold_seconds"),
+    ("`harness report`, warm", "report_warm_seconds", "s", "report_warm_seconds"),
+    ("`harness report`, peak memory", "report_peak_mb", "MB", "report_peak_mb"),
+    ("the committed store (index files / outcomes)", "store_mb", "MB", None),
+    ("one release's index (the largest)", "index_per_release_mb", "MB", None),
+    ("10x matrix: its store", "synthetic_store_mb", "MB", "synthetic_store_mb"),
+    ("10x matrix: `harness report`, cold", "synthetic_report_cold_seconds", "s", "synthetic_report_cold_seconds"),
+    ("10x matrix: `harness report`, peak memory", "synthetic_report_peak_mb", "MB", "synthetic_report_peak_mb"),
+)
+
+
+def _readme(path, result: dict) -> None:
+    """The figures as a table between README's store-figures markers."""
+    lines = [
+        f"Measured by `benchmarks/bench_store.py` (medians of its runs; {result['results']:,} committed results, "
+        f"the 10x matrix {result.get('synthetic_results', 0):,}; 2 cores):",
+        "",
+        "| figure | measured | budget |",
+        "| --- | --- | --- |",
+    ]
+    for label, key, unit, budget in ROWS:
+        if key not in result:
+            continue
+        value = f"{result[key]} {unit}"
+        if key == "store_mb":
+            value += f" ({result['store_index_mb']} / {result['store_outcomes_mb']})"
+        limit = result["budgets"].get(budget) if budget else None
+        verdict = "" if limit is None else (f"≤ {limit} {unit}: " + ("met" if result[key] <= limit else "**not met**"))
+        lines.append(f"| {label} | {value} | {verdict} |")
+    text = Path(path).read_text()
+    begin = text.index("<!-- store-figures:begin")
+    begin = text.index("\n", begin) + 1
+    end = text.index("<!-- store-figures:end -->")
+    Path(path).write_text(text[:begin] + "\n".join(lines) + "\n" + text[end:])
 
 
 if __name__ == "__main__":

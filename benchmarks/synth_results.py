@@ -28,16 +28,21 @@ OUTCOME = ("status", "output", "grads", "error", "grad_errors", "warnings", "det
 
 
 def _read(path: Path):
-    header, results = None, {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
-        if rec.get("record") == "run":
-            header = header or rec
-        elif rec.get("record") == "result":
-            results[rec["id"]] = rec
-    return header, results
+    """(first run header, {case id: record}) of a results file in either format."""
+    from harness.results import read
+
+    rf = read(path)
+    results = {}
+    for r in rf.results:
+        rec = {k: v for k, v in r.items() if k != "run"}
+        results[rec["id"]] = dict(rec)
+    return (rf.runs[0] if rf.runs else None), results
+
+
+def _files(source: Path, device: str) -> list:
+    from harness.results import result_files
+
+    return [f for f in result_files([source]) if f.name.split(".")[0] == device]
 
 
 def _write(path: Path, header: dict, results: list) -> None:
@@ -57,10 +62,10 @@ def _relabel(header: dict, version: str) -> dict:
 def generate(source: Path, out: Path, releases: int = 24, n_cases: int = 3000) -> dict:
     from harness.versions import release_key, release_of
 
-    files = sorted(source.glob("*/cpu.jsonl"))
+    files = _files(source, "cpu")
     real = sorted(((release_of(_read(f)[0]["env"]["torch"]), f) for f in files), key=lambda x: release_key(x[0]))
     if not real:
-        raise SystemExit(f"no */cpu.jsonl under {source}")
+        raise SystemExit(f"no cpu results under {source}")
     loaded = [(rel, *_read(f)) for rel, f in real]
     common = set.intersection(*(set(r) for _, _, r in loaded))
     first_ids = list(loaded[0][2])  # the plan's order
@@ -68,8 +73,8 @@ def generate(source: Path, out: Path, releases: int = 24, n_cases: int = 3000) -
     ids = [i for i in first_ids if not i.startswith("claim/") and i in common][:n_cases]
     # the real CUDA outcome wherever it differs from the CPU of the same release
     cuda_swap, cuda_env = {}, None
-    for cuda_file in sorted(source.glob("*/cuda.jsonl")):
-        _, cpu = _read(cuda_file.with_name("cpu.jsonl"))
+    for cuda_file in _files(source, "cuda"):
+        _, cpu = _read(next(f for f in _files(source, "cpu") if f.parent == cuda_file.parent))
         cuda_header, cuda = _read(cuda_file)
         cuda_env = cuda_env or cuda_header["env"]
         for cid, rec in cuda.items():
