@@ -266,6 +266,7 @@ class Evaluation:
         self.heads = Memo(HEAD_ENTRIES)
         self.per_case = Memo(CASE_ENTRIES)  # case id -> (case, its case columns, its input digest), for _rows
         self.references = Memo(CASE_ENTRIES)  # case id -> (case, CaseReference)
+        self.shared_references = Memo(CASE_ENTRIES)  # _judged_as(case) -> CaseReference
         self._ref_pickled = Memo(CASE_ENTRIES)  # case id -> a stored (case, CaseReference), unpickled when used
         self._judged_store: Path | None = None  # verdicts and digests kept on disk (read once)
         self._judged_new = False  # verdicts or digests added since read or written
@@ -296,7 +297,11 @@ class Evaluation:
 
                 hit = self.references.put(case.id, pickle.loads(stored))
         if hit is None or (hit[0] is not case and hit[0] != case):
-            hit = self.references.put(case.id, (case, case_references(case)))
+            judged = self._judged_as(case)  # the API forms of a call share their references
+            ref = self.shared_references.get(judged)
+            if ref is None:
+                ref = self.shared_references.put(judged, case_references(case))
+            hit = self.references.put(case.id, (case, ref))
         elif hit[0] is not case:  # an equal case (e.g. from a store): keep this one, later checks are identities
             hit = self.references.put(case.id, (case, hit[1]))
         return hit[1]
@@ -398,6 +403,18 @@ class Evaluation:
         tails = [(None, *f) for f in run_fields]  # the columns after a row's head, for a record without seconds
         phase_args = [(p.name, p.grad_of) for p in phases.PHASES]  # as phases.error_of reads them
         for rec in results:
+            # a record read from the store names its outcome (harness.results.StoredRecord): its
+            # row but for the run's columns is worked out once per case, outcome and device
+            outcome = getattr(rec, "outcome", None)
+            if outcome is not None:
+                head_key = (rec["id"], rec["digest"], outcome, rec["device"])
+                head = head_of(head_key)
+                if head is not None:
+                    rows.append(
+                        head
+                        + (tails[rec["run"]] if "seconds" not in rec else (rec["seconds"], *run_fields[rec["run"]]))
+                    )
+                    continue
             cid = rec["id"]
             hit = case_of(cid)
             if hit is None:
@@ -411,16 +428,6 @@ class Evaluation:
                     continue
                 hit = per_case.put(cid, (case, self._fields(case), self.digest(case)))
             case, fields, digest = hit
-            # a record read from the store names its outcome (harness.results.StoredRecord): its
-            # row but for the run's columns is worked out once per case, outcome and device
-            outcome = getattr(rec, "outcome", None)
-            if outcome is not None:
-                head_key = (cid, rec["digest"], outcome, rec["device"])
-                head = head_of(head_key)
-                if head is not None:
-                    seconds = rec.get("seconds")
-                    rows.append(head + (tails[rec["run"]] if seconds is None else (seconds, *run_fields[rec["run"]])))
-                    continue
             output = _shared_output(rec.get("output"), same)  # equal outputs: one object, one key
             output_key = tensor_keys.get(id(output))
             if output_key is None:

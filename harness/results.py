@@ -481,8 +481,10 @@ def read_index(path, warn=None) -> ResultFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     root = store_root(path)
-    texts = decoded = device = None
+    texts = bases = device = None
     cid = ""  # the case id of the line above (front coding)
+    run = -1
+    append = out.results.append
     for lineno, raw in enumerate(text.split("\n"), 1):
         if not raw:
             continue
@@ -495,27 +497,35 @@ def read_index(path, warn=None) -> ResultFile:
             if rec.get("record") != "run" or rec.get("schema") != SCHEMA_VERSION:
                 raise ResultsError(f"{path}:{lineno}: expected a run header of results schema {SCHEMA_VERSION}")
             out.runs.append(rec)
-            device, cid = rec.get("device"), ""
+            device, cid, run = rec.get("device"), "", run + 1
             texts, decoded = _outcomes(root, device)
+            bases = {}  # outcome hash -> its record but for id, input digest and run
             continue
-        parts = raw.split("\t")
-        if len(parts) != 4 or not out.runs or not parts[0].isdigit() or int(parts[0]) > len(cid):
+        try:
+            shared, rest, digest, h = raw.split("\t")
+            shared = int(shared)
+            if run < 0 or not 0 <= shared <= len(cid):
+                raise ValueError
+        except ValueError:
             expected = "'<shared>\\t<rest of the case id>\\t<input digest>\\t<outcome hash>' after a run header"
-            raise ResultsError(f"{path}:{lineno}: expected {expected}")
-        shared, rest, digest, h = parts
-        cid = cid[: int(shared)] + rest
-        body = decoded.get(h)
-        if body is None:
-            t = texts.get(h)
-            if t is None:
-                raise ResultsError(
-                    f"{path}:{lineno}: outcome {h} is not in {root / OUTCOMES_DIR / device_folder(device)}: "
-                    "the store is incomplete"
-                )
-            body = decoded[h] = decode_outcome(t)
-        rec = StoredRecord(body, record="result", id=cid, device=device, digest=digest or None, run=len(out.runs) - 1)
+            raise ResultsError(f"{path}:{lineno}: expected {expected}") from None
+        cid = cid[:shared] + rest
+        base = bases.get(h)
+        if base is None:
+            body = decoded.get(h)
+            if body is None:
+                t = texts.get(h)
+                if t is None:
+                    raise ResultsError(
+                        f"{path}:{lineno}: outcome {h} is not in {root / OUTCOMES_DIR / device_folder(device)}: "
+                        "the store is incomplete"
+                    )
+                body = decoded[h] = decode_outcome(t)
+            base = bases[h] = {"record": "result", **body, "device": device}
+        rec = StoredRecord(base)
+        rec["id"], rec["digest"], rec["run"] = cid, digest or None, run
         rec.outcome = h
-        out.results.append(rec)
+        append(rec)
     _merge_timings(out)
     return out
 

@@ -18,6 +18,8 @@ import re
 from collections import Counter
 from typing import NamedTuple
 
+import numpy as np
+
 from .. import axes, phases, tensors, verdicts
 from ..versions import release_key
 from .base import Section
@@ -118,8 +120,10 @@ def _misuse_rows(d: ReportData) -> dict:
     out: dict = {}
     reasons = {cid: misuse_reason(c) for cid, c in d.cases.items()}
     errors, warnings, pitfall = d.col("errors"), d.col("warnings"), d.col("pitfall")
-    for i, (cid, rel, dev, sc) in enumerate(zip(d.col("id"), d.col("release"), d.col("device"), d.col("scope"))):
-        if sc != "misuse" or not reasons.get(cid):
+    ids, releases, devices = d.col("id"), d.col("release"), d.col("device")
+    for i in np.flatnonzero((d.frame["scope"] == "misuse").to_numpy()).tolist():  # the misuse rows only
+        cid, rel, dev = ids[i], releases[i], devices[i]
+        if not reasons.get(cid):
             continue
         kind = misuse_outcome(errors[i], pitfall[i], warnings[i])
         per_step = out.setdefault(reasons[cid], {})
