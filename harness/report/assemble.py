@@ -346,24 +346,47 @@ def write_report(
     bad input leaves the old report as it was); returns {'files': {name: (path, bytes)},
     'data': ReportData}.  ``commit``: the results' commit where it is known (CI passes
     its own; a local report cannot know the commit its results will be in)."""
+    from ..results import ResultsError
     from .model import load
 
     d = load(results_paths, case_paths, expected_releases)
+    if d.problems:  # nothing written: the report there stays whole
+        more = f" (and {len(d.problems) - 1} more)" if len(d.problems) > 1 else ""
+        raise ResultsError(f"{d.problems[0]}{more}; the report was not written")
     d.explanations_path = explanations_path
     files = render_cached(d, pages_url=pages_url, commit=commit)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cases_dir = out / "cases"
-    cases_dir.mkdir(exist_ok=True)
-    keep = {out / name for name in files}
-    for old in cases_dir.glob("*.html"):  # pages of families that are gone
-        if old not in keep:
-            old.unlink()
-    written = {}
-    for name, text in files.items():
-        path = out / name
-        data = text.encode("utf-8")
-        if not path.exists() or path.read_bytes() != data:
-            path.write_bytes(data)
-        written[name] = (path, len(data))
+    written = {name: (out / name, len(text.encode("utf-8"))) for name, text in files.items()}
+    _replace_files(out, {name: text.encode("utf-8") for name, text in files.items()}, stale="cases/*.html")
     return {"files": written, "data": d}
+
+
+def _replace_files(out: Path, files: dict, stale: str) -> None:
+    """Write {relative name: bytes} under ``out``: every file first into a temporary folder
+    beside them, then each moved into place (a rename); files matching ``stale`` that are
+    not among them go last (pages of families that are gone).  A file already equal is left
+    as it is."""
+    import os
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".report-{os.getpid()}.tmp"
+    try:
+        changed = []
+        for name, data in files.items():
+            path = out / name
+            if path.exists() and path.read_bytes() == data:
+                continue
+            new = tmp / name
+            new.parent.mkdir(parents=True, exist_ok=True)
+            new.write_bytes(data)
+            changed.append(name)
+        for name in changed:  # all written: now into place
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / name, out / name)
+        keep = {out / name for name in files}
+        for old in out.glob(stale):
+            if old not in keep:
+                old.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

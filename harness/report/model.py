@@ -83,6 +83,9 @@ class ReportData:
     files: list  # per results file: path, release, device, runs, results, expected, note
     runs: list  # run headers, each with 'source' (path relative to the results folder)
     notes: list = field(default_factory=list)
+    # what makes a results file unusable, one line each with its full path (and line): a
+    # report made from them would not be the whole story (write_report refuses it)
+    problems: list = field(default_factory=list)
     snippets: list = field(default_factory=list)  # records of the published claims' snippets
     evaluation: object = field(default=None, repr=False)  # the harness.evaluation.Evaluation that judged frame
     explanations_path: Path | None = None  # default: harness.explanations.EXPLANATIONS_PATH
@@ -298,7 +301,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
     cases = load_cases(case_paths)
     cases_by_id = {c.id: c for c in cases}
     evaluation = Evaluation(cases_by_id)
-    good, sources, files, notes = [], [], [], []
+    good, sources, files, notes, problems = [], [], [], [], []
     for path in result_files(roots):
         shown = _display_path(path, roots)
         info = {
@@ -312,12 +315,15 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
             "torch": None,
         }
         try:
-            rf = evaluation.evaluate_file(path, warn=lambda msg: None)  # read and judged, or cached
+            rf = evaluation.evaluate_file(path, warn=problems.append)  # read and judged, or cached
         except (ResultsError, OSError, UnicodeDecodeError) as exc:
             info["note"] = "unreadable: " + str(exc).replace(str(path), shown)
             files.append(info)
             notes.append(f"{shown}: {info['note']}")
+            problems.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
             continue
+        if not rf.runs:
+            problems.append(f"{path}: no results (an empty file: run the release again or remove it)")
         if rf.runs:
             last = rf.runs[-1]
             info.update(
@@ -377,6 +383,7 @@ def load(results_paths, case_paths=None, expected_releases=None) -> ReportData:
         files=files,
         runs=runs,
         notes=notes,
+        problems=problems,
         snippets=snippets,
         evaluation=evaluation,
     )
