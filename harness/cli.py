@@ -83,6 +83,48 @@ def cmd_reproductions(args) -> int:
     return EXIT_OK
 
 
+def _python_problem(python) -> str | None:
+    """Why ``--python`` cannot be the torch environment's interpreter (None: it can, as far
+    as can be told before it runs torch): missing, a directory, not executable, not a Python."""
+    import shutil
+    import subprocess
+
+    if python is None:
+        return None
+    found = shutil.which(python) if os.sep not in python else python
+    path = Path(found or python)
+    if not path.exists():
+        return f"--python {python}: no such file"
+    if path.is_dir():
+        return f"--python {python}: a directory, not a Python interpreter"
+    if not os.access(path, os.X_OK):
+        return f"--python {python}: not executable"
+    try:
+        proc = subprocess.run(
+            [str(path), "-c", "import sys; print(sys.version_info[0])"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"--python {python}: cannot be run ({exc})"
+    if proc.returncode != 0 or proc.stdout.strip() != "3":
+        return f"--python {python}: not a Python 3 interpreter"
+    return None
+
+
+def _out_problem(out) -> str | None:
+    """Why the results cannot be written where ``--out`` says (None: they can)."""
+    target = Path(str(out).replace("{device}", "cpu"))
+    if target.is_dir():
+        return f"--out {out}: {target} is a folder; name a results file (e.g. {target / 'results-{device}.jsonl'})"
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {out}: cannot make the folder {folder}: {exc.strerror or exc}"
+    if not os.access(folder, os.W_OK):
+        return f"--out {out}: the folder {folder} cannot be written"
+    return None
+
+
 def cmd_run(args) -> int:
     import json
 
@@ -90,7 +132,13 @@ def cmd_run(args) -> int:
     from .runner import RunnerError, check_protocol, run_devices
 
     if args.plan:  # prebuilt plan: no case files, NumPy or YAML needed here
-        plan = json.loads(Path(args.plan).read_text())
+        try:
+            plan = json.loads(Path(args.plan).read_text(encoding="utf-8"))
+            if not isinstance(plan, dict) or not isinstance(plan.get("cases"), list):
+                raise ValueError("not a plan (an object with a 'cases' list)")
+        except (OSError, ValueError) as exc:
+            _err(f"--plan {args.plan}: cannot be used: {getattr(exc, 'strerror', None) or exc}")
+            return EXIT_INPUT
         try:
             check_protocol(plan)  # before any worker (and its torch) starts
         except RunnerError as exc:
@@ -109,6 +157,10 @@ def cmd_run(args) -> int:
         by_id = {c.id: c for c in selected}
     if not cases:
         _err("no cases selected")
+        return EXIT_INPUT
+    problem = _python_problem(args.python) or _out_problem(args.out)  # before any worker starts
+    if problem:
+        _err(problem)
         return EXIT_INPUT
     python = args.python or sys.executable
     jobs, given = args.jobs, str(args.jobs)

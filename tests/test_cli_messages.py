@@ -48,3 +48,55 @@ def test_run_with_an_interpreter_without_torch_says_what_to_pass(tmp_path):
     assert proc.returncode != 0
     assert f"torch cannot be imported by {exe}" in proc.stderr and "pass --python" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _run_error(tmp_path, *args):
+    """`harness run` with ``args`` (before any worker starts): (exit code, stderr lines)."""
+    cmd = [sys.executable, "-m", "harness", "run", "--device", "cpu", "--filter", "softmax-5/none/*", *args]
+    if "--out" not in args:
+        cmd += ["--out", str(tmp_path / "out" / "{device}.jsonl")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    "python, message",
+    [
+        ("/nonexistent/python", "--python /nonexistent/python: no such file"),
+        ("README.md", "--python README.md: not executable"),
+        ("harness", "--python harness: a directory, not a Python interpreter"),
+        ("/bin/true", "--python /bin/true: not a Python 3 interpreter"),
+    ],
+)
+def test_run_names_a_python_that_cannot_be_the_environment(tmp_path, python, message):
+    code, lines = _run_error(tmp_path, "--python", python)
+    assert code == cli.EXIT_INPUT and lines == [f"error: {message}"]
+    assert not (tmp_path / "out" / "cpu.jsonl").exists()
+
+
+def test_run_names_a_plan_or_an_output_that_cannot_be_used(tmp_path):
+    code, lines = _run_error(tmp_path, "--plan", str(tmp_path / "missing.json"))
+    assert code == cli.EXIT_INPUT and lines == [
+        f"error: --plan {tmp_path / 'missing.json'}: cannot be used: No such file or directory"
+    ]
+    bad = tmp_path / "plan.json"
+    bad.write_text("{not json")
+    code, lines = _run_error(tmp_path, "--plan", str(bad))
+    assert code == cli.EXIT_INPUT and len(lines) == 1 and lines[0].startswith(f"error: --plan {bad}: cannot be used: ")
+    bad.write_text("[]")
+    code, lines = _run_error(tmp_path, "--plan", str(bad))
+    assert code == cli.EXIT_INPUT and lines == [
+        f"error: --plan {bad}: cannot be used: not a plan (an object with a 'cases' list)"
+    ]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = str(blocker / "sub" / "{device}.jsonl")
+    code, lines = _run_error(tmp_path, "--out", out)
+    assert (
+        code == cli.EXIT_INPUT
+        and len(lines) == 1
+        and lines[0].startswith(f"error: --out {out}: cannot make the folder")
+    )
+    code, lines = _run_error(tmp_path, "--out", str(tmp_path))
+    assert code == cli.EXIT_INPUT and len(lines) == 1 and f"--out {tmp_path}: {tmp_path} is a folder" in lines[0]

@@ -275,8 +275,8 @@ def test_a_run_whose_worker_cannot_start_leaves_existing_results_alone(tmp_path)
     out = tmp_path / "earlier.jsonl"
     content = HEADER + "\n" + _result(1) + "\n"
     out.write_text(content)
-    broken = tmp_path / "python"
-    broken.write_text("#!/bin/sh\necho 'no torch here' >&2\nexit 1\n")
+    broken = tmp_path / "python"  # a Python to the harness's check (python -c ...), whose worker cannot start
+    broken.write_text(f'#!/bin/sh\n[ "$1" = "-c" ] && exec {sys.executable} "$@"\necho \'no torch here\' >&2\nexit 1\n')
     broken.chmod(0o755)
     cmd, kw = _harness("run", "--cases", case_file, "--device", "cpu", "--out", out, "--python", broken, "--quiet")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
