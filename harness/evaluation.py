@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from .cases import Case
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 # the modules a verdict row depends on (a change to any of them empties the cache)
 VERDICT_CODE = (
     "__init__.py",
@@ -267,7 +267,9 @@ class Evaluation:
         self.per_case = Memo(CASE_ENTRIES)  # case id -> (case, its case columns, its input digest), for _rows
         self.references = Memo(CASE_ENTRIES)  # case id -> (case, CaseReference)
         self.shared_references = Memo(CASE_ENTRIES)  # _judged_as(case) -> CaseReference
-        self._ref_pickled = Memo(CASE_ENTRIES)  # case id -> a stored (case, CaseReference), unpickled when used
+        # case id -> its references as stored (pickled, unpickled when used), one object for the
+        # API forms of a call (they share them: _judged_as)
+        self._ref_pickled = Memo(CASE_ENTRIES)
         self._judged_store: Path | None = None  # verdicts and digests kept on disk (read once)
         self._judged_new = False  # verdicts or digests added since read or written
         self._ref_store: Path | None = None  # references kept on disk
@@ -293,9 +295,13 @@ class Evaluation:
             self._read_ref_store()
             stored = self._ref_pickled.pop(case.id)
             if stored is not None:
-                import pickle
+                judged = self._judged_as(case)  # (the store's fingerprint covers the case files)
+                ref = self.shared_references.get(judged)
+                if ref is None:
+                    import pickle
 
-                hit = self.references.put(case.id, pickle.loads(stored))
+                    ref = self.shared_references.put(judged, pickle.loads(stored))
+                hit = self.references.put(case.id, (case, ref))
         if hit is None or (hit[0] is not case and hit[0] != case):
             judged = self._judged_as(case)  # the API forms of a call share their references
             ref = self.shared_references.get(judged)
@@ -663,7 +669,7 @@ class Evaluation:
         if self._ref_store is None or self._ref_stored is None:  # never needed: nothing new to keep
             return
         refs = {
-            cid: hit
+            cid: hit[1]
             for cid, case in self.cases.items()
             if (hit := self.references.get(cid)) is not None and (hit[0] is case or hit[0] == case)
         }
@@ -671,7 +677,11 @@ class Evaluation:
         if len(refs) + len(unread) > self._ref_stored:
             import pickle
 
-            refs = {cid: pickle.dumps(hit, protocol=pickle.HIGHEST_PROTOCOL) for cid, hit in refs.items()}
+            blobs: dict = {}  # id(CaseReference) -> its pickle: the API forms share one
+            for ref in refs.values():
+                if id(ref) not in blobs:
+                    blobs[id(ref)] = pickle.dumps(ref, protocol=pickle.HIGHEST_PROTOCOL)
+            refs = {cid: blobs[id(ref)] for cid, ref in refs.items()}
             if _dump(self._ref_store, {"version": CACHE_VERSION, "refs": {**refs, **unread}}):
                 self._ref_stored = len(refs) + len(unread)
 
