@@ -60,7 +60,7 @@ class Outcome:
 
     @property
     def summary(self) -> bool:
-        return self.bits[:1] == b"S"
+        return tensors.is_summary_bits(self.bits)
 
     def same_behaviour(self, other: Outcome) -> bool:
         return (self.kind, self.classes, self.error, self.message) == (

@@ -49,6 +49,12 @@ def bits(t) -> bytes:
     return struct.pack(f"<{len(vals)}d", *vals)
 
 
+def is_summary_bits(b: bytes) -> bool:
+    """Whether :func:`bits` came from a summary: its length is no multiple of 8 (one byte
+    of prefix and the digest), unlike any packed values, whatever their first byte."""
+    return len(b) % 8 != 0
+
+
 def element_class(v: float) -> str:
     if v != v:
         return "nan"

@@ -176,3 +176,13 @@ def test_a_million_element_case_through_the_real_runner(tmp_path):
     assert tensors.is_summary(none64["output"]) and tensors.size(none64["output"]) == 10**6
     # a sum of a million float32 zeros: one exact value
     assert frame.loc["big-1000x1000/sum/log_target=false/intended/float32/functional", "verdict"] == "pass"
+
+
+def test_exact_values_whose_bytes_start_like_a_summary_are_not_one():
+    import struct
+
+    value = struct.unpack("<d", b"S" + b"\x00" * 6 + b"\x3f")[0]  # packed bits begin with b"S"
+    exact = findings._tensor_outcome({"dtype": "float64", "shape": [1], "values": [value]})
+    assert exact.bits[:1] == b"S" and not exact.summary
+    other = findings._tensor_outcome({"dtype": "float64", "shape": [1], "values": [float("nan")]})
+    assert findings.transition(exact, other) == ("finite", "nan", (0,))
