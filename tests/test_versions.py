@@ -66,3 +66,21 @@ def test_every_sort_in_the_project_uses_the_one_ordering():
                 own.append(f"{path.name}:{node.lineno}: {node.name}")
     assert not own
     assert release_key("2.0") < release_key("nightly") < release_key("?")
+
+
+def test_versions_are_ordered_by_harness_versions_only():
+    """One ordering of versions: no module but harness/versions.py splits a version string
+    into numbers to sort it (the report once kept its own key for Python versions)."""
+    import re
+
+    from tests.conftest import ROOT
+
+    own = re.compile(r"int\(x\) if x\.isdigit\(\)|split\(\"\.\"\)\)|def _version_key")
+    found = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in sorted((ROOT / "harness").rglob("*.py"))
+        if p.name != "versions.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if own.search(line)
+    ]
+    assert not found, found

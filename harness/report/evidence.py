@@ -488,7 +488,7 @@ def environment_summary(d: ReportData) -> dict:
         m = re.match(r"([A-Za-z]+)-.*?-(x86_64|aarch64|arm64|AMD64|i686)", plat)
         if m:
             systems.add(f"{m.group(1)} {m.group(2)}")
-    pythons = sorted({str(r.get("env", {}).get("python", "")) for r in d.runs} - {""}, key=_version_key)
+    pythons = sorted({str(r.get("env", {}).get("python", "")) for r in d.runs} - {""}, key=release_key)
     return {
         "newest_run": started[-1] if started else None,
         "newest_date": started[-1][:10] if started else None,
@@ -500,10 +500,6 @@ def environment_summary(d: ReportData) -> dict:
         "runs": len(d.runs),
         "files": len(d.files),
     }
-
-
-def _version_key(text: str) -> tuple:
-    return tuple(int(x) if x.isdigit() else 0 for x in text.split("."))
 
 
 def sec_environment(d: ReportData) -> Section:
