@@ -28,7 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CLAIMS_PATH = ROOT / "cases" / "claims" / "seed-post.yaml"
 SCHEMA_PATH = ROOT / "cases" / "claims.schema.json"
 PREFIX = "claim/"
-STATUSES = ["holds", "holds (wrong reason)", "does not hold", "not applicable", "not run"]
+STATUSES = ["holds", "holds (wrong reason)", "does not hold", "not applicable", "not run", "stale"]
+STALE_DETAIL = "made from other inputs than today's cases: run the release again"
+
+
+class _Stale(Exception):
+    """A row an advice check reads was made from other inputs: it gives no status."""
+
+
 NUMBER = re.compile(r"[-+]?(?:nan|inf|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)")
 
 
@@ -186,7 +193,10 @@ def _row(rows, family, reduction, lt, order="intended"):
     from .axes import case_id
 
     values = {"reduction": reduction, "log_target": lt, "order": order, "dtype": "float64", "api": "functional"}
-    return rows.get(case_id(family, values))
+    row = rows.get(case_id(family, values))
+    if row is not None and row.get("verdict") == "stale":
+        raise _Stale
+    return row
 
 
 def _is_kl(row) -> bool:
@@ -318,6 +328,9 @@ def evaluate_claims(frame, claims=None) -> pd.DataFrame:
                 res = judge_example(claim, snippets.get((rel, dev, PREFIX + claim.snippet)))
                 rows.append({**base, **res})
             else:
-                status, measured, detail = CHECKS[claim.check](by_release.get((rel, dev), {}), rel)
+                try:
+                    status, measured, detail = CHECKS[claim.check](by_release.get((rel, dev), {}), rel)
+                except _Stale:
+                    status, measured, detail = "stale", None, STALE_DETAIL
                 rows.append({**base, "status": status, "measured": measured, "detail": detail})
     return pd.DataFrame(rows)

@@ -104,3 +104,24 @@ def test_claims_file_errors_name_the_line(tmp_path):
     )
     with pytest.raises(CaseFileError, match=r"claims.yaml:5: claims\[0\].snippet: unknown snippet 'nope'"):
         claims.load(bad)
+
+
+def test_advice_read_from_stale_results_gets_no_status():
+    """A row made from other inputs says nothing about the advice: 'stale', not 'does not hold'."""
+    import pandas as pd
+
+    from harness import claims
+    from harness.axes import case_id
+
+    def row(reduction, verdict):
+        values = {"reduction": reduction, "log_target": False, "dtype": "float64", "api": "functional"}
+        return {"id": case_id("softmax-4x5", values), "release": "2.11", "device": "cuda", "dtype": "float64",
+                "api": "functional", "verdict": verdict, "forward": verdict, "pitfall": False,
+                "output": {"dtype": "float64", "shape": [], "values": [0.5]}}  # fmt: skip
+
+    _, all_claims = claims.load()
+    advice = [c for c in all_claims if c.kind != "example" and c.check == "batchmean_not_mean"]
+    fresh = claims.evaluate_claims(pd.DataFrame([row("batchmean", "pass"), row("mean", "pass")]), advice)
+    assert fresh["status"].tolist() == ["does not hold"]  # mean passing as the KL: the advice fails
+    stale = claims.evaluate_claims(pd.DataFrame([row("batchmean", "stale"), row("mean", "pass")]), advice)
+    assert stale["status"].tolist() == ["stale"] and stale["detail"].tolist() == [claims.STALE_DETAIL]

@@ -31,7 +31,7 @@ CLAIM_STYLE = dict(
     zip(
         claims.STATUSES,
         [("✓", "🟩", "pass"), ("◐", "🟨", "unsupported"), ("✗", "🟥", "error"), ("–", "⬜", "undefined")]
-        + [("·", "⬜", "undefined")],
+        + [("·", "⬜", "undefined"), ("↺", "🟪", "stale")],
         strict=True,
     )
 )
@@ -214,7 +214,8 @@ def sec_claims(d: ReportData) -> Section:
     df = claims.evaluate_claims(frame) if len(frame) or d.snippets else pd.DataFrame()
     intro = (
         "Each printed line and each piece of advice of the seed post (cases/claims/seed-post.yaml), checked on "
-        "every release: holds, holds for the wrong reason, or does not hold. Snippets run verbatim in each "
+        "every release: holds, holds for the wrong reason, or does not hold (stale: the results were made from "
+        "other inputs, so no status until the release runs again). Snippets run verbatim in each "
         "release's environment (CPU); advice is checked against the case matrix."
     )
     items, data = [], []
