@@ -22,6 +22,7 @@ from harness.evaluate import case_references
 from harness.inputs import call_inputs, input_digest, plan_entry, round_to_dtype
 from harness.report import assemble, casepages, glance, text
 from harness.report.base import Cell, Section, Table
+from harness.versions import release_key
 
 HOSTILE = "<script>alert(1)</script> | `x`"
 HOSTILE_HTML = "&lt;script&gt;alert(1)&lt;/script&gt; | `x`"
@@ -494,3 +495,32 @@ def test_published_report_is_what_the_committed_results_render(tmp_path):
     assert names == committed
     for name in names:
         assert (out / name).read_bytes() == (PUBLISHED / name).read_bytes(), f"reports/{name} is stale: nox -s report"
+
+
+def test_change_rows_of_the_grid_show_each_releases_own_results():
+    """A change's grid cell at a release is what that release's results of its cases say
+    (not the verdicts at the change's step): where they all raised 'not implemented' the
+    cell says so, even before the change, and where they all pass it is a pass."""
+    from harness import phases
+    from harness.report import glance
+
+    d = report.load([PUBLISHED / "results"])
+    grid = glance.grid(d)
+    rows = {r["id"]: r for g in grid["groups"] for r in g["rows"]}
+    frame = d.frame
+    checked = {"limit": 0, "ok": 0, "limit before the change": 0}
+    for bc in d.behaviour.changes:
+        members = {ch.case_id for ch in glance._judged_members(d, bc)}
+        column = bc.phase if bc.phase in phases.NAMES else "verdict"
+        mine = frame[frame["id"].isin(members) & (frame["device"] == bc.device)]
+        for cell in rows["row-" + bc.key]["cells"]:
+            at = mine[mine["release"] == cell["release"]]
+            verdicts = set(at[column].where(at[column].notna(), at["verdict"]))  # no phase verdict: the case's
+            if verdicts and verdicts <= {"unsupported"}:
+                assert cell["state"] == "limit", (bc.key, cell["release"])
+                checked["limit"] += 1
+                checked["limit before the change"] += release_key(cell["release"]) < release_key(bc.since)
+            elif verdicts and verdicts <= {"pass", "expected-error"}:
+                assert cell["state"] == "ok", (bc.key, cell["release"])
+                checked["ok"] += 1
+    assert all(checked.values()), checked

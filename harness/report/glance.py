@@ -158,21 +158,38 @@ def _side(verdict_names) -> str | None:
     return None
 
 
-def _old_new(d: ReportData, bc) -> tuple[str, str]:
-    """The grid states before and after a change: what the verdicts of its correct-usage
-    cases (else its boundary cases) say where they agree (a misuse or invalid input that
-    errors is no failure of torch), else the neutral before/after pair."""
+def _judged_members(d: ReportData, bc) -> list:
+    """The cases of a change whose verdicts its grid row shows: its correct-usage cases,
+    else its boundary cases (a misuse or invalid input that errors is no failure of torch);
+    none: the row shows only before and after."""
     from ..evaluate import case_scope
 
     by_scope: dict = {}
     for ch in bc.cases:
         by_scope.setdefault(case_scope(d.cases[ch.case_id]), []).append(ch)
-    members = by_scope.get("valid") or by_scope.get("boundary")  # correct usage first, then its extremes
-    if not members:
-        return "old", "new"
-    old = _side(ch.old_verdict for ch in members)
-    new = _side(ch.new_verdict for ch in members)
-    return old or "old", new or "new"
+    return by_scope.get("valid") or by_scope.get("boundary") or []  # correct usage first, then its extremes
+
+
+def _change_verdicts_by_release(d: ReportData) -> dict:
+    """(change key) -> {release: the phase verdicts of its judged members there}, from each
+    release's own results (the change's phase; the case's verdict for a warnings change, or
+    where the phase has none of its own because an earlier one raised)."""
+    wanted: dict = {}  # (case id, device) -> [(change key, column)]
+    for bc in d.behaviour.changes:
+        column = bc.phase if bc.phase in phases.NAMES else "verdict"
+        for ch in _judged_members(d, bc):
+            wanted.setdefault((ch.case_id, bc.device), []).append((bc.key, column))
+    out: dict = {}
+    if not wanted:
+        return out
+    cols, releases = {c: d.col(c) for c in ("verdict", *phases.NAMES)}, d.col("release")
+    for i, key in enumerate(zip(d.col("id"), d.col("device"))):
+        for change, column in wanted.get(key, ()):
+            v = cols[column][i]  # a phase without a verdict of its own (the forward raised): the case's
+            out.setdefault(change, {}).setdefault(releases[i], []).append(
+                v if isinstance(v, str) else cols["verdict"][i]
+            )
+    return out
 
 
 def grid(d: ReportData) -> dict:
@@ -215,17 +232,19 @@ def grid(d: ReportData) -> dict:
     later = groups[1:]  # the other devices' usage after the changes and misuses of all
     del groups[1:]
     number = {bc.key: k + 1 for k, bc in enumerate(d.behaviour.changes)}
+    by_release = _change_verdicts_by_release(d)
     rows = []
     for bc in d.behaviour.changes:
-        old, new = _old_new(d, bc)
         since_rk = release_key(bc.since)
+        own = by_release.get(bc.key, {})
         cells = []
         for rel in releases:
             if (rel, bc.device) not in present:
                 cells.append(_cell(bc.key, rel, "nr", "", f"not run on {bc.device} in {rel}", None))
                 continue
             after = release_key(rel) >= since_rk
-            state = new if after else old
+            # each release's own verdicts where its judged cases agree; else before/after the change
+            state = (_side(own[rel]) if rel in own else None) or ("new" if after else "old")
             tip = f"#{number[bc.key]} {'with' if after else 'without'} the change in {rel} ({bc.device})"
             cells.append(_cell(bc.key, rel, state, "", tip, "#" + bc.key, since=rel == bc.since))
         rows.append(
