@@ -21,6 +21,19 @@ EXIT_OK, EXIT_CONDITION, EXIT_INPUT, EXIT_ENV = 0, 1, 2, 3
 EPILOG = __doc__.split("\n\n", 1)[1]
 
 
+GATE_WORDS = """what the gate says, per case of a release/device block:
+  verdict changed     its verdict differs from the baseline's (pass -> crash, ...): fails the gate
+  behaviour changed   same verdict, but what a phase did differs (element classes, exception or its
+                      message, warnings): fails the gate
+  missing             the baseline has the case, the current results do not: fails the gate
+  drifted             same behaviour, other values, within the dtype's tolerance: listed, fails only
+                      with --exact ("value drifted (VERDICT)")
+  stale               made from other inputs on one side: not compared (run it again)
+  not checked         a baseline block with no current results
+  new release         a block the baseline lacks: compared with the release before it
+"""
+
+
 def _err(msg):
     print(f"error: {msg}", file=sys.stderr)
 
@@ -325,13 +338,16 @@ def cmd_gate(args) -> int:
         if args.markdown:
             Path(args.markdown).write_text(f"## Regression gate: baseline updated\n\n{text[len('gate: ') :]}\n")
         return EXIT_OK
-    try:
-        baseline = load_baseline(baseline_path)
-    except BaselineError as exc:
-        _err(str(exc))
-        return EXIT_INPUT
+    if baseline_path.is_dir():  # a results folder (the committed store): the baseline derived from it
+        baseline = snapshot(verdict_frame([baseline_path], args.cases))
+    else:
+        try:
+            baseline = load_baseline(baseline_path)
+        except BaselineError as exc:
+            _err(str(exc))
+            return EXIT_INPUT
     results = compare(baseline, current, exact=args.exact)
-    print(format_text(results, baseline_path), end="")
+    print(format_text(results, baseline_path, verbose=args.verbose), end="")
     if args.markdown:
         Path(args.markdown).write_text(format_markdown(results, baseline_path))
     return EXIT_CONDITION if any(r.failed for r in results) else EXIT_OK
@@ -519,10 +535,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "gate",
         help="compare results with a committed baseline; exit 1 listing changed cases",
-        epilog=EPILOG,
+        epilog=GATE_WORDS + "\n" + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--baseline", default="reports/baseline.json", help="baseline JSON (default: %(default)s)")
+    p.add_argument(
+        "--baseline",
+        default="reports/baseline.json",
+        help="baseline JSON, or a results folder to derive it from, e.g. the committed reports/results "
+        "(then drift is sized in ulps) (default: %(default)s)",
+    )
+    p.add_argument("--verbose", action="store_true", help="list every case that drifted within tolerance")
     _results_option(p)
     p.add_argument("--cases", nargs="+", metavar="YAML", help="case files (default: cases/*.yaml)")
     p.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from the current results")

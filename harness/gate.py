@@ -295,6 +295,22 @@ class Change:
     def describe(self) -> str:
         return f"{self.case_id}: {self.what()}"
 
+    def ulps(self) -> float | None:
+        """How far the values moved, in units in the last place of their dtype (the largest
+        over the elements finite on both sides); None where the old values are not known
+        (a baseline file keeps hashes only) or either side is a summary."""
+        a, b = self.old_output, self.new_output
+        if not (isinstance(a, dict) and isinstance(b, dict)) or tensors.is_summary(a) or tensors.is_summary(b):
+            return None
+        import numpy as np
+
+        x = np.asarray(a.get("values") or [], dtype=np.float64)
+        y = np.asarray(b.get("values") or [], dtype=np.float64)
+        if x.shape != y.shape or b.get("dtype") not in tensors.MANTISSA_BITS:
+            return None
+        both = np.isfinite(x) & np.isfinite(y)
+        return float(tensors.ulps(y[both], x[both], b["dtype"]).max()) if both.any() else 0.0
+
 
 def _short(output: dict, n: int = 4) -> str:
     if tensors.is_summary(output):
@@ -376,7 +392,7 @@ def compare(baseline: dict, current: dict, exact: bool = False) -> list:
         cur = current[key]
         if key in baseline:
             res = BlockResult(cur, "baseline", baseline[key], "baseline")
-            _compare_cases(res, baseline[key], cur, True, {})
+            _compare_cases(res, baseline[key], cur, True, baseline[key].outputs)
         else:
             older = [
                 k for k in set(baseline) | set(current) if k[1] == key[1] and release_key(k[0]) < release_key(key[0])
@@ -429,15 +445,48 @@ def headline(results: list) -> str:
     return f"passed: no behaviour changes in {checked} release/device block{'s' * (checked != 1)}{drift_text}"
 
 
-def format_text(results: list, baseline_path) -> str:
-    lines = [f"gate: current results against {baseline_path}"]
+def drift_summary(results: list) -> str:
+    """The value drift within tolerance in a line: how many cases in how many blocks, their
+    dtypes, and the largest move in ulps where the old values are known."""
+    drifts = [(res, c) for res in results for c in res.drift]
+    if not drifts:
+        return "no value drift"
+    blocks = {res.block.label for res, _ in drifts}
+    dtypes = sorted({c.case_id.split("/")[-2] for _, c in drifts if c.case_id.count("/") >= 2})
+    ulps = [u for _, c in drifts if (u := c.ulps()) is not None]
+    text = (
+        f"{len(drifts)} case{'s' * (len(drifts) != 1)} drifted within tolerance in {len(blocks)} "
+        f"release/device block{'s' * (len(blocks) != 1)} ({', '.join(dtypes) or 'no dtype'})"
+    )
+    if ulps:
+        text += f"; largest move {max(ulps):.3g} ulp" + ("" if len(ulps) == len(drifts) else f" (of {len(ulps)} known)")
+    else:
+        text += "; their old values are not in the baseline file (ulps unknown: gate against a results folder)"
+    return text
+
+
+def format_text(results: list, baseline_path, verbose: bool = False) -> str:
+    """The verdict first; then every behaviour change (they fail the gate); then the value
+    drift in a line (each drifted case with ``verbose``); then a line per release/device."""
+    failed = [r for r in results if r.failed]
+    lines = [f"gate: {headline(results)}", f"gate: current results against {baseline_path}"]
+    if failed:
+        lines.append("behaviour changes (they fail the gate):")
+        for res in failed:
+            lines.append(f"  {res.block.label} vs {res.against_text()}:")
+            lines.extend(f"      {c.describe()}" for c in res.regressions)
+    lines.append(f"drift (listed, not failed; --exact fails on it): {drift_summary(results)}")
+    if verbose:
+        for res in results:
+            lines.extend(f"      {res.block.label} {c.describe()}" for c in res.drift)
+    elif any(r.drift for r in results):
+        lines.append("      (each drifted case: --verbose)")
+    lines.append("release/device blocks:")
     width = max((len(r.block.label) for r in results), default=0)
     for res in results:
         torch = f"torch {res.block.torch}" if res.block.torch else ""
         mark = "CHANGED" if res.failed else ("ok" if res.status in ("baseline", "new") else "-")
         lines.append(f"  {res.block.label:<{width}}  {torch:<14} vs {res.against_text()}: {_counts(res)}  [{mark}]")
-        lines.extend(f"      {c.describe()}" for c in res.changes)
-    lines.append(f"gate: {headline(results)}")
     return "\n".join(lines) + "\n"
 
 

@@ -131,11 +131,33 @@ def test_value_drift_is_listed_and_fails_only_with_exact(setup, cases, capsys):
     write_results(results, "2.5.1", recs)
     code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results)
     assert code == cli.EXIT_OK, out
-    assert f"{cases[k].id}: value drifted (pass)" in out and "1 drifted" in out
-    assert "passed: no behaviour changes in 1 release/device block; 1 case drifted within tolerance" in out
+    lines = out.splitlines()
+    # the verdict first, then the drift in a line; each drifted case only with --verbose
+    assert lines[0] == "gate: passed: no behaviour changes in 1 release/device block; 1 case drifted within tolerance"
+    assert lines[2].startswith("drift (listed, not failed; --exact fails on it): 1 case drifted within tolerance in 1")
+    assert "(float64)" in lines[2] and "ulps unknown" in lines[2] and "1 drifted" in out
+    assert cases[k].id not in out and "--verbose" in out
+    code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results, "--verbose")
+    assert f"2.5/cpu {cases[k].id}: value drifted (pass)" in out
     assert all(c.id not in out for i, c in enumerate(cases) if i != k)
     code, out, _ = run_gate(capsys, "--baseline", baseline, "--results", results, "--exact")
-    assert code == cli.EXIT_CONDITION and "FAILED: 1 case changed" in out
+    assert code == cli.EXIT_CONDITION and "FAILED: 1 case changed" in out.splitlines()[0]
+    assert out.splitlines()[2] == "behaviour changes (they fail the gate):" and f"{cases[k].id}: value drifted" in out
+
+
+def test_a_results_folder_as_baseline_sizes_the_drift_in_ulps(setup, cases, capsys, tmp_path):
+    """--baseline may name a results folder (e.g. the committed store): the baseline is
+    derived from it, with its values, so drift is sized in units in the last place."""
+    results, _ = setup
+    published = tmp_path / "published"
+    shutil.copytree(results, published)  # the baseline's results, as committed
+    k = next(i for i, c in enumerate(cases) if np.any(case_references(c).documented.forward.value != 0))
+    ref = case_references(cases[k]).documented.forward.value
+    nudged = np.where(ref != 0, np.nextafter(np.nextafter(ref, np.inf), np.inf), ref)  # two float64 ulps
+    write_results(results, "2.5.1", [record(c, output=nudged) if i == k else record(c) for i, c in enumerate(cases)])
+    code, out, _ = run_gate(capsys, "--baseline", published, "--results", results)
+    assert code == cli.EXIT_OK, out
+    assert "1 case drifted within tolerance in 1 release/device block (float64); largest move 2 ulp" in out
 
 
 def test_an_injected_nan_or_a_new_exception_fails(setup, cases, capsys):
