@@ -452,7 +452,7 @@ def drift_summary(results: list) -> str:
     if not drifts:
         return "no value drift"
     blocks = {res.block.label for res, _ in drifts}
-    dtypes = sorted({c.case_id.split("/")[-2] for _, c in drifts if c.case_id.count("/") >= 2})
+    dtypes = sorted({c.new_output["dtype"] for _, c in drifts if isinstance(c.new_output, dict)})
     ulps = [u for _, c in drifts if (u := c.ulps()) is not None]
     text = (
         f"{len(drifts)} case{'s' * (len(drifts) != 1)} drifted within tolerance in {len(blocks)} "

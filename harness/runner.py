@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, tensors
-from .results import SCHEMA_VERSION, Writer, drop_results, read, sort_in_plan_order
+from .results import SCHEMA_VERSION, Writer, device_folder, drop_results, read, sort_in_plan_order
 from .worker import PROTOCOL, protocol_problem  # standard library only at import
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
@@ -537,7 +537,7 @@ def run_devices(
             if not last_env.get("cuda_available"):
                 continue
             device = "cuda"
-        out = Path(str(out_template).replace("{device}", device.replace(":", "")))
+        out = Path(str(out_template).replace("{device}", device_folder(device)))
         device_plan = plan
         if device != "cpu":  # published snippets are CPU code: they run with the cpu pass only
             device_plan = {**plan, "cases": [e for e in plan["cases"] if "snippet" not in e]}
