@@ -537,14 +537,18 @@ class Evaluation:
         try:
             ctx = multiprocessing.get_context("fork")
             if len(todo) >= 2 * jobs:  # the cases first: each worker would otherwise compute them all
-                with ctx.Pool(jobs) as pool:
+                with ctx.Pool(jobs, initializer=_worker_signals) as pool:
                     for digests, refs in pool.imap_unordered(_case_work, [todo[k::jobs] for k in range(jobs)]):
                         self._merge(digests, refs)
+                    pool.close()  # the workers leave on their own once the work is done (not terminated)
+                    pool.join()
             judged = 0
-            with ctx.Pool(jobs) as pool:
+            with ctx.Pool(jobs, initializer=_worker_signals) as pool:
                 for digests, refs, verdicts, cached in pool.imap_unordered(_files_work, _chunks(missing, jobs)):
                     judged += cached
                     self._merge(digests, refs, verdicts)
+                pool.close()
+                pool.join()
         except OSError:  # no processes to be had: evaluate_file judges them here
             return 0
         finally:
@@ -687,6 +691,17 @@ class Evaluation:
 
 
 _WORKER: Evaluation | None = None  # in a worker of Evaluation.prefetch: the evaluation it was forked from
+
+
+def _worker_signals() -> None:
+    """In a worker: SIGTERM and SIGINT do what they do by default.  A worker forked from a
+    process whose Python handler turns them into exceptions (harness.cli does) could not
+    be stopped while it waits on a lock, and the pool's teardown would wait for it forever
+    (seen under pytest)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _case_work(case_ids: list) -> tuple[dict, dict]:
