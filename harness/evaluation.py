@@ -602,7 +602,6 @@ class Evaluation:
             rf = read(path, warn=warn)
             rows, snippets, unknown = self._rows(rf.results, rf.runs, "")
             columns = _columns(rows)
-        self._save_judged()
         self.evaluated.append((str(path), digest))
         out = EvaluatedFile(path, rf.runs, len(rf.results), rf.dropped_tail, columns, snippets, unknown)
         if entry is not None and not rf.dropped_tail:  # a truncated file is rewritten soon: not worth keeping
@@ -788,4 +787,6 @@ def verdict_frame(result_paths, case_paths=None):
     jobs = os.environ.get("HARNESS_EVAL_JOBS", "").strip()
     if jobs.isdigit() and int(jobs) > 1:
         evaluation.prefetch(files, int(jobs))
-    return frame_of([evaluation.evaluate_file(f) for f in files])
+    frame = frame_of([evaluation.evaluate_file(f) for f in files])
+    evaluation.save()  # the verdicts and references judged here serve the next caller
+    return frame
