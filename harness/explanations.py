@@ -114,6 +114,7 @@ class Matching:
     explained: dict[int, Explanation]  # index of a change -> its explanation
     unexplained: list[int]  # indices of changes no entry explains
     stale: list[Explanation]  # entries that explain no change
+    all: tuple = ()  # every entry (for the consequences of a change: matched by their own transition)
 
 
 def known_releases() -> list[str]:
@@ -211,4 +212,4 @@ def match(explanations: Sequence[Explanation], changes: Sequence) -> Matching:
         else:
             unexplained.append(i)
     stale = [e for e in explanations if e.key not in used]
-    return Matching(explained, unexplained, stale)
+    return Matching(explained, unexplained, stale, tuple(explanations))

@@ -3,11 +3,14 @@
 * **Behaviour changes**: between consecutive releases with results on one device, every
   phase of every case is compared: the class of every element (finite, 0, -0, inf, -inf,
   nan, also where the reference is undefined), the exception (type and message), the
-  warnings.  A case that differs in any of them at a release step has changed; its
-  *primary* change is the first phase that differs (forward, then the gradients, then the
-  warnings: the others ride along as "also").  Changes are clustered by step, phase and
-  what changed (``phase: FROM → TO``), and only then described by the axes they cover, so
-  every changed case belongs to exactly one behaviour change.
+  warnings.  Each phase that differs is one *phase transition* (``phase: FROM → TO``) with
+  a severity (harness.severities).  Every transition belongs to exactly one behaviour
+  change: a case's most severe transition at a step leads, and the transitions that follow
+  from it join its change as *consequences* (a gradient that had none because the forward
+  raised, the warnings, a gradient that changed the same way); every other transition
+  leads a change of its own.  Changes are clustered by step, phase, what changed and
+  severity, then described by the axes they cover and titled so that no two titles are
+  equal; changes that share cases at one step point to each other (``related``).
 * **Drift**: a case whose outcome did not change but whose values did (bits) is drift:
   counted per step with its largest difference in units in the last place of its dtype.
 * **Phase verdicts**: per release, device, scope, dtype and phase, how many cases pass.
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import axes, phases, scopes, tensors, verdicts
+from . import axes, phases, scopes, severities, tensors, verdicts
 from .evaluate import case_scope, tolerance
 from .inputs import call_inputs
 from .versions import release_key
@@ -200,25 +203,28 @@ def warnings_transition(a: frozenset, b: frozenset) -> tuple[str, str]:
 
 # ------------------------------------------------------------------ where (inputs)
 
-FEATURES = (  # (name, argument, predicate on its values)
+FEATURES = (  # (name, argument, predicate on its values), the most specific first
     ("target < 0", "second", lambda v: np.isfinite(v) & (v < 0)),
     ("target = 0", "second", lambda v: v == 0),
     ("target = -inf", "second", lambda v: v == -np.inf),
     ("target = inf", "second", lambda v: v == np.inf),
     ("target = nan", "second", np.isnan),
+    ("target < 0 or nan", "second", lambda v: (v < 0) | np.isnan(v)),
+    ("target ≤ 0 or nan", "second", lambda v: ~(v > 0)),  # where a 'target > 0' test fails
     ("input = -inf", "first", lambda v: v == -np.inf),
     ("input = inf", "first", lambda v: v == np.inf),
     ("input = nan", "first", np.isnan),
-    ("target ≤ 0 or nan", "second", lambda v: ~(v > 0)),  # where a 'target > 0' test fails
 )
-MAX_WHERE = 2  # features named in a title
-GENERAL = "target ≤ 0 or nan"
+FEATURE_NAMES = tuple(name for name, _, _ in FEATURES)
 
 
-def input_features(case, positions: tuple, memo: dict | None = None) -> frozenset:
-    """The FEATURES the case's arguments show at the output's ``positions`` (elementwise
-    output: the broadcast elements; a reduced output: anywhere).  ``memo``: for one
-    compute(), the arguments' feature masks by what they depend on (cases share them)."""
+def input_features(case, positions: tuple, memo: dict | None = None) -> frozenset | None:
+    """The FEATURES that hold at *every* one of the output's ``positions`` (the broadcast
+    elements of an elementwise output); None where that cannot be said (a reduced output,
+    no positions, arguments that do not broadcast).  ``memo``: for one compute(), the
+    arguments' feature masks by what they depend on (cases share them)."""
+    if case.reduction != "none" or not positions:
+        return None
     key = (id(case.family), case.dtype, case.log_target, case.order)  # what call_inputs reads
     masks = memo.get(key) if memo is not None else None
     if masks is None:
@@ -226,13 +232,23 @@ def input_features(case, positions: tuple, memo: dict | None = None) -> frozense
         if memo is not None:
             memo[key] = masks
     if masks is _UNBROADCASTABLE:
-        return frozenset()
-    size, found_anywhere, by_element = masks
-    elementwise = case.reduction == "none" and positions and max(positions) < size
-    if not elementwise:
-        return found_anywhere
+        return None
+    size, _, by_element = masks
+    if max(positions) >= size:
+        return None
     where = list(positions)
-    return frozenset(name for name, mask in by_element if mask[where].any())
+    return frozenset(name for name, mask in by_element if mask[where].all())
+
+
+def where_text(features) -> tuple:
+    """What a title says of the features every changed element shares: the first (most
+    specific) one of the target's, then of the input's."""
+    named = []
+    for arg in ("second", "first"):
+        first = next((name for name, a, _ in FEATURES if a == arg and name in features), None)
+        if first:
+            named.append(first)
+    return tuple(named)
 
 
 _UNBROADCASTABLE = object()
@@ -257,7 +273,7 @@ def _feature_masks(case):
 
 @dataclass
 class CaseChange:
-    """One case at one release step: its primary change and what rode along."""
+    """One phase of one case at one release step: what it was, what it is, how severe."""
 
     case_id: str
     device: str
@@ -269,7 +285,8 @@ class CaseChange:
     positions: tuple
     old_verdict: str
     new_verdict: str
-    also: tuple = ()  # ((phase, from, to), ...)
+    severity: str = "changed"  # harness.severities
+    lead: bool = True  # False: a consequence of the case's leading transition at this step
 
 
 @dataclass
@@ -277,35 +294,40 @@ class BehaviourChange:
     device: str
     previous: str  # the last release without it
     since: str  # the first release with it
-    phase: str
+    phase: str  # of its leading transitions
     from_: str
     to: str
-    cases: list = field(default_factory=list)  # CaseChange, in case order
-    where: tuple = ()  # input features shared by every case
+    severity: str = "changed"  # harness.severities: of its cases, with their consequences
+    members: list = field(default_factory=list)  # every CaseChange it holds: leading ones, then consequences
+    where: tuple = ()  # input features every changed element of its cases shares
     scope: dict = field(default_factory=dict)  # axis -> values covered
     scopes: tuple = ()  # domain scopes covered
-    phases_seen: tuple = ()  # every phase that changed in its cases
+    phases_seen: tuple = ()  # every phase among its members
     direction: str = "changed"  # fixed | broke | changed | mixed
-    also: tuple = ()  # ((phase label, from, to, cases), ...)
+    consequences: tuple = ()  # ((phase, from, to, cases), ...): its members that follow from the lead
+    related: tuple = ()  # keys of the other changes of the same cases at the same step
+    key: str = ""  # a stable anchor (set by compute: device, step, phase, transition)
+    title: str = ""  # unique among the changes (set by compute)
 
     @property
-    def key(self) -> str:
-        """A stable anchor: device, step, phase and transition."""
-        import re
-
-        text = f"{self.device}-{self.since}-{self.phase}-{self.from_}-to-{self.to}"
-        return "bc-" + re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
-
-    @property
-    def title(self) -> str:
-        dtypes = self.scope.get("dtype", ())
-        prefix = f"{dtypes[0]} " if len(dtypes) == 1 else ""
-        where = f" where {' and '.join(self.where)}" if self.where else ""
-        return f"{prefix}{PHASE_LABEL[self.phase]}: {self.from_} → {self.to}{where}"
+    def cases(self) -> list:
+        """Its leading transitions: one per case, in case order."""
+        return [m for m in self.members if m.lead]
 
     @property
     def count(self) -> int:
-        return len(self.cases)
+        return sum(m.lead for m in self.members)
+
+    @property
+    def wording(self) -> bool:
+        return self.severity == severities.WORDING
+
+
+def change_key(device: str, since: str, phase: str, from_: str, to: str) -> str:
+    import re
+
+    text = f"{device}-{since}-{phase}-{from_}-to-{to}"
+    return "bc-" + re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
 
 @dataclass
@@ -567,20 +589,11 @@ def _compute(cols: dict, cases_by_id: dict) -> Findings:
         i, j = prev_of[k], cur_of[k]
         prev, cur = Row._make([col[i] for col in columns]), Row._make([col[j] for col in columns])
         differs = tuple(map(operator.ne, sigs[i], sigs[j])) if len(sigs[i]) == len(sigs[j]) == WIDTH else None
-        change = _case_change(
-            cases_by_id[cur.id], cur.device, prev.release, cur.release, prev, cur, drift_acc, memo, differs
-        )
-        if change is not None:
-            case_changes.append(change)
-    clusters: dict = {}
-    for ch in case_changes:
-        key = (ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
-        if key not in clusters:
-            clusters[key] = BehaviourChange(ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
-        clusters[key].cases.append(ch)
-    features: dict = {}  # the arguments' feature masks, shared by the cases of a family
-    changes = [_describe(bc, cases_by_id, features) for bc in clusters.values()]
-    changes.sort(key=lambda b: (b.device, release_key(b.since), PHASE_ORDER.index(b.phase), -b.count, b.from_, b.to))
+        case = cases_by_id[cur.id]
+        found = _case_change(case, cur.device, prev.release, cur.release, prev, cur, drift_acc, memo, differs)
+        if found:
+            case_changes += _lead(found, case_scope(case))
+    changes = _cluster(case_changes, cases_by_id)
     drift = []
     for (device, prev_rel, rel), items in sorted(drift_acc.items(), key=lambda kv: (kv[0][0], release_key(kv[0][2]))):
         drift.append(
@@ -598,21 +611,28 @@ def _compute(cols: dict, cases_by_id: dict) -> Findings:
     return Findings(changes, case_changes, drift, steps_sorted, phase_counts)
 
 
-def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo, differs=None) -> CaseChange | None:
-    """The change of one case from row ``prev`` to row ``cur`` (None: none), its drift
-    added to ``drift_acc``.  ``differs``: per phase, then the warnings, whether their
-    signatures (:func:`_signatures`) differ (equal: the same outcome, bits and warnings,
-    nothing to compare); None: compare all."""
+def _phase_verdict(row, phase: str) -> str:
+    """A row's verdict of ``phase``; the case's where the phase has none of its own (an
+    earlier phase raised)."""
+    v = getattr(row, phase)
+    return v if isinstance(v, str) else row.verdict or "pass"
+
+
+def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo, differs=None) -> list:
+    """The phase transitions of one case from row ``prev`` to row ``cur`` (CaseChange, in
+    phase order, the warnings last; empty: none), its drift added to ``drift_acc``.
+    ``differs``: per phase, then the warnings, whether their signatures (:func:`_signatures`)
+    differ (equal: the same outcome, bits and warnings, nothing to compare); None: all."""
     found = []  # (phase, from, to, positions, old verdict, new verdict)
     for k, p in enumerate(phases.PHASES):
         if differs is not None and not differs[k]:
             continue
         a, b = outcome(prev, p, memo), outcome(cur, p, memo)
         if "stale" in (a.kind, b.kind):
-            return None  # made from other inputs: not comparable
+            return []  # made from other inputs: not comparable
         if not a.same_behaviour(b):
             frm, to, pos = transition(a, b)
-            found.append((p.name, frm, to, pos, getattr(prev, p.name) or "pass", getattr(cur, p.name) or "pass"))
+            found.append((p.name, frm, to, pos, _phase_verdict(prev, p.name), _phase_verdict(cur, p.name)))
         elif a.kind == "value" and a.bits != b.bits and (a.summary or b.summary):
             # no values to compare: beyond tolerance where the verdict against the reference
             # changed; else drift of at most the two errors against it
@@ -625,7 +645,9 @@ def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo, differ
             tol = tolerance(case)
             beyond = _beyond_tolerance(a.bits, b.bits, tol)
             if beyond:
-                found.append((p.name, "value", "other value", beyond, getattr(prev, p.name), getattr(cur, p.name)))
+                found.append(
+                    (p.name, "value", "other value", beyond, _phase_verdict(prev, p.name), _phase_verdict(cur, p.name))
+                )
             else:
                 ulps = _ulps(a.bits, b.bits, case.dtype, tol["atol"])
                 drift_acc[(device, prev_rel, rel)].append((case.id, ulps, cur.dtype, p.name))
@@ -633,42 +655,238 @@ def _case_change(case, device, prev_rel, rel, prev, cur, drift_acc, memo, differ
     if wa != wb:
         frm, to = warnings_transition(wa, wb)
         found.append((WARNINGS, frm, to, (), prev.verdict, cur.verdict))
-    if not found:
-        return None
-    phase, frm, to, pos, old_v, new_v = found[0]
-    also = tuple((ph, f, t) for ph, f, t, _, _, _ in found[1:])
-    return CaseChange(case.id, device, prev_rel, rel, phase, frm, to, pos, old_v, new_v, also)
+    return [CaseChange(case.id, device, prev_rel, rel, *f) for f in found]
+
+
+# ------------------------------------------------------------------ severity
+
+_FAILING = frozenset({"nan", "inf", "-inf"})
+_VALUE_WORDS = frozenset({"value", "other value"})
+
+
+def _parts(descriptor: str) -> set:
+    return set(descriptor.split("/"))
+
+
+def _is_values(descriptor: str) -> bool:
+    """A transition side made of values: element classes, 'value', 'other value'."""
+    return descriptor in _VALUE_WORDS or _parts(descriptor) <= set(CLASS_ORDER)
+
+
+def wording_only(phase: str, from_: str, to: str) -> bool:
+    """Nothing a result depends on changed: an exception's or a warning's message, or the
+    sign of a zero."""
+    if to.endswith("(new message)"):
+        return True
+    return phase != WARNINGS and from_ != to and (_parts(from_) | _parts(to)) <= {"0", "-0"}
+
+
+def _new_failure(from_: str, to: str) -> bool:
+    """The new side has nan, inf or an error that the old side did not have."""
+    if _is_values(to):
+        return bool((_parts(to) & _FAILING) - _parts(from_))
+    if to in ("none", "no gradient"):
+        return False
+    return _is_values(from_)  # raises now (or dies) where it computed
+
+
+def severity_of(ch: CaseChange, scope: str) -> str:
+    """The severity of one phase transition of a case of domain ``scope`` (the rules of
+    harness.severities, in its order; wording first: it is never more than that)."""
+    if wording_only(ch.phase, ch.from_, ch.to):
+        return "wording"
+    fixed = _direction(ch.old_verdict, ch.new_verdict) == "fixed"
+    if scope in ("valid", "boundary") and not fixed:
+        if ch.phase != WARNINGS and _new_failure(ch.from_, ch.to):
+            return "failure"
+        if scope == "valid" and _is_values(ch.from_) and _is_values(ch.to) and ch.phase != WARNINGS:
+            return "silent"
+        return "changed"
+    if fixed:
+        return "fix"
+    return "invalid" if scope == "invalid" else "misuse" if scope == "misuse" else "changed"
+
+
+def _lead(found: list, scope: str) -> list:
+    """The transitions of one case at one step, with their severities: the most severe leads
+    (the first in phase order among equals), a gradient that had none before and the
+    warnings only where nothing else changed; a transition that follows from the lead (such
+    a gradient, the warnings, a phase that changed the same way) is its consequence; every
+    other one leads a change of its own."""
+    for ch in found:
+        ch.severity = severity_of(ch, scope)
+    followers = [ch for ch in found if ch.from_ == "no gradient" or ch.phase == WARNINGS]
+    lead = min([ch for ch in found if ch not in followers] or found, key=lambda ch: severities.RANK[ch.severity])
+    for ch in found:
+        if ch is not lead and (
+            ch.from_ == "no gradient" or ch.phase == WARNINGS or (ch.from_, ch.to) == (lead.from_, lead.to)
+        ):
+            ch.lead = False
+    return found
+
+
+def _cluster(case_changes: list, cases_by_id: dict) -> list:
+    """Behaviour changes of the transitions: a case's leading transitions cluster by device,
+    step, phase and what changed; the consequences join their lead's change, whose
+    severity is the worst of its members'."""
+    by_key: dict = {}
+    of_unit: dict = {}  # (case, device, step) -> the cluster key of its lead
+    units: dict = {}
+    for ch in case_changes:
+        units.setdefault((ch.case_id, ch.device, ch.since), []).append(ch)
+    for unit_key, unit in units.items():
+        leads = [ch for ch in unit if ch.lead]
+        followers = [ch for ch in unit if not ch.lead]
+        first = min(leads, key=lambda ch: severities.RANK[ch.severity])
+        for ch in leads:
+            key = (ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
+            bc = by_key.get(key)
+            if bc is None:
+                bc = by_key[key] = BehaviourChange(ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
+            bc.members.append(ch)
+            if ch is first:
+                of_unit[unit_key] = bc
+        for ch in followers:
+            of_unit[unit_key].members.append(ch)
+    features: dict = {}  # the arguments' feature masks, shared by the cases of a family
+    changes = [_describe(bc, cases_by_id, features) for bc in by_key.values()]
+    changes.sort(
+        key=lambda b: (
+            severities.RANK[b.severity],
+            b.device,
+            release_key(b.since),
+            PHASE_ORDER.index(b.phase),
+            -b.count,
+            b.from_,
+            b.to,
+        )
+    )
+    _name(changes)
+    step_of: dict = {}
+    for bc in changes:
+        for m in bc.members:
+            step_of.setdefault((m.case_id, m.device, m.since), []).append(bc)
+    for bc in changes:
+        seen = {}
+        for m in bc.members:
+            for other in step_of[(m.case_id, m.device, m.since)]:
+                if other is not bc:
+                    seen[other.key] = None
+        bc.related = tuple(o.key for o in changes if o.key in seen)
+    return changes
 
 
 def _describe(bc: BehaviourChange, cases_by_id: dict, memo: dict | None = None) -> BehaviourChange:
-    members = [cases_by_id[ch.case_id] for ch in bc.cases]
+    order = {cid: i for i, cid in enumerate(cases_by_id)}
+    bc.members.sort(key=lambda m: (not m.lead, PHASE_ORDER.index(m.phase), order.get(m.case_id, 0)))
+    leads = bc.cases
+    members = [cases_by_id[ch.case_id] for ch in leads]
     present = [set(values) for values in zip(*(c.values for c in members))] if members else [set() for _ in axes.AXES]
     bc.scope = {a.name: tuple(v for v in a.values if v in seen) for a, seen in zip(axes.AXES, present)}
     member_scopes = {case_scope(c) for c in members}
     bc.scopes = tuple(s for s in scopes.NAMES if s in member_scopes)
-    if bc.phase in phases.NAMES and any(ch.positions for ch in bc.cases):
+    if bc.phase in phases.NAMES:
         shared = None
-        for ch, case in zip(bc.cases, members):
-            if ch.positions or case.reduction != "none":
-                feats = input_features(case, ch.positions, memo)
+        for ch, case in zip(leads, members):
+            feats = input_features(case, ch.positions, memo)
+            if feats is not None:
                 shared = feats if shared is None else shared & feats
-        named = [name for name, _, _ in FEATURES if shared and name in shared]
-        if len(named) > 1 and GENERAL in named:  # a specific feature says more than the general one
-            named.remove(GENERAL)
-        bc.where = tuple(named[:MAX_WHERE])
-    dirs = {_direction(ch.old_verdict, ch.new_verdict) for ch in bc.cases}
+        bc.where = where_text(shared or ())
+    # its leads' worst severity; a consequence raises it only where it is a new failure or a
+    # silent value change itself (a gradient that was missing and is still not implemented is not)
+    bc.severity = severities.worst(*(m.severity for m in bc.members if m.lead or m.severity in ("silent", "failure")))
+    dirs = {_direction(ch.old_verdict, ch.new_verdict) for ch in leads}
     bc.direction = dirs.pop() if len(dirs) == 1 else "mixed"
-    also = Counter(x for ch in bc.cases for x in ch.also)
-    bc.also = tuple((ph, f, t, n) for (ph, f, t), n in sorted(also.items(), key=lambda kv: (-kv[1], kv[0])))
-    seen = {bc.phase} | {ph for ch in bc.cases for ph, _, _ in ch.also}
+    follow = Counter((m.phase, m.from_, m.to) for m in bc.members if not m.lead)
+    bc.consequences = tuple(
+        (ph, f, t, n) for (ph, f, t), n in sorted(follow.items(), key=lambda kv: (PHASE_ORDER.index(kv[0][0]), kv[0]))
+    )
+    seen = {m.phase for m in bc.members}
     bc.phases_seen = tuple(p for p in PHASE_ORDER if p in seen)
     return bc
+
+
+# ------------------------------------------------------------------ titles
+
+
+def state_words(descriptor: str, phase: str) -> str:
+    """A transition side in plain words."""
+    if descriptor.endswith(" (new message)"):
+        return f"{state_words(descriptor[: -len(' (new message)')], phase)}, with a new message"
+    if descriptor == "value":
+        return "computes" if phase in phases.NAMES else "a value"
+    if descriptor == "other value":
+        return "other values (beyond tolerance)"
+    if descriptor == "none":
+        return "no warning"
+    if descriptor in ("not implemented", "no gradient", "crash", "timeout"):
+        return {"crash": "the process dies", "timeout": "times out"}.get(descriptor, descriptor)
+    if _parts(descriptor) <= set(CLASS_ORDER):
+        names = descriptor.split("/")
+        return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    if phase == WARNINGS:
+        return f"warns {descriptor}"
+    return f"raises {descriptor}"
+
+
+def _scope_text(bc: BehaviourChange, axes_named: tuple) -> str:
+    parts = []
+    for name in ("dtype", *axes_named):
+        vals = bc.scope.get(name, ())
+        if len(vals) == 1:
+            value = vals[0]
+            parts.append(
+                str(value) if name == "dtype" else f"{name}={value!r}" if name == "reduction" else f"{name}={value}"
+            )
+    if bc.scopes and set(bc.scopes) <= {"invalid", "misuse"}:
+        parts.append(" and ".join("misuse" if s == "misuse" else "invalid input" for s in bc.scopes))
+    return ", ".join(parts)
+
+
+def _title(bc: BehaviourChange, axes_named: tuple = ()) -> str:
+    scope = _scope_text(bc, axes_named)
+    now, was = state_words(bc.to, bc.phase), state_words(bc.from_, bc.phase)
+    now = f"{now} now" if bc.to == "value" and bc.phase in phases.NAMES else now
+    where = f" where {' and '.join(bc.where)}" if bc.where else ""
+    head = f"{scope}, {PHASE_LABEL[bc.phase]}" if scope else PHASE_LABEL[bc.phase].capitalize()
+    return f"{head}: {now} (was: {was}){where}"
+
+
+_DISTINGUISH = ("log_target", "reduction", "order")  # axes a title names when it must, in this order
+
+
+def _name(changes: list) -> None:
+    """Set each change's key (unique: the severity joins where two share one) and title
+    (unique: the axes that set colliding changes apart join, then the release step)."""
+    seen_keys: dict = {}
+    for bc in changes:
+        key = change_key(bc.device, bc.since, bc.phase, bc.from_, bc.to)
+        bc.key = key if key not in seen_keys else f"{key}-{bc.severity}"
+        seen_keys[bc.key] = bc
+    titles = {}
+    for bc in changes:
+        bc.title = _title(bc)
+        titles.setdefault(bc.title, []).append(bc)
+    for group in [g for g in titles.values() if len(g) > 1]:
+        named = tuple(
+            a
+            for a in _DISTINGUISH
+            if len({bc.scope.get(a, ()) for bc in group}) > 1 and all(bc.scope.get(a) for bc in group)
+        )
+        for bc in group:
+            bc.title = _title(bc, named)
+    counts = Counter(bc.title for bc in changes)
+    for bc in changes:
+        if counts[bc.title] > 1:
+            bc.title += (
+                f" (from {bc.since}, {bc.device})" if len({c.device for c in changes}) > 1 else f" (from {bc.since})"
+            )
 
 
 # ------------------------------------------------------------------ cached
 
 
-FINDINGS_CACHE_VERSION = 1
+FINDINGS_CACHE_VERSION = 2
 
 
 @functools.lru_cache(maxsize=1)

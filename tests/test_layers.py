@@ -14,7 +14,18 @@ from tests.conftest import ROOT
 
 # The one layer map: a module may import its own layer (without a circle) or a lower one.
 LAYERS = {
-    0: ("__init__", "axes", "memo", "phases", "scopes", "verdicts", "versions", "results", "tensors"),  # vocabulary
+    0: (
+        "__init__",
+        "axes",
+        "memo",
+        "phases",
+        "scopes",
+        "verdicts",
+        "versions",
+        "results",
+        "severities",
+        "tensors",
+    ),  # vocabulary
     1: ("cases",),
     2: ("inputs",),
     3: ("catalogue", "worker", "runner"),  # run

@@ -202,7 +202,7 @@ def render(d, sections=None, pages_url: str | None = None, commit: str | None = 
         )
     summary = {
         "title": TITLE,
-        "schema": 1,
+        "schema": 2,
         "origin": origin,
         "releases": d.releases,
         "releases_with_results": rels,

@@ -7,23 +7,31 @@ from __future__ import annotations
 import numpy as np
 
 from .. import phases as phases_mod
-from .. import tensors
+from .. import severities, tensors
+from ..versions import release_key
 from .base import Section
 from .glance import change_verdicts
 from .model import ReportData
 from .text import axis_text, call_text, fmt_float, fmt_output, fmt_values, literal, visible
 
 
-def _example(bc):
-    """(CaseChange, position) that shows ``bc`` with the fewest elements: a member with an
-    elementwise output and a changed element if there is one, else the first member.  A
-    change of warnings is shown by a float32/float64 member (whose backward runs on every
-    release, so the warning can appear)."""
+def _example(bc, published: dict | None = None):
+    """(CaseChange, position) that shows ``bc`` with the fewest elements, among its leads as
+    severe as the change (where there are such): the case of its published reproduction
+    (``published``: harness.reproductions' snippets) while that case still leads the
+    change, so the snippet the releases ran stays; else a member with an elementwise output
+    and a changed element if there is one, else the first member.  A change of warnings is
+    shown by a float32/float64 member (whose backward runs on every release, so the warning
+    can appear)."""
     from .. import findings as findings_mod
 
-    members = bc.cases
+    members = [ch for ch in bc.cases if ch.severity == bc.severity] or bc.cases  # shows why it is this severe
+    known = (published or {}).get(bc.key, {}).get("case")
+    for ch in members:
+        if ch.case_id == known:
+            return ch, (ch.positions[0] if ch.positions and "/none/" in ch.case_id else None)
     if bc.phase == findings_mod.WARNINGS:
-        members = [ch for ch in bc.cases if "/float32/" in ch.case_id or "/float64/" in ch.case_id] or bc.cases
+        members = [ch for ch in members if "/float32/" in ch.case_id or "/float64/" in ch.case_id] or members
     for ch in members:
         if ch.positions and "/none/" in ch.case_id:
             return ch, ch.positions[0]
@@ -85,20 +93,23 @@ def _phase_text(row, phase: str, position) -> str:
 
 
 def _stale_explanations(changes, matching) -> list:
-    """Explanations that match no behaviour change, neither its primary transition nor one
-    that rode along ('also')."""
+    """Explanations that match no behaviour change, neither its leading transition nor one
+    of its consequences."""
     if matching is None:
         return []
-    seen = {(bc.since, ph, f, t) for bc in changes for ph, f, t, _ in bc.also}
+    seen = {(bc.since, ph, f, t) for bc in changes for ph, f, t, _ in bc.consequences}
     return [e for e in matching.stale if (e.since, e.phase, e.from_, e.to) not in seen]
 
 
 def reproduction_snippets(d: ReportData) -> dict:
     """{change key: snippet} for every behaviour change (harness.reproductions' format)."""
 
+    from .. import reproductions
+
+    published = reproductions.load()
     out = {}
     for bc in d.behaviour.changes:
-        ch, pos = _example(bc)
+        ch, pos = _example(bc, published)
         out[bc.key] = {
             "title": bc.title,
             "since": bc.since,
@@ -173,9 +184,11 @@ def sec_changes(d: ReportData) -> Section:
         for i, key in enumerate(zip(d.col("id"), d.col("release"), d.col("device"))):
             frame_by[key] = i
     items, data = [], []
+    number = {bc.key: k + 1 for k, bc in enumerate(b.changes)}
+    by_transition = {e.key: e for e in (matching.all if matching is not None else ())}
     for k, bc in enumerate(b.changes):
         expl = matching.explained.get(k) if matching is not None else None
-        ch, pos = _example(bc)
+        ch, pos = _example(bc, run_snippets)
         case = d.cases[ch.case_id]
         lines = _repro_lines(case, _snippet_phase(d, bc, ch), pos)
         recorded = {}
@@ -184,15 +197,29 @@ def sec_changes(d: ReportData) -> Section:
             recorded[rel] = _phase_text(d.frame.iloc[i], bc.phase, pos) if i is not None else "not run"
         covers = [(a, ", ".join(axis_text(v) for v in vals)) for a, vals in bc.scope.items() if vals]
         facts = [
+            ("severity", severities.BY_NAME[bc.severity].title.lower()),
             ("since", f"{bc.since} (last release without it: {bc.previous}), {bc.device}"),
             ("cases", f"{bc.count}, {bc.direction}"),
             ("phases", ", ".join(findings_mod.PHASE_LABEL[p] for p in bc.phases_seen)),
             ("domain", ", ".join(bc.scopes)),
             ("covers", "; ".join(f"{a}: {v}" for a, v in covers)),
         ]
-        if bc.also:
-            also = "; ".join(f"{findings_mod.PHASE_LABEL[ph]}: {f} → {t} ({n})" for ph, f, t, n in bc.also[:4])
-            facts.append(("also", also))
+        consequences = [
+            {
+                "phase": ph,
+                "from": f,
+                "to": t,
+                "cases": n,
+                "text": f"{findings_mod.PHASE_LABEL[ph]}: {findings_mod.state_words(t, ph)} "
+                f"(was: {findings_mod.state_words(f, ph)}), {n} case{'s' if n != 1 else ''}",
+                "explanation": (e := by_transition.get((bc.since, ph, f, t))) and e.explanation,
+            }
+            for ph, f, t, n in bc.consequences
+        ]
+        if consequences:
+            facts.append(("with it", "; ".join(c["text"] for c in consequences)))
+        if bc.related:
+            facts.append(("related", ", ".join(f"#{number[key]}" for key in bc.related)))
         committed = run_snippets.get(bc.key)
         printed = {rel: _printed(d, bc.key, rel, bc.device, lines) for rel in (bc.previous, bc.since)}
         if committed is None or committed.get("code") != lines:
@@ -215,6 +242,9 @@ def sec_changes(d: ReportData) -> Section:
                 "key": bc.key,
                 "number": k + 1,
                 "title": bc.title,
+                "severity": bc.severity,
+                "consequences": consequences,
+                "related": [{"key": key, "number": number[key]} for key in bc.related],
                 "since": bc.since,
                 "previous": bc.previous,
                 "device": bc.device,
@@ -236,6 +266,7 @@ def sec_changes(d: ReportData) -> Section:
             {
                 "key": bc.key,
                 "title": bc.title,
+                "severity": bc.severity,
                 "since": bc.since,
                 "previous": bc.previous,
                 "device": bc.device,
@@ -248,7 +279,8 @@ def sec_changes(d: ReportData) -> Section:
                 "phases": list(bc.phases_seen),
                 "scopes": list(bc.scopes),
                 "covers": {a: [axis_text(v) for v in vals] for a, vals in bc.scope.items()},
-                "also": [{"phase": ph, "from": f, "to": t, "cases": n} for ph, f, t, n in bc.also],
+                "consequences": [{k: c[k] for k in ("phase", "from", "to", "cases")} for c in consequences],
+                "related": list(bc.related),
                 "explained": bool(expl),
                 "explanation": expl.explanation if expl else None,
                 "upstream": [{"kind": u["kind"], "id": u["id"], "url": u["url"]} for u in upstream],
@@ -257,6 +289,7 @@ def sec_changes(d: ReportData) -> Section:
                 "recorded": recorded,
                 "printed": printed,
                 "case_ids": [c.case_id for c in bc.cases],
+                "members": [[m.case_id, m.phase] for m in bc.members],
             }
         )
     stale_expl = _stale_explanations(b.changes, matching)
@@ -282,16 +315,33 @@ def sec_changes(d: ReportData) -> Section:
     }
     intro = (
         "Every phase of every case is compared between consecutive tested releases on the same device: the class "
-        "of every element (finite, 0, -0, inf, -inf, nan), the exception and its message, the warnings. Changed "
-        "cases are grouped by release, phase and what changed; each group is one behaviour change, with the "
-        "cases it covers, a reproduction sliced to the fewest elements, what the snippet printed in both releases "
-        "and the upstream reason where it is known. Value drift within tolerance is listed separately."
+        "of every element (finite, 0, -0, inf, -inf, nan), the exception and its message, the warnings. Each "
+        "phase that changed belongs to exactly one behaviour change: a case's most severe change leads, what "
+        "follows from it (a gradient that had none, the warnings) comes with it. The changes are ordered by "
+        "severity, most severe first; each has the cases it covers, a reproduction sliced to the fewest elements, "
+        "what the snippet printed in both releases and the upstream reason where it is known. Changes of wording "
+        "only (a message, the sign of a zero) take one line per release step. Value drift within tolerance is "
+        "listed separately."
     )
+    groups, wording = [], {}
+    for item, bc in zip(items, b.changes):
+        if bc.wording:
+            wording.setdefault((bc.device, bc.previous, bc.since), []).append(item)
+            continue
+        if not groups or groups[-1]["severity"] != bc.severity:
+            sev = severities.BY_NAME[bc.severity]
+            groups.append({"severity": sev.name, "title": sev.title, "meaning": sev.meaning, "changes": []})
+        groups[-1]["changes"].append(item)
+    wording_lines = [
+        {"device": dev, "previous": prev, "since": rel, "changes": found}
+        for (dev, prev, rel), found in sorted(wording.items(), key=lambda kv: (kv[0][0], release_key(kv[0][2])))
+    ]
     from .base import Cell
 
     changes_md = [
         [
             Cell(str(c["number"]), href="#" + c["key"]),
+            c["severity"],
             c["since"],
             c["device"],
             c["title"],
@@ -317,6 +367,9 @@ def sec_changes(d: ReportData) -> Section:
         "drift_md": drift_md,
         "intro": intro,
         "changes": items,
+        "groups": groups,
+        "wording": wording_lines,
+        "wording_meaning": severities.BY_NAME[severities.WORDING].meaning,
         "drift": drift,
         "stale": [f"{e.since} {e.phase}: {e.from_} → {e.to}" for e in stale_expl],
         "unexplained": len(summary["unexplained"]),

@@ -235,6 +235,8 @@ def grid(d: ReportData) -> dict:
     by_release = _change_verdicts_by_release(d)
     rows = []
     for bc in d.behaviour.changes:
+        if bc.wording:  # a message or the sign of a zero: listed with the changes, one line per step
+            continue
         since_rk = release_key(bc.since)
         own = by_release.get(bc.key, {})
         cells = []
@@ -263,7 +265,13 @@ def grid(d: ReportData) -> dict:
             }
         )
     if rows:
-        groups.append({"title": "Behaviour changes (the boundary is the first release with the change)", "rows": rows})
+        groups.append(
+            {
+                "title": "Behaviour changes, most severe first (the boundary is the first release with the change; "
+                "wording-only changes are listed under Behaviour changes)",
+                "rows": rows,
+            }
+        )
     rows = []
     for reason, by in sorted(_misuse_rows(d).items()):
         key = misuse_key(reason)

@@ -170,7 +170,9 @@ class ReportData:
             for rel, dev, version in Counter(zip(release, device, self.col("torch"))):  # each triple once
                 torch_v.setdefault((rel, dev), set()).add(version)
             torch_v = {key: ", ".join(sorted(versions)) for key, versions in torch_v.items()}
-        changed = Counter((ch.since, ch.device) for ch in self.behaviour.case_changes)
+        changed = Counter(
+            (since, dev) for _, dev, since in {(ch.case_id, ch.device, ch.since) for ch in self.behaviour.case_changes}
+        )
         out = {}
         for rel in self.releases:
             for dev in self.devices:
