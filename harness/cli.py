@@ -296,6 +296,8 @@ def cmd_report(args) -> int:
     )
     for note in d.notes:
         print(f"note: {note}", file=sys.stderr)
+    for _, problem in d.explained.refused if d.explained is not None else ():
+        print(f"refused explanation: {problem}", file=sys.stderr)
     return EXIT_OK
 
 

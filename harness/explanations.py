@@ -91,7 +91,9 @@ class Explanation:
     upstream: tuple[Ref, ...]
     title: str | None = None
     where: str | None = None
+    condition: tuple = ()  # ((key, value), ...): what its cases have, checked against the results
     line: int = 0
+    condition_lines: tuple = ()  # ((key, line), ...) of the condition's keys
     source: str = field(default="", compare=False)
 
     @property
@@ -114,6 +116,7 @@ class Matching:
     explained: dict[int, Explanation]  # index of a change -> its explanation
     unexplained: list[int]  # indices of changes no entry explains
     stale: list[Explanation]  # entries that explain no change
+    refused: list = field(default_factory=list)  # (Explanation, problem): a condition its cases do not meet
     all: tuple = ()  # every entry (for the consequences of a change: matched by their own transition)
 
 
@@ -163,7 +166,11 @@ def load(path=EXPLANATIONS_PATH, releases: Iterable[str] | None = None) -> list[
             upstream=tuple(_ref(item) for item in raw["upstream"]),
             title=raw.get("title"),
             where=raw.get("where"),
+            condition=tuple(
+                (k, tuple(v) if isinstance(v, list) else v) for k, v in (raw.get("condition") or {}).items()
+            ),
             line=raw.line,
+            condition_lines=tuple(getattr(raw.get("condition"), "key_lines", {}).items()),
             source=str(path),
         )
         if entry.key in first:
@@ -197,9 +204,13 @@ def _ref(item) -> Ref:
     return Ref(kind, item[kind], item.get("note", ""))
 
 
-def match(explanations: Sequence[Explanation], changes: Sequence) -> Matching:
+def match(explanations: Sequence[Explanation], changes: Sequence, refused: Sequence = ()) -> Matching:
     """Pair changes (objects with ``since``, ``phase``, ``from_``, ``to``) with the
-    explanations of exactly the same four fields."""
+    explanations of exactly the same four fields.  ``refused``: (explanation, problem)
+    pairs of entries whose condition the results contradict (harness.findings.
+    check_explanations): they explain nothing."""
+    out = {id(e) for e, _ in refused}
+    explanations = [e for e in explanations if id(e) not in out]
     by_key = {e.key: e for e in explanations}
     explained: dict[int, Explanation] = {}
     unexplained: list[int] = []
@@ -212,4 +223,4 @@ def match(explanations: Sequence[Explanation], changes: Sequence) -> Matching:
         else:
             unexplained.append(i)
     stale = [e for e in explanations if e.key not in used]
-    return Matching(explained, unexplained, stale, tuple(explanations))
+    return Matching(explained, unexplained, stale, list(refused), tuple(explanations))

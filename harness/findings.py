@@ -218,12 +218,13 @@ FEATURES = (  # (name, argument, predicate on its values), the most specific fir
 FEATURE_NAMES = tuple(name for name, _, _ in FEATURES)
 
 
-def input_features(case, positions: tuple, memo: dict | None = None) -> frozenset | None:
-    """The FEATURES that hold at *every* one of the output's ``positions`` (the broadcast
-    elements of an elementwise output); None where that cannot be said (a reduced output,
-    no positions, arguments that do not broadcast).  ``memo``: for one compute(), the
-    arguments' feature masks by what they depend on (cases share them)."""
-    if case.reduction != "none" or not positions:
+def input_features(case, positions: tuple, memo: dict | None = None, phase: str = "forward") -> frozenset | None:
+    """The FEATURES that hold at *every* one of ``positions`` of the phase's tensor: the
+    broadcast elements of an elementwise forward output, the elements of a gradient whose
+    arguments have one shape; None where that cannot be said (a reduced forward, no
+    positions, arguments that do not broadcast or, for a gradient, differ in shape).
+    ``memo``: for one compute(), the arguments' feature masks by what they depend on."""
+    if not positions or (phase == "forward" and case.reduction != "none") or phase not in phases.NAMES:
         return None
     key = (id(case.family), case.dtype, case.log_target, case.order)  # what call_inputs reads
     masks = memo.get(key) if memo is not None else None
@@ -233,8 +234,8 @@ def input_features(case, positions: tuple, memo: dict | None = None) -> frozense
             memo[key] = masks
     if masks is _UNBROADCASTABLE:
         return None
-    size, _, by_element = masks
-    if max(positions) >= size:
+    size, _, by_element, same_shape = masks
+    if max(positions) >= size or (phase != "forward" and not same_shape):
         return None
     where = list(positions)
     return frozenset(name for name, mask in by_element if mask[where].all())
@@ -255,8 +256,8 @@ _UNBROADCASTABLE = object()
 
 
 def _feature_masks(case):
-    """(elements, the features present anywhere, ((feature, per-element mask), ...)) of
-    the case's broadcast arguments, or _UNBROADCASTABLE."""
+    """(elements, the features present anywhere, ((feature, per-element mask), ...), whether
+    both arguments have one shape) of the case's broadcast arguments, or _UNBROADCASTABLE."""
     ci = call_inputs(case)
     try:
         first, second = np.broadcast_arrays(ci.first, ci.second)
@@ -265,7 +266,7 @@ def _feature_masks(case):
     flat = {"first": first.reshape(-1), "second": second.reshape(-1)}
     by_element = tuple((name, np.asarray(pred(flat[arg]), dtype=bool)) for name, arg, pred in FEATURES)
     anywhere = frozenset(name for name, mask in by_element if mask.size and mask.any())
-    return flat["first"].size, anywhere, by_element
+    return flat["first"].size, anywhere, by_element, np.shape(ci.first) == np.shape(ci.second)
 
 
 # ------------------------------------------------------------------ changes
@@ -788,7 +789,7 @@ def _describe(bc: BehaviourChange, cases_by_id: dict, memo: dict | None = None) 
     if bc.phase in phases.NAMES:
         shared = None
         for ch, case in zip(leads, members):
-            feats = input_features(case, ch.positions, memo)
+            feats = input_features(case, ch.positions, memo, bc.phase)
             if feats is not None:
                 shared = feats if shared is None else shared & feats
         bc.where = where_text(shared or ())
@@ -881,6 +882,77 @@ def _name(changes: list) -> None:
             bc.title += (
                 f" (from {bc.since}, {bc.device})" if len({c.device for c in changes}) > 1 else f" (from {bc.since})"
             )
+
+
+# ------------------------------------------------------------------ explanations against the data
+
+
+def check_explanations(found: Findings, explanations, cases_by_id: dict) -> list:
+    """(explanation, problem) for each explanation (harness.explanations.Explanation) whose
+    ``condition`` the results contradict: among the phase transitions it explains (its
+    step, phase, from and to; leads and consequences alike), a case without one of the
+    condition's axis values, scopes or broadcasting, or a changed element where its
+    ``where`` feature does not hold.  The problem reads ``file:line: what is wrong``."""
+    by_transition: dict = {}
+    for ch in found.case_changes:
+        by_transition.setdefault((ch.since, ch.phase, ch.from_, ch.to), []).append(ch)
+    memo: dict = {}
+    out = []
+    for e in explanations:
+        members = by_transition.get(e.key, [])
+        if not e.condition or not members:
+            continue
+        found = _condition_problem(dict(e.condition), members, cases_by_id, memo)
+        if found:
+            key, problem = found
+            line = dict(e.condition_lines).get(key, e.line)
+            out.append((e, f"{e.source}:{line}: {e.since} {e.phase}: {e.from_} -> {e.to}: {problem}"))
+    return out
+
+
+def _condition_problem(cond: dict, members: list, cases_by_id: dict, memo: dict) -> tuple | None:
+    """(the condition key, what is wrong) for the first member that contradicts ``cond``."""
+    checked = 0
+    for ch in members:
+        case = cases_by_id.get(ch.case_id)
+        if case is None:
+            continue
+        for name in ("reduction", "log_target", "order", "dtype"):
+            if name in cond:
+                allowed = cond[name] if isinstance(cond[name], tuple) else (cond[name],)
+                if getattr(case, name) not in allowed:
+                    return name, f"condition {name}: {cond[name]!r}, but case {ch.case_id} has {getattr(case, name)!r}"
+        if "scope" in cond and case_scope(case) not in cond["scope"]:
+            return "scope", f"condition scope: {list(cond['scope'])}, but case {ch.case_id} is {case_scope(case)!r}"
+        if "broadcast" in cond:
+            ci = call_inputs(case)
+            broadcast = np.shape(ci.first) != np.shape(ci.second)
+            if broadcast != cond["broadcast"]:
+                return (
+                    "broadcast",
+                    f"condition broadcast: {cond['broadcast']}, but case {ch.case_id} "
+                    f"has {'' if broadcast else 'no '}broadcasting",
+                )
+        if "where" in cond:
+            if cond["where"] not in FEATURE_NAMES:
+                return (
+                    "where",
+                    f"condition where: unknown feature {cond['where']!r} (known: {', '.join(FEATURE_NAMES)})",
+                )
+            feats = input_features(case, ch.positions, memo, ch.phase)
+            if feats is not None:
+                checked += 1
+                if cond["where"] not in feats:
+                    return "where", (
+                        f"condition where: {cond['where']!r} does not hold at every changed element of case "
+                        f"{ch.case_id} ({ch.phase}, elements {list(ch.positions)[:8]})"
+                    )
+    if "where" in cond and not checked:
+        return (
+            "where",
+            f"condition where: {cond['where']!r} cannot be checked: no case shows which of its elements changed",
+        )
+    return None
 
 
 # ------------------------------------------------------------------ cached

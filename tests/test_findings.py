@@ -390,3 +390,50 @@ def test_without_a_cache_folder_or_an_evaluation_it_is_compute(cases, history, t
     assert findings.compute_cached(frame, cases) == findings.compute(frame, cases)
     assert len(calls) == 4
     assert not list(tmp_path.rglob("findings-*.pickle"))
+
+
+def test_every_committed_explanation_states_a_condition_its_cases_meet(real):
+    """Each explanation that matches a change says, as data, what its cases have; none is
+    contradicted by the results (an explanation with a wrong condition is refused)."""
+    from harness import explanations
+
+    _, cases, f = real
+    entries = explanations.load()
+    transitions = {(ch.since, ch.phase, ch.from_, ch.to) for ch in f.case_changes}
+    assert all(e.condition for e in entries if e.key in transitions), [
+        e.line for e in entries if e.key in transitions and not e.condition
+    ]
+    assert findings.check_explanations(f, entries, cases) == []
+
+
+@pytest.mark.parametrize(
+    "condition, problem",
+    [
+        ('where: "target = 0"', "'target = 0' does not hold at every changed element of case"),
+        ("log_target: true", "condition log_target: True, but case"),
+        ("broadcast: true", "condition broadcast: True, but case"),
+        ("scope: [valid]", "condition scope: ['valid'], but case"),
+        ('where: "target = 1"', "unknown feature 'target = 1'"),
+    ],
+)
+def test_an_explanation_whose_condition_the_results_contradict_is_refused_at_its_line(
+    real, tmp_path, condition, problem
+):
+    """The 1.13 forward 0 -> nan change happens where the target is negative or nan; an
+    explanation that says otherwise is refused with file:line: what is wrong, and the change
+    reads unexplained."""
+    from harness import explanations
+
+    _, cases, f = real
+    path = tmp_path / "explanations.yaml"
+    path.write_text(
+        "version: 1\nexplanations:\n"
+        '  - since: "1.13"\n    phase: forward\n    from: "0"\n    to: nan\n'
+        f"    condition:\n      {condition}\n"
+        "    explanation: a story\n    upstream:\n      - pr: 80334\n"
+    )
+    entries = explanations.load(path)
+    ((entry, text),) = findings.check_explanations(f, entries, cases)
+    assert text.startswith(f"{path}:8: 1.13 forward: 0 -> nan: ") and problem in text, text
+    matching = explanations.match(entries, f.changes, [(entry, text)])
+    assert not matching.explained and matching.refused == [(entry, text)]

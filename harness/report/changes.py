@@ -312,6 +312,7 @@ def sec_changes(d: ReportData) -> Section:
             b.changes[i].key for i in (matching.unexplained if matching is not None else range(len(b.changes)))
         ],
         "stale_explanations": [f"{e.since} {e.phase}: {e.from_} -> {e.to}" for e in stale_expl],
+        "refused_explanations": [problem for _, problem in (matching.refused if matching is not None else ())],
     }
     intro = (
         "Every phase of every case is compared between consecutive tested releases on the same device: the class "
@@ -372,6 +373,7 @@ def sec_changes(d: ReportData) -> Section:
         "wording_meaning": severities.BY_NAME[severities.WORDING].meaning,
         "drift": drift,
         "stale": [f"{e.since} {e.phase}: {e.from_} → {e.to}" for e in stale_expl],
+        "refused": summary["refused_explanations"],
         "unexplained": len(summary["unexplained"]),
     }
     return Section("behaviour", "Behaviour changes", summary, ctx, filterable=True, anchor="changes")

@@ -120,12 +120,14 @@ class ReportData:
     def explained(self):
         """The explanations matched to the behaviour changes (harness.explanations.Matching),
         or None where the explanations file is absent."""
-        from .. import explanations
+        from .. import explanations, findings
 
         path = Path(self.explanations_path or explanations.EXPLANATIONS_PATH)
         if not path.exists():
             return None
-        return explanations.match(explanations.load(path), self.behaviour.changes)
+        entries = explanations.load(path)
+        refused = findings.check_explanations(self.behaviour, entries, self.cases)
+        return explanations.match(entries, self.behaviour.changes, refused)
 
     @cached_property
     def case_index(self) -> dict:
