@@ -360,6 +360,7 @@ class Family:
     description: str
     source: str
     line: int
+    advice: str = ""  # what to do instead where these inputs give something else than the maths
 
     @property
     def label(self) -> str:
@@ -593,6 +594,7 @@ def _build_families(doc, path) -> list[Family]:
                 description=str(fam.get("description", "")),
                 source=str(path),
                 line=fam.line,
+                advice=" ".join(str(fam.get("advice", "")).split()),
             )
         )
     return out

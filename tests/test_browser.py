@@ -188,7 +188,7 @@ def test_permalink_opens_scrolls_and_is_not_covered(page, kind):
 
 # Sections a dtype filter must change (they hold per-dtype items); with a release and a
 # verdict filter besides, every filterable section answers to some filter.
-DTYPE_SECTIONS = {"glance", "changes", "misuse", "usage"}
+DTYPE_SECTIONS = {"glance", "changes", "misuse", "edges", "usage"}
 OTHER_FILTERS = ("release=2.2", "verdict=nan")
 
 

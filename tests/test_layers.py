@@ -184,7 +184,7 @@ def test_harness_modules_follow_the_pipeline_layers():
 REPORT_LAYERS = {
     0: ("text", "base"),
     1: ("model",),
-    2: ("glance", "changes", "evidence", "casepages"),
+    2: ("glance", "changes", "edges", "evidence", "casepages"),
     3: ("assemble",),
     4: ("__init__",),
 }

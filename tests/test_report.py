@@ -527,3 +527,31 @@ def test_change_rows_of_the_grid_show_each_releases_own_results():
                 assert cell["state"] == "ok", (bc.key, cell["release"])
                 checked["ok"] += 1
     assert all(checked.values()), checked
+
+
+def test_boundary_and_invalid_behaviours_are_named_with_what_to_do():
+    """Each boundary or invalid input kind whose results differ from the limit or the formula
+    is listed once per phase and outcome, with releases, a reproduction and advice; the list
+    is what the frame says (recounted here), and the misuse table names one mistake and its
+    fix per row."""
+    import json
+
+    from harness.report import edges, evidence
+
+    d = report.load([PUBLISHED / "results"])
+    listed = edges.behaviours(d)
+    assert listed and all(b["advice"] and 1 <= len(b["reproduction"]) <= 10 for b in listed)
+    keys = [(b["family"], b["phase"], b["what"]) for b in listed]
+    assert len(keys) == len(set(keys))
+    f = d.frame
+    expected = set()
+    for p in ("forward", "grad_input", "grad_target"):
+        bad = f[f["scope"].isin(["boundary", "invalid"]) & f[p].isin(edges.PROBLEM)]
+        expected |= {(fam, p, v) for fam, v in zip(bad["family"], bad[p])}
+    assert expected == {k for k in keys if k[2] != "pitfall"}
+    zeros = next(b for b in listed if b["family"] == "zeros-4x5" and b["phase"] == "forward")
+    assert zeros["what"] == "nan" and dict(zeros["covers"])["log_target"] == ["true"]
+    misuse = evidence.sec_misuse(d).data
+    assert misuse and all(r["fix"] and r["code"] for r in misuse)
+    summary = json.loads((PUBLISHED / "summary.json").read_text())
+    assert [(b["family"], b["phase"], b["what"]) for b in summary["edges"]] == keys

@@ -139,6 +139,7 @@ def default_sections() -> list:
     """The report's sections, in order: each a function (ReportData) -> Section | None."""
     from .casepages import sec_cases
     from .changes import sec_changes
+    from .edges import sec_edges
     from .evidence import sec_claims, sec_cuda, sec_environment, sec_families, sec_misuse, sec_warnings
 
     return [
@@ -146,6 +147,7 @@ def default_sections() -> list:
         sec_changes,
         glance.sec_releases,
         sec_misuse,
+        sec_edges,
         glance.sec_usage,
         sec_claims,
         sec_cuda,

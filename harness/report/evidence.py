@@ -130,7 +130,9 @@ def sec_misuse(d: ReportData) -> Section:
     from .casepages import case_href
 
     cols = ["pitfall_reason", "id", "rk", "device", "family", "warnings", "dtype", "release"]
-    f = d.frame.loc[d.frame["pitfall"].astype(bool), cols] if len(d.frame) else d.frame
+    # the wrong calls only (a misuse reason names the mistake and its fix); a pitfall of another
+    # scope (rounding, an empty batch, ...) is a boundary or invalid behaviour (harness.report.edges)
+    f = d.frame.loc[d.frame["pitfall"].astype(bool) & (d.frame["scope"] == "misuse"), cols] if len(d.frame) else d.frame
     intro = (
         "Calls that run and do what the documentation says, but do not compute the KL divergence the user "
         "means, KL(target ‖ prediction) per distribution. On every release where they appear they return a "
