@@ -237,6 +237,14 @@ def test_published_summary_follows_its_schema_and_every_change_shows_itself():
     assert summary["schema"] == schema["properties"]["schema"]["const"]
     changes = summary["behaviour"]["changes"]
     assert changes and len({c["key"] for c in changes}) == len(changes)
+    by_key = {c["key"]: c for c in changes}
+    under = [k for h in summary["behaviour"]["causes"] for k in h["changes"]]
+    assert sorted(under) == sorted(by_key)  # each change under exactly one cause
+    for h in summary["behaviour"]["causes"]:
+        for k in h["changes"]:
+            c = by_key[k]
+            assert (c["since"], c["device"]) == (h["since"], h["device"])
+            assert (c["upstream"][0]["url"] if c["explained"] and c["upstream"] else None) == h["upstream"]
     members = [(c["device"], c["since"], *m) for c in changes for m in c["members"]]
     assert len(members) == len(set(members))  # each (case, phase) of a step in one change
     both_printed = 0

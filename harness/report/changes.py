@@ -152,6 +152,34 @@ def _printed(d: ReportData, key: str, release: str, device: str = "cpu", code=No
     return None
 
 
+def _causes(items: list, changes: list, matching) -> list:
+    """The changes grouped by cause, one heading per release step: the first upstream
+    reference of each change's explanation (its consequences' too, where the lead has
+    none), then the changes no entry explains; each change under one heading, in number order."""
+    from ..versions import release_key
+
+    heads: dict = {}
+    for k, (item, bc) in enumerate(zip(items, changes)):
+        expl = matching.explained.get(k) if matching is not None else None
+        ref = expl.upstream[0] if expl and expl.upstream else None
+        key = (bc.device, bc.since, (ref.kind, str(ref.id)) if ref else None)
+        if key not in heads:
+            heads[key] = {
+                "device": bc.device,
+                "since": bc.since,
+                "previous": bc.previous,
+                "ref": {"text": _upstream_text(ref), "url": ref.url} if ref else None,
+                "changes": [],
+            }
+        heads[key]["changes"].append(
+            {"number": item["number"], "key": item["key"], "title": item["title"], "severity": item["severity"]}
+        )
+    return sorted(
+        heads.values(),
+        key=lambda h: (h["device"], release_key(h["since"]), h["ref"] is None, h["changes"][0]["number"]),
+    )
+
+
 def _upstream_text(ref) -> str:
     """An upstream reference (harness.explanations.Ref) as link text: 'PR #49004'."""
     label = {"pr": "PR", "issue": "issue", "commit": "commit"}[ref.kind]
@@ -314,6 +342,16 @@ def sec_changes(d: ReportData) -> Section:
         "stale_explanations": [f"{e.since} {e.phase}: {e.from_} -> {e.to}" for e in stale_expl],
         "refused_explanations": [problem for _, problem in (matching.refused if matching is not None else ())],
     }
+    causes = _causes(items, b.changes, matching)
+    summary["causes"] = [
+        {
+            "since": h["since"],
+            "device": h["device"],
+            "upstream": h["ref"]["url"] if h["ref"] else None,
+            "changes": [c["key"] for c in h["changes"]],
+        }
+        for h in causes
+    ]
     intro = (
         "Every phase of every case is compared between consecutive tested releases on the same device: the class "
         "of every element (finite, 0, -0, inf, -inf, nan), the exception and its message, the warnings. Each "
@@ -369,6 +407,7 @@ def sec_changes(d: ReportData) -> Section:
         "intro": intro,
         "changes": items,
         "groups": groups,
+        "causes": causes,
         "wording": wording_lines,
         "wording_meaning": severities.BY_NAME[severities.WORDING].meaning,
         "drift": drift,
