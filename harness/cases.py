@@ -362,7 +362,7 @@ class Family:
     line: int
     advice: str = ""  # what to do instead where these inputs give something else than the maths
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         """Readable family id: name plus shape, e.g. ``softmax-4x5``."""
         if self.generator == "literal":
@@ -392,6 +392,14 @@ class Case:
 
     def axes(self) -> dict:
         return dict(zip(AXES, self.values))
+
+
+def _axis_property(k: int) -> property:
+    return property(lambda self: self.values[k], doc=f"the case's value of axis {AXES[k]!r}")
+
+
+for _k, _name in enumerate(AXES):  # case.dtype etc.: a property each (faster than __getattr__, which stays)
+    setattr(Case, _name, _axis_property(_k))
 
 
 def shape_label(shape) -> str:

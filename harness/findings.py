@@ -581,6 +581,7 @@ def _compute(cols: dict, cases_by_id: dict) -> Findings:
         | np.fromiter(map(stale_at, cur_of), dtype=bool, count=len(prev_of))
     )
     case_changes, drift_acc = [], defaultdict(list)
+    scope_of: dict = {}  # case id -> its domain scope
     memo: dict = {}  # id(tensor) -> Outcome; the tensors live in the columns for the whole call
     from collections import namedtuple
 
@@ -593,8 +594,11 @@ def _compute(cols: dict, cases_by_id: dict) -> Findings:
         case = cases_by_id[cur.id]
         found = _case_change(case, cur.device, prev.release, cur.release, prev, cur, drift_acc, memo, differs)
         if found:
-            case_changes += _lead(found, case_scope(case))
-    changes = _cluster(case_changes, cases_by_id)
+            scope = scope_of.get(cur.id)
+            if scope is None:
+                scope = scope_of[cur.id] = case_scope(case)
+            case_changes += _lead(found, scope)
+    changes = _cluster(case_changes, cases_by_id, scope_of)
     drift = []
     for (device, prev_rel, rel), items in sorted(drift_acc.items(), key=lambda kv: (kv[0][0], release_key(kv[0][2]))):
         drift.append(
@@ -726,7 +730,7 @@ def _lead(found: list, scope: str) -> list:
     return found
 
 
-def _cluster(case_changes: list, cases_by_id: dict) -> list:
+def _cluster(case_changes: list, cases_by_id: dict, scope_of: dict | None = None) -> list:
     """Behaviour changes of the transitions: a case's leading transitions cluster by device,
     step, phase and what changed; the consequences join their lead's change, whose
     severity is the worst of its members'."""
@@ -750,7 +754,9 @@ def _cluster(case_changes: list, cases_by_id: dict) -> list:
         for ch in followers:
             of_unit[unit_key].members.append(ch)
     features: dict = {}  # the arguments' feature masks, shared by the cases of a family
-    changes = [_describe(bc, cases_by_id, features) for bc in by_key.values()]
+    order = {cid: i for i, cid in enumerate(cases_by_id)}
+    scope_of = scope_of if scope_of is not None else {}
+    changes = [_describe(bc, cases_by_id, features, order, scope_of) for bc in by_key.values()]
     changes.sort(
         key=lambda b: (
             severities.RANK[b.severity],
@@ -777,14 +783,17 @@ def _cluster(case_changes: list, cases_by_id: dict) -> list:
     return changes
 
 
-def _describe(bc: BehaviourChange, cases_by_id: dict, memo: dict | None = None) -> BehaviourChange:
-    order = {cid: i for i, cid in enumerate(cases_by_id)}
+def _describe(
+    bc: BehaviourChange, cases_by_id: dict, memo: dict | None = None, order: dict | None = None, scope_of=None
+) -> BehaviourChange:
+    order = order if order is not None else {cid: i for i, cid in enumerate(cases_by_id)}
+    scope_of = scope_of if scope_of is not None else {}
     bc.members.sort(key=lambda m: (not m.lead, PHASE_ORDER.index(m.phase), order.get(m.case_id, 0)))
     leads = bc.cases
     members = [cases_by_id[ch.case_id] for ch in leads]
     present = [set(values) for values in zip(*(c.values for c in members))] if members else [set() for _ in axes.AXES]
     bc.scope = {a.name: tuple(v for v in a.values if v in seen) for a, seen in zip(axes.AXES, present)}
-    member_scopes = {case_scope(c) for c in members}
+    member_scopes = {scope_of.get(c.id) or case_scope(c) for c in members}
     bc.scopes = tuple(s for s in scopes.NAMES if s in member_scopes)
     if bc.phase in phases.NAMES:
         shared = None
@@ -925,8 +934,11 @@ def _condition_problem(cond: dict, members: list, cases_by_id: dict, memo: dict)
         if "scope" in cond and case_scope(case) not in cond["scope"]:
             return "scope", f"condition scope: {list(cond['scope'])}, but case {ch.case_id} is {case_scope(case)!r}"
         if "broadcast" in cond:
-            ci = call_inputs(case)
-            broadcast = np.shape(ci.first) != np.shape(ci.second)
+            shapes = (id(case.family), case.order)  # what the arguments' shapes depend on
+            broadcast = memo.get(shapes)
+            if broadcast is None:
+                ci = call_inputs(case)
+                broadcast = memo[shapes] = np.shape(ci.first) != np.shape(ci.second)
             if broadcast != cond["broadcast"]:
                 return (
                     "broadcast",

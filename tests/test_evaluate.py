@@ -250,3 +250,48 @@ def test_the_api_form_never_changes_a_verdict_on_the_committed_results():
                 compared += 1
             assert len(seen) == 1, [c.id for c, _ in members]
     assert compared > 5000
+
+
+def test_the_plain_python_pass_of_compare_agrees_with_numpy():
+    """compare's plain-Python path for small tensors (evaluate._compare_small) gives exactly
+    what the numpy path gives: the same verdict, detail and errors, on values that pass,
+    that fail by an ulp, that are nan or inf, against references with zeros."""
+    import numpy as np
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from harness import evaluate, reference
+
+    finite = st.floats(-1e3, 1e3, allow_nan=False, width=64)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(finite, min_size=1, max_size=evaluate.SMALL),
+        st.data(),
+        st.sampled_from([0.0, 1e-12, 1e-6]),
+        st.sampled_from([0.0, 1e-9, 1e-5]),
+    )
+    def check(ref_values, data, atol, rtol):
+        n = len(ref_values)
+        r = np.asarray(ref_values)
+        noise = data.draw(st.lists(st.sampled_from([0.0, 1e-15, -1e-9, 1e-4, np.nan, np.inf]), min_size=n, max_size=n))
+        got = {"shape": [n], "values": [float(v + e) for v, e in zip(ref_values, noise)]}
+        mag = np.abs(r) * data.draw(st.sampled_from([0.0, 1.0, 2.0]))
+        ref = reference.Quantity(r.copy(), np.zeros(n, dtype=bool), mag)
+        tol = {"atol": atol, "rtol": rtol}
+        fast = evaluate.compare(got, ref, tol)
+        small, evaluate.SMALL = evaluate.SMALL, 0
+        try:
+            slow = evaluate.compare(got, ref, tol)
+        finally:
+            evaluate.SMALL = small
+            assert (fast.verdict, fast.detail) == (slow.verdict, slow.detail)
+        for a, b in ((fast.max_abs, slow.max_abs), (fast.max_rel, slow.max_rel)):
+            assert a == b or (a != a and b != b)
+
+    check()
+    ref = reference.Quantity(np.array([0.5, 0.0, -2.0]), np.zeros(3, dtype=bool), np.array([0.5, 0.0, 2.0]))
+    plain = evaluate._compare_small(
+        {"shape": [3], "values": [0.5, 0.0, -2.0 + 1e-12]}, ref, {"atol": 0.0, "rtol": 1e-9}
+    )
+    assert plain is not None and plain.verdict == "pass" and plain.max_abs > 0  # the plain path is taken

@@ -207,16 +207,19 @@ def sec_changes(d: ReportData) -> Section:
     b = d.behaviour
     matching = d.explained
     run_snippets = reproductions.load()
-    frame_by = {}
+    examples = {bc.key: _example(bc, run_snippets) for bc in b.changes}
+    frame_by = {}  # (case id, release, device) -> row, for the examples' rows only
     if len(d.frame):
-        for i, key in enumerate(zip(d.col("id"), d.col("release"), d.col("device"))):
-            frame_by[key] = i
+        ids, rels, devs = d.col("id"), d.col("release"), d.col("device")
+        wanted = d.frame["id"].isin({ch.case_id for ch, _ in examples.values()}).to_numpy()
+        for i in np.flatnonzero(wanted).tolist():
+            frame_by[(ids[i], rels[i], devs[i])] = i
     items, data = [], []
     number = {bc.key: k + 1 for k, bc in enumerate(b.changes)}
     by_transition = {e.key: e for e in (matching.all if matching is not None else ())}
     for k, bc in enumerate(b.changes):
         expl = matching.explained.get(k) if matching is not None else None
-        ch, pos = _example(bc, run_snippets)
+        ch, pos = examples[bc.key]
         case = d.cases[ch.case_id]
         lines = _repro_lines(case, _snippet_phase(d, bc, ch), pos)
         recorded = {}
@@ -317,7 +320,6 @@ def sec_changes(d: ReportData) -> Section:
                 "recorded": recorded,
                 "printed": printed,
                 "case_ids": [c.case_id for c in bc.cases],
-                "members": [[m.case_id, m.phase] for m in bc.members],
             }
         )
     stale_expl = _stale_explanations(b.changes, matching)

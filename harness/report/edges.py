@@ -38,25 +38,36 @@ def behaviours(d: ReportData) -> list[dict]:
     """The listed behaviours, by scope (boundary, then invalid), family and phase."""
     if not len(d.frame):
         return []
-    ids, devs, rks, scopes_ = d.col("id"), d.col("device"), d.col("rk"), d.col("scope")
-    pitfall = d.col("pitfall")
+    import numpy as np
+
+    ids, devs, rks = d.col("id"), d.col("device"), d.col("rk")
+    edge = d.frame["scope"].isin(["boundary", "invalid"]).to_numpy()
     groups: dict = {}  # (device, family, phase, what) -> {case id: set of release ranks}
+
+    def add(i, phase, what):
+        groups.setdefault((devs[i], d.cases[ids[i]].family.label, phase, what), {}).setdefault(ids[i], set()).add(
+            rks[i]
+        )
+
     for p in phases.PHASES:
         col = d.col(p.name)
-        for i, v in enumerate(col):
-            if scopes_[i] in ("boundary", "invalid") and v in PROBLEM:
-                groups.setdefault((devs[i], d.cases[ids[i]].family.label, p.name, v), {}).setdefault(ids[i], set()).add(
-                    rks[i]
-                )
-    for i, cid in enumerate(ids):  # a result that is not the KL its arguments mean
-        if pitfall[i] and scopes_[i] in ("boundary", "invalid") and not misuse_reason(d.cases[cid]):
-            groups.setdefault((devs[i], d.cases[cid].family.label, "forward", "pitfall"), {}).setdefault(
-                cid, set()
-            ).add(rks[i])
-    order = {s: k for k, s in enumerate(("boundary", "invalid", "valid"))}
+        for i in np.flatnonzero(edge & d.frame[p.name].isin(PROBLEM).to_numpy()).tolist():
+            add(i, p.name, col[i])
+    reasons: dict = {}
+    for i in np.flatnonzero(edge & d.frame["pitfall"].astype(bool).to_numpy()).tolist():  # not the KL meant
+        cid = ids[i]
+        if cid not in reasons:
+            reasons[cid] = misuse_reason(d.cases[cid])
+        if not reasons[cid]:
+            add(i, "forward", "pitfall")
+    listed = {cid for by_case in groups.values() for cid in by_case}
+    tested_of: dict = {}  # (device, case id) -> the release ranks it has results for
+    for i in np.flatnonzero(d.frame["id"].isin(listed).to_numpy()).tolist():
+        tested_of.setdefault((devs[i], ids[i]), set()).add(rks[i])
     frame_at = {}
-    for i, key in enumerate(zip(ids, d.col("release"), devs)):
-        frame_at[key] = i
+    for i in np.flatnonzero(d.frame["id"].isin(listed).to_numpy()).tolist():
+        frame_at[(ids[i], d.releases[rks[i]], devs[i])] = i
+    order = {s: k for k, s in enumerate(("boundary", "invalid"))}
     merged: dict = {}  # (family, phase, what) -> {device: {case id: ranks}}
     for (dev, fam, phase, what), by_case in groups.items():
         merged.setdefault((fam, phase, what), {})[dev] = by_case
@@ -69,7 +80,7 @@ def behaviours(d: ReportData) -> list[dict]:
         for dev in sorted(by_device, key=device_key):
             by_case = by_device[dev]
             seen = set().union(*by_case.values())
-            tested = {rks[i] for i in range(len(ids)) if devs[i] == dev and ids[i] in by_case}
+            tested = set().union(*(tested_of.get((dev, cid), set()) for cid in by_case))
             span = ranges(seen, d.releases)
             when.append(
                 f"{dev}: " + (f"every tested release ({ranges(tested, d.releases)})" if seen == tested else span)

@@ -121,16 +121,21 @@ def _misuse_rows(d: ReportData) -> dict:
     reasons = {cid: misuse_reason(c) for cid, c in d.cases.items()}
     errors, warnings, pitfall = d.col("errors"), d.col("warnings"), d.col("pitfall")
     ids, releases, devices = d.col("id"), d.col("release"), d.col("device")
-    for i in np.flatnonzero((d.frame["scope"] == "misuse").to_numpy()).tolist():  # the misuse rows only
-        cid, rel, dev = ids[i], releases[i], devices[i]
-        if not reasons.get(cid):
+    rows = np.flatnonzero((d.frame["scope"] == "misuse").to_numpy()).tolist()  # the misuse rows only
+    # each distinct (case, release, device, refused, pitfall, warned) once, then counted
+    seen = Counter(
+        (ids[i], releases[i], devices[i], _forward_error(errors[i]), bool(pitfall[i]), bool(warnings[i])) for i in rows
+    )
+    for (cid, rel, dev, refused, pit, warned), n in seen.items():
+        reason = reasons.get(cid)
+        if not reason:
             continue
-        kind = misuse_outcome(errors[i], pitfall[i], warnings[i])
-        per_step = out.setdefault(reasons[cid], {})
+        kind = "refused" if refused else "same" if not pit else "warned" if warned else "silent"
+        per_step = out.setdefault(reason, {})
         c = per_step.get((rel, dev))
-        if c is None:  # (not setdefault: it would make a Counter for every row)
+        if c is None:
             c = per_step[(rel, dev)] = Counter()
-        c[kind] += 1
+        c[kind] += n
     return out
 
 
@@ -183,8 +188,10 @@ def _change_verdicts_by_release(d: ReportData) -> dict:
     if not wanted:
         return out
     cols, releases = {c: d.col(c) for c in ("verdict", *phases.NAMES)}, d.col("release")
-    for i, key in enumerate(zip(d.col("id"), d.col("device"))):
-        for change, column in wanted.get(key, ()):
+    ids, devices = d.col("id"), d.col("device")
+    rows = np.flatnonzero(d.frame["id"].isin({cid for cid, _ in wanted}).to_numpy()).tolist()  # theirs only
+    for i in rows:
+        for change, column in wanted.get((ids[i], devices[i]), ()):
             v = cols[column][i]  # a phase without a verdict of its own (the forward raised): the case's
             out.setdefault(change, {}).setdefault(releases[i], []).append(
                 v if isinstance(v, str) else cols["verdict"][i]
