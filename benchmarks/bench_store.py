@@ -58,6 +58,18 @@ print(n, time.perf_counter() - t)
 """
 
 
+# a fixed pure-Python loop: how fast this machine runs Python now (the same machine varies by
+# 20% from hour to hour; the figures of two runs compare through it)
+CALIBRATE = """
+import time
+t = time.perf_counter()
+s = 0
+for i in range(20_000_000):
+    s += i
+print(time.perf_counter() - t)
+"""
+
+
 # runs a command and prints its peak resident memory (KB on Linux) as the last line of stderr
 PEAK = """
 import resource, subprocess, sys
@@ -151,6 +163,10 @@ def main(argv=None) -> dict:
             _readme(args.readme, result)
         return result
     med = statistics.median
+    calibration = []  # this machine's speed now: the figures of two runs compare through it
+    for _ in range(3):
+        _, _, out = _timed([sys.executable, "-c", CALIBRATE])
+        calibration.append(float(out))
     reads = []
     for _ in range(args.repeat):
         _, _, out = _timed([sys.executable, "-c", READ.format(store=str(STORE))])
@@ -165,6 +181,7 @@ def main(argv=None) -> dict:
             warms.append(_report(STORE, cache=cache)[0])
     files = [p for p in STORE.rglob("*") if p.is_file()]
     result = {
+        "calibration_seconds": round(med(calibration), 3),
         "results": int(n),
         "read_seconds": round(med(reads), 3),
         "report_cold_seconds": round(med(colds), 2),
@@ -220,7 +237,8 @@ def _readme(path, result: dict) -> None:
     """The figures as a table between README's store-figures markers."""
     lines = [
         f"Measured by `benchmarks/bench_store.py` (medians of its runs; {result['results']:,} committed results, "
-        f"the 10x matrix {result.get('synthetic_results', 0):,}; 2 cores):",
+        f"the 10x matrix {result.get('synthetic_results', 0):,}; 2 cores; this machine's speed then: a fixed "
+        f"20-million-step Python loop took {result.get('calibration_seconds', '?')} s):",
         "",
         "| figure | measured | budget |",
         "| --- | --- | --- |",
