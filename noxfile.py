@@ -6,19 +6,28 @@
     nox -t legacy            releases before 1.13
     nox -s "run(torch='2.5')"  one release
     nox -t cuda              CUDA builds on the CUDA device (skipped without a GPU)
-    nox -s report            rebuild reports/ from the committed raw results (no torch)
-    nox -s gate              the results against reports/baseline.json (drift listed, not failed)
+    nox -s report            the report of the committed results with this machine's runs in
+                             place of theirs (no torch), in build/work/report/
+    nox -s gate              this machine's results against reports/baseline.json (drift listed,
+                             not failed)
+    nox -s publish           put this machine's runs (build/journal) into reports/results and
+                             rewrite reports/ and README's findings: the one session that changes
+                             the checkout
+
+A plain `nox` writes only below build/ (ignored by git): the checkout stays as it was.
 
 Environment variables:
     HARNESS_TORCH_INDEX   package index for torch (default: the PyTorch CPU index where it is
                           reachable, else PyPI, whose Linux wheels are CUDA builds); torch is
                           pinned to it, every other package comes from PyPI
     HARNESS_DEVICES       devices for run sessions, comma separated (default: auto = cpu [+ cuda])
-    HARNESS_RESULTS       results folder, the store (default: reports/results)
+    HARNESS_WORK          this machine's working folder (default: build/work): its results
+                          store (results/) and its report (report/)
+    HARNESS_RESULTS       results folder, the store runs pack into (default: $HARNESS_WORK/results)
     HARNESS_JOURNAL       where each run writes its JSON Lines results as it goes (default:
                           build/journal); a session then packs them into the store at
                           HARNESS_RESULTS; when both name one folder they stay JSON Lines (CI jobs)
-    HARNESS_REPORT_OUT    folder the report session writes (default: reports)
+    HARNESS_REPORT_OUT    folder the report session writes (default: $HARNESS_WORK/report)
     HARNESS_PRUNE         1: remove each environment and its large wheels from the uv cache once
                           its results are written (keeps disk at about one environment); 0: keep
                           them all.  Unset: removed when the nox run selects more release sessions
@@ -52,9 +61,11 @@ nox.options.reuse_venv = "yes"
 nox.options.tags = ["default"]
 
 RELEASES = catalogue.load()
-RESULTS = Path(os.environ.get("HARNESS_RESULTS", ROOT / "reports" / "results"))
+PUBLISHED = ROOT / "reports"  # the published report and its results store (committed)
+WORK = Path(os.environ.get("HARNESS_WORK", ROOT / "build" / "work"))  # this machine's (ignored by git)
+RESULTS = Path(os.environ.get("HARNESS_RESULTS", WORK / "results"))
 JOURNAL = Path(os.environ.get("HARNESS_JOURNAL", ROOT / "build" / "journal"))
-REPORT_OUT = Path(os.environ.get("HARNESS_REPORT_OUT", ROOT / "reports"))
+REPORT_OUT = Path(os.environ.get("HARNESS_REPORT_OUT", WORK / "report"))
 PLAN = ROOT / "build" / "plan.json"
 _PLAN_BUILT = False
 
@@ -365,11 +376,53 @@ def cuda(session, torch):
     _release_session(session, rel, ["cuda"], cuda=True)  # CUDA wheels come from PyPI
 
 
+def report_inputs(published: Path, local: Path) -> list[str]:
+    """The results files a local report reads: the published store's, where this machine
+    has no run of the same release and device, then this machine's (``local``)."""
+    from harness.results import result_files
+
+    mine = result_files([local]) if local.exists() and local.resolve() != published.resolve() else []
+    ran = {(p.parent.name, p.name.split(".")[0]) for p in mine}  # (release, device)
+    theirs = [p for p in result_files([published]) if (p.parent.name, p.name.split(".")[0]) not in ran]
+    return [str(p) for p in [*theirs, *mine]]
+
+
 @nox.session(python=False, tags=["default", "all"])
 def report(session):
-    """Evaluate every results file and write reports/ (Markdown, HTML, JSON); needs no torch."""
-    readme = ["--readme", str(ROOT / "README.md")] if REPORT_OUT.resolve() == (ROOT / "reports").resolve() else []
-    _host(session, "report", "--results", str(RESULTS), "--out", str(REPORT_OUT), *readme)
+    """The report (Markdown, HTML, JSON) of the published results with this machine's runs in
+    place of theirs, in HARNESS_REPORT_OUT (build/work/report); needs no torch.  Writing
+    reports/ itself is `nox -s publish`'s."""
+    if REPORT_OUT.resolve() == PUBLISHED.resolve():
+        session.error("HARNESS_REPORT_OUT is the published reports/: use `nox -s publish` to rewrite it")
+    _host(session, "report", "--results", *report_inputs(PUBLISHED / "results", RESULTS), "--out", str(REPORT_OUT))
+    session.log(f"report: {REPORT_OUT / 'index.html'} (publish this machine's runs with `nox -s publish`)")
+
+
+@nox.session(python=False)
+def publish(session):
+    """Put this machine's runs (the JSON Lines journals under HARNESS_JOURNAL) into the
+    published store reports/results, one release and device at a time, with their timing,
+    then rewrite reports/ and README's findings from it.  The same journals published
+    again write the same bytes: `git status` shows only what the runs changed."""
+    journals = sorted(JOURNAL.glob("*/*.jsonl"))
+    if not journals:
+        session.error(f"nothing to publish: no runs under {JOURNAL} (run `nox` first)")
+    for folder in sorted({p.parent for p in journals}):
+        store = PUBLISHED / "results" / folder.name
+        _host(session, "store", "pack", *map(str, sorted(folder.glob("*.jsonl"))), "--into", str(store))
+        timing = RESULTS / folder.name / "timing.json"
+        if timing.exists() and timing.resolve() != (store / "timing.json").resolve():
+            shutil.copyfile(timing, store / "timing.json")
+    _host(
+        session,
+        "report",
+        "--results",
+        str(PUBLISHED / "results"),
+        "--out",
+        str(PUBLISHED),
+        "--readme",
+        str(ROOT / "README.md"),
+    )
 
 
 @nox.session(python=False, tags=["default", "all"])
@@ -379,6 +432,8 @@ def gate(session):
     baseline = ROOT / "reports" / "baseline.json"
     if not baseline.exists():
         session.skip(f"no published baseline at {baseline}")
+    if not RESULTS.exists():
+        session.skip(f"no results of this machine in {RESULTS} yet: run the release sessions first (`nox`)")
     cmd = [sys.executable, "-m", "harness", "gate", "--baseline", str(baseline), "--results", str(RESULTS)]
     session.log(" ".join(cmd))
     code = subprocess.run(cmd, cwd=ROOT).returncode

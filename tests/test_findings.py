@@ -270,7 +270,9 @@ def test_readme_findings_are_generated_from_the_published_summary():
     summary = json.loads((ROOT / "reports" / "summary.json").read_text())
     text = (ROOT / "README.md").read_text()
     start, end = text.index(report.README_BEGIN), text.index(report.README_END) + len(report.README_END)
-    assert text[start:end] == report.readme_excerpt(summary, "reports/README.md"), "run: nox -s report"
+    assert text[start:end] == report.readme_excerpt(summary, "reports/README.md"), (
+        "run: python -m harness report --readme README.md"
+    )
 
 
 def test_a_warning_from_the_environment_is_no_behaviour_change(cases):

@@ -483,7 +483,7 @@ def test_published_readme_tables_fit_github():
 
 def test_published_report_is_what_the_committed_results_render(tmp_path):
     """reports/ is generated, never edited: rendering the committed results gives its files
-    byte for byte (after new results or harness changes: nox -s report)."""
+    byte for byte (after new results or harness changes: python -m harness report --readme README.md)."""
     out = tmp_path / "out"
     report.write_report([PUBLISHED / "results"], out)
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
@@ -494,7 +494,9 @@ def test_published_report_is_what_the_committed_results_render(tmp_path):
     )
     assert names == committed
     for name in names:
-        assert (out / name).read_bytes() == (PUBLISHED / name).read_bytes(), f"reports/{name} is stale: nox -s report"
+        assert (out / name).read_bytes() == (PUBLISHED / name).read_bytes(), (
+            f"reports/{name} is stale: python -m harness report --readme README.md"
+        )
 
 
 def test_change_rows_of_the_grid_show_each_releases_own_results():
