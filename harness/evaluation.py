@@ -220,6 +220,19 @@ def fingerprint(cases_by_id: dict) -> str:
     return h.hexdigest()
 
 
+def _file_bytes(path: Path) -> bytes:
+    """What a results file's cache entry is keyed by: its bytes and its timings sidecar's
+    (harness.results.timings_path), which read() merges into its runs: an identical rerun
+    writes the same file and other timings."""
+    from .results import timings_path
+
+    data = path.read_bytes()
+    try:
+        return data + b"\0timings\0" + timings_path(path).read_bytes()
+    except OSError:
+        return data
+
+
 def _dump(path: Path, data) -> bool:
     """Write a cache file atomically; False if it cannot be written."""
     import os
@@ -521,7 +534,7 @@ class Evaluation:
         missing = []
         for path in paths:
             try:
-                _, entry = self._entry(Path(path).read_bytes())
+                _, entry = self._entry(_file_bytes(Path(path)))
             except OSError:
                 continue  # evaluate_file says why
             if not entry.exists():
@@ -583,7 +596,7 @@ class Evaluation:
         entry = digest = None
         if folder is not None:
             try:
-                data = path.read_bytes()
+                data = _file_bytes(path)
             except OSError as exc:
                 raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
             digest, entry = self._entry(data)

@@ -218,3 +218,26 @@ def test_the_baseline_is_small_and_reads_back():
     assert path.stat().st_size <= 1024 * 1024
     blocks = gate.load_baseline(path)
     assert len(blocks) >= 24 and gate.dumps(blocks) == path.read_text()
+
+
+def test_a_results_files_cache_entry_follows_its_timings(tmp_path):
+    """An identical rerun writes the same index and other timings (when it started): the
+    evaluation cache must not hand back the earlier run's."""
+    import shutil
+
+    from harness.cases import load_cases
+    from harness.evaluation import Evaluation
+    from harness.results import timings_path
+
+    store = tmp_path / "results"
+    shutil.copytree(ROOT / "reports" / "results" / "outcomes", store / "outcomes")
+    shutil.copytree(ROOT / "reports" / "results" / "2.5", store / "2.5")
+    index = store / "2.5" / "cpu.index"
+    cases = {c.id: c for c in load_cases()}
+    cache = tmp_path / "cache"
+    first = Evaluation(cases, cache).evaluate_file(index)
+    side = timings_path(index)
+    side.write_text(side.read_text().replace(first.runs[0]["started"], "2030-01-01T00:00:00+00:00", 1))
+    again = Evaluation(cases, cache).evaluate_file(index)
+    assert first.runs[0]["started"] != "2030-01-01T00:00:00+00:00"
+    assert again.runs[0]["started"] == "2030-01-01T00:00:00+00:00"

@@ -261,16 +261,32 @@ def readme_excerpt(summary: dict, link: str = "reports/README.md") -> str:
         if others:
             text += f"; {md_escape(', '.join(others))}"
         lines.append(text + ".")
+    from .. import severities
+
     changes = summary["behaviour"]["changes"]
     lines.append("")
-    lines.append(f"{len(changes)} behaviour changes between consecutive releases ([all of them]({link}#behaviour)):")
-    lines.append("")
+    lines.append(
+        f"{len(changes)} behaviour changes between consecutive releases, the most severe first "
+        f"([all of them]({link}#changes)):"
+    )
+    wording: dict = {}
+    severity = None
     for c in changes:
+        if c["severity"] == severities.WORDING:
+            key = (c["since"], c["device"])
+            wording[key] = wording.get(key, 0) + 1
+            continue
+        if c["severity"] != severity:
+            severity = c["severity"]
+            lines += ["", f"**{severities.BY_NAME[severity].title}**", ""]
         why = "explained" if c["explained"] else "*unexplained*"
         lines.append(
             f"- **{md_escape(c['since'])}** ({md_escape(c['device'])}, last without: {md_escape(c['previous'])}): "
             f"{md_escape(c['title'])}: {c['cases']} cases, {c['direction']}; {why}"
         )
+    if wording:
+        steps = "; ".join(f"{md_escape(rel)} ({md_escape(dev)}): {n}" for (rel, dev), n in wording.items())
+        lines += ["", f"**{severities.BY_NAME[severities.WORDING].title}** (a message or the sign of a zero): {steps}."]
     return "\n".join([README_BEGIN, *lines, README_END])
 
 
