@@ -38,7 +38,7 @@ def _example(bc, published: dict | None = None):
     return members[0], None
 
 
-def _repro_lines(case, phase: str, position) -> list:
+def repro_lines(case, phase: str, position) -> list:
     """At most 10 lines of Python showing the change: the case's call on one element
     (elementwise outputs) or on its whole inputs."""
     from ..inputs import call_inputs
@@ -65,7 +65,7 @@ def _repro_lines(case, phase: str, position) -> list:
     return lines
 
 
-def _phase_text(row, phase: str, position) -> str:
+def phase_text(row, phase: str, position) -> str:
 
     if row is None:
         return "?"
@@ -115,7 +115,7 @@ def reproduction_snippets(d: ReportData) -> dict:
             "since": bc.since,
             "previous": bc.previous,
             "case": ch.case_id,
-            "code": _repro_lines(d.cases[ch.case_id], _snippet_phase(d, bc, ch), pos),
+            "code": repro_lines(d.cases[ch.case_id], _snippet_phase(d, bc, ch), pos),
         }
     return out
 
@@ -221,11 +221,11 @@ def sec_changes(d: ReportData) -> Section:
         expl = matching.explained.get(k) if matching is not None else None
         ch, pos = examples[bc.key]
         case = d.cases[ch.case_id]
-        lines = _repro_lines(case, _snippet_phase(d, bc, ch), pos)
+        lines = repro_lines(case, _snippet_phase(d, bc, ch), pos)
         recorded = {}
         for rel in (bc.previous, bc.since):
             i = frame_by.get((ch.case_id, rel, bc.device))
-            recorded[rel] = _phase_text(d.frame.iloc[i], bc.phase, pos) if i is not None else "not run"
+            recorded[rel] = phase_text(d.frame.iloc[i], bc.phase, pos) if i is not None else "not run"
         covers = [(a, ", ".join(axis_text(v) for v in vals)) for a, vals in bc.scope.items() if vals]
         facts = [
             ("severity", severities.BY_NAME[bc.severity].title.lower()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .. import axes, phases, verdicts
 from ..evaluate import misuse_reason
 from .base import Section
-from .changes import _phase_text, _repro_lines
+from .changes import phase_text, repro_lines
 from .model import ReportData
 from .text import axis_text, device_key, ranges
 
@@ -93,7 +93,7 @@ def behaviours(d: ReportData) -> list[dict]:
         )
         rel = d.releases[max(by_case[example.id])]
         i = frame_at.get((example.id, rel, dev))
-        recorded = _phase_text(d.frame.iloc[i], phase, None) if i is not None else "not run"
+        recorded = phase_text(d.frame.iloc[i], phase, None) if i is not None else "not run"
         rks_all = {rk for by_case in by_device.values() for r in by_case.values() for rk in r}
         out.append(
             {
@@ -110,7 +110,7 @@ def behaviours(d: ReportData) -> list[dict]:
                 "releases": "; ".join(when),
                 "advice": family.advice,
                 "example": example.id,
-                "reproduction": _repro_lines(example, phase, None),
+                "reproduction": repro_lines(example, phase, None),
                 "recorded": {"release": rel, "device": dev, "text": recorded},
                 "filters": {
                     "device": " ".join(sorted(by_device, key=device_key)),

@@ -105,11 +105,15 @@ def _forward_error(errors) -> bool:
 def misuse_outcome(errors, pitfall: bool, warnings) -> str:
     """What a misuse got: refused (the forward raised), same (it happens to give the KL
     meant), warned (a number, with a warning) or silent (a number, neither)."""
-    if _forward_error(errors):
+    return _misuse_kind(_forward_error(errors), bool(pitfall), bool(warnings))
+
+
+def _misuse_kind(refused: bool, pitfall: bool, warned: bool) -> str:
+    if refused:
         return "refused"
     if not pitfall:
         return "same"
-    return "warned" if warnings else "silent"
+    return "warned" if warned else "silent"
 
 
 def _misuse_rows(d: ReportData) -> dict:
@@ -130,7 +134,7 @@ def _misuse_rows(d: ReportData) -> dict:
         reason = reasons.get(cid)
         if not reason:
             continue
-        kind = "refused" if refused else "same" if not pit else "warned" if warned else "silent"
+        kind = _misuse_kind(refused, pit, warned)
         per_step = out.setdefault(reason, {})
         c = per_step.get((rel, dev))
         if c is None:
