@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import axes, phases, tensors, verdicts
 from ..versions import release_key
-from .base import Section
+from .base import Cell, Section
 from .model import PROBLEMS, ReportData
 from .text import device_key
 
@@ -458,9 +458,9 @@ def _answers_with_text(d: ReportData) -> list:
             r["release"],
             r["status"],
             r_text["usage"],
-            r_text["boundary"],
-            r_text["invalid"],
-            r_text["misuse"],
+            Cell(r_text["boundary"], href="#edges"),  # the behaviours behind the count, named
+            Cell(r_text["invalid"], href="#edges"),
+            Cell(r_text["misuse"], href="#misuse"),
             r["changed"],
         ]
     return rows
