@@ -730,7 +730,7 @@ def _lead(found: list, scope: str) -> list:
     return found
 
 
-def _cluster(case_changes: list, cases_by_id: dict, scope_of: dict | None = None) -> list:
+def _cluster(case_changes: list, cases_by_id: dict, scope_of: dict) -> list:
     """Behaviour changes of the transitions: a case's leading transitions cluster by device,
     step, phase and what changed; the consequences join their lead's change, whose
     severity is the worst of its members'."""
@@ -755,7 +755,6 @@ def _cluster(case_changes: list, cases_by_id: dict, scope_of: dict | None = None
             of_unit[unit_key].members.append(ch)
     features: dict = {}  # the arguments' feature masks, shared by the cases of a family
     order = {cid: i for i, cid in enumerate(cases_by_id)}
-    scope_of = scope_of if scope_of is not None else {}
     changes = [_describe(bc, cases_by_id, features, order, scope_of) for bc in by_key.values()]
     changes.sort(
         key=lambda b: (
@@ -783,11 +782,9 @@ def _cluster(case_changes: list, cases_by_id: dict, scope_of: dict | None = None
     return changes
 
 
-def _describe(
-    bc: BehaviourChange, cases_by_id: dict, memo: dict | None = None, order: dict | None = None, scope_of=None
-) -> BehaviourChange:
-    order = order if order is not None else {cid: i for i, cid in enumerate(cases_by_id)}
-    scope_of = scope_of if scope_of is not None else {}
+def _describe(bc: BehaviourChange, cases_by_id: dict, memo: dict, order: dict, scope_of: dict) -> BehaviourChange:
+    """Sort a change's members and work out what it covers (``memo``: feature masks;
+    ``order``: case id -> position; ``scope_of``: case id -> scope, as known)."""
     bc.members.sort(key=lambda m: (not m.lead, PHASE_ORDER.index(m.phase), order.get(m.case_id, 0)))
     leads = bc.cases
     members = [cases_by_id[ch.case_id] for ch in leads]

@@ -209,11 +209,9 @@ def sec_changes(d: ReportData) -> Section:
     run_snippets = reproductions.load()
     examples = {bc.key: _example(bc, run_snippets) for bc in b.changes}
     frame_by = {}  # (case id, release, device) -> row, for the examples' rows only
-    if len(d.frame):
-        ids, rels, devs = d.col("id"), d.col("release"), d.col("device")
-        wanted = d.frame["id"].isin({ch.case_id for ch, _ in examples.values()}).to_numpy()
-        for i in np.flatnonzero(wanted).tolist():
-            frame_by[(ids[i], rels[i], devs[i])] = i
+    ids, rels, devs = d.col("id"), d.col("release"), d.col("device")
+    for i in d.rows_of(ch.case_id for ch, _ in examples.values()):
+        frame_by[(ids[i], rels[i], devs[i])] = i
     items, data = [], []
     number = {bc.key: k + 1 for k, bc in enumerate(b.changes)}
     by_transition = {e.key: e for e in (matching.all if matching is not None else ())}

@@ -62,10 +62,9 @@ def behaviours(d: ReportData) -> list[dict]:
             add(i, "forward", "pitfall")
     listed = {cid for by_case in groups.values() for cid in by_case}
     tested_of: dict = {}  # (device, case id) -> the release ranks it has results for
-    for i in np.flatnonzero(d.frame["id"].isin(listed).to_numpy()).tolist():
+    frame_at = {}  # (case id, release, device) -> row
+    for i in d.rows_of(listed):
         tested_of.setdefault((devs[i], ids[i]), set()).add(rks[i])
-    frame_at = {}
-    for i in np.flatnonzero(d.frame["id"].isin(listed).to_numpy()).tolist():
         frame_at[(ids[i], d.releases[rks[i]], devs[i])] = i
     order = {s: k for k, s in enumerate(("boundary", "invalid"))}
     merged: dict = {}  # (family, phase, what) -> {device: {case id: ranks}}

@@ -193,8 +193,7 @@ def _change_verdicts_by_release(d: ReportData) -> dict:
         return out
     cols, releases = {c: d.col(c) for c in ("verdict", *phases.NAMES)}, d.col("release")
     ids, devices = d.col("id"), d.col("device")
-    rows = np.flatnonzero(d.frame["id"].isin({cid for cid, _ in wanted}).to_numpy()).tolist()  # theirs only
-    for i in rows:
+    for i in d.rows_of(cid for cid, _ in wanted):  # their rows only
         for change, column in wanted.get((ids[i], devices[i]), ()):
             v = cols[column][i]  # a phase without a verdict of its own (the forward raised): the case's
             out.setdefault(change, {}).setdefault(releases[i], []).append(

@@ -229,6 +229,13 @@ class ReportData:
         devs = np.fromiter((dev_rank[dev] for dev in self.col("device")), dtype=np.int64, count=len(self.frame))
         return np.lexsort((np.asarray(self.col("rk")), devs, id_rank[self.case_codes])).tolist()
 
+    def rows_of(self, ids) -> list:
+        """Positions in ``frame`` of the rows of the cases ``ids``, in frame order (a section
+        that shows a few cases indexes their rows only)."""
+        if not len(self.frame):
+            return []
+        return np.flatnonzero(self.frame["id"].isin(set(ids)).to_numpy()).tolist()
+
     @cached_property
     def rows_by_case(self) -> dict:
         """id -> list of :class:`Row`, ordered by device and release; ids in sorted order."""
