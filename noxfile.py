@@ -250,6 +250,8 @@ def _default_index(session, release: catalogue.Release, cuda: bool) -> str:
         return catalogue.PYPI
     if release.index or os.environ.get(catalogue.INDEX_ENV):
         return catalogue.torch_index(release)
+    if sys.platform == "darwin":  # PyPI's macOS wheels are CPU builds, the same as the CPU index's
+        return catalogue.PYPI
     global _CPU_REACHABLE
     if _CPU_REACHABLE is None:
         _CPU_REACHABLE = _reachable(catalogue.CPU_INDEX.rstrip("/") + "/torch/")

@@ -179,11 +179,14 @@ def is_cpu_index(index: str) -> bool:
     return re.search(r"/cpu(/simple)?/?$", index) is not None
 
 
-def build_problem(version: str, release: Release, index: str, cuda: bool = False) -> str | None:
+def build_problem(
+    version: str, release: Release, index: str, cuda: bool = False, platform: str = sys.platform
+) -> str | None:
     """Why the torch ``version`` installed for ``release`` is not the build that was asked
     for (None when it is): a CPU index gives a ``+cpu`` build, a CUDA session a CUDA build
     (PyPI's Linux wheels, no ``+cpu``), the nightly a ``.dev`` version, and a release its
-    own version."""
+    own version.  On macOS (``platform`` "darwin") every torch wheel is a CPU build and
+    none carries ``+cpu``, on either index."""
     from packaging.version import InvalidVersion, Version
 
     try:
@@ -196,6 +199,8 @@ def build_problem(version: str, release: Release, index: str, cuda: bool = False
     elif got.public != Version(release.torch).public:
         return f"asked for torch {release.torch}, installed {version}"
     local = got.local or ""
+    if platform == "darwin":
+        return "there are no CUDA builds of torch for macOS" if cuda else None
     if cuda and local == "cpu":
         return f"the CUDA session installed the CPU build torch {version}"
     if not cuda and is_cpu_index(index) and local != "cpu":

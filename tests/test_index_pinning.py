@@ -135,3 +135,15 @@ def test_build_checks():
     assert "installed 2.4.1" in catalogue.build_problem("2.4.1+cpu", rel, cpu)
     assert catalogue.build_problem("2.12.0.dev20261201+cpu", nightly, nightly.index) is None
     assert "not a nightly" in catalogue.build_problem("2.11.0+cpu", nightly, nightly.index)
+    assert "not its +cpu build" in catalogue.build_problem("2.5.1", rel, cpu, platform="linux")
+
+
+def test_build_checks_on_macos():
+    """macOS wheels are CPU builds without +cpu, from PyPI or the CPU index: accepted there,
+    refused on Linux; a CUDA session on macOS is refused with the reason."""
+    rel = catalogue.Release(torch="2.5.1", python="3.12")
+    cpu = "https://download.pytorch.org/whl/cpu"
+    assert catalogue.build_problem("2.5.1", rel, cpu, platform="darwin") is None
+    assert catalogue.build_problem("2.5.1", rel, catalogue.PYPI, platform="darwin") is None
+    assert "installed 2.4.1" in catalogue.build_problem("2.4.1", rel, cpu, platform="darwin")
+    assert "no CUDA builds" in catalogue.build_problem("2.5.1", rel, catalogue.PYPI, cuda=True, platform="darwin")
