@@ -29,6 +29,8 @@ GATE_WORDS = """what the gate says, per case of a release/device block:
   drifted             same behaviour, other values, within the dtype's tolerance: listed, fails only
                       with --exact ("value drifted (VERDICT)")
   stale               made from other inputs on one side: not compared (run it again)
+  recorded before the double backward was
+                      a result without the second-order phases on one side: not compared
   not checked         a baseline block with no current results
   new release         a block the baseline lacks: compared with the release before it
 """

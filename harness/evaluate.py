@@ -339,6 +339,10 @@ def evaluate_record(
     if case.family.grad:
         for phase in phases.GRADIENTS:
             arg = phase.grad_of
+            if phases.not_recorded(
+                phase, rec.get("grads"), rec.get("grad_errors")
+            ):  # made before the phase: not judged
+                continue
             if phases.error_of(phase, rec):
                 v, d = classify_error(phases.error_of(phase, rec), False)
             elif phases.output_of(phase, rec) is None:

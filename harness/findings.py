@@ -136,6 +136,8 @@ def outcome(row, phase: phases.Phase, memo: dict | None = None) -> Outcome:
     else:
         tensor = (row.grads or {}).get(phase.grad_of) if isinstance(row.grads, dict) else None
         if tensor is None:
+            if phases.not_recorded(phase, row.grads, row.errors):
+                return Outcome("not run")  # recorded before double backward was (not judged)
             return Outcome("no gradient")
     if not isinstance(tensor, dict):
         return Outcome("not run")
@@ -287,7 +289,8 @@ class CaseChange:
     old_verdict: str
     new_verdict: str
     severity: str = "changed"  # harness.severities
-    lead: bool = True  # False: a consequence of the case's leading transition at this step
+    lead: bool = True  # False: a consequence of a leading transition of its case at this step
+    follows: object = field(default=None, compare=False, repr=False)  # that transition (None: the case's lead)
 
 
 @dataclass
@@ -716,17 +719,23 @@ def _lead(found: list, scope: str) -> list:
     """The transitions of one case at one step, with their severities: the most severe leads
     (the first in phase order among equals), a gradient that had none before and the
     warnings only where nothing else changed; a transition that follows from the lead (such
-    a gradient, the warnings, a phase that changed the same way) is its consequence; every
-    other one leads a change of its own."""
+    a gradient, the warnings, a phase that changed the same way) is its consequence; of the
+    others, the first of each way of changing (from, to) leads a change of its own and the
+    phases after it that changed that way are its consequences."""
     for ch in found:
         ch.severity = severity_of(ch, scope)
     followers = [ch for ch in found if ch.from_ == "no gradient" or ch.phase == WARNINGS]
     lead = min([ch for ch in found if ch not in followers] or found, key=lambda ch: severities.RANK[ch.severity])
-    for ch in found:
-        if ch is not lead and (
-            ch.from_ == "no gradient" or ch.phase == WARNINGS or (ch.from_, ch.to) == (lead.from_, lead.to)
-        ):
+    by_way: dict = {(lead.from_, lead.to): lead}  # (from, to) -> the transition that leads that way
+    for ch in sorted(found, key=lambda ch: severities.RANK[ch.severity]):  # stable: phase order among equals
+        if ch is lead:
+            continue
+        if ch.from_ == "no gradient" or ch.phase == WARNINGS:
             ch.lead = False
+            continue
+        first = by_way.setdefault((ch.from_, ch.to), ch)
+        if first is not ch:  # changed the same way as a phase before it: one change, this its consequence
+            ch.lead, ch.follows = False, (None if first is lead else first)
     return found
 
 
@@ -749,10 +758,11 @@ def _cluster(case_changes: list, cases_by_id: dict, scope_of: dict) -> list:
             if bc is None:
                 bc = by_key[key] = BehaviourChange(ch.device, ch.previous, ch.since, ch.phase, ch.from_, ch.to)
             bc.members.append(ch)
+            of_unit[id(ch)] = bc
             if ch is first:
                 of_unit[unit_key] = bc
         for ch in followers:
-            of_unit[unit_key].members.append(ch)
+            of_unit[unit_key if ch.follows is None else id(ch.follows)].members.append(ch)
     features: dict = {}  # the arguments' feature masks, shared by the cases of a family
     order = {cid: i for i, cid in enumerate(cases_by_id)}
     changes = [_describe(bc, cases_by_id, features, order, scope_of) for bc in by_key.values()]

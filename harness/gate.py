@@ -46,6 +46,7 @@ SCHEMAS = (1, 2, 3)  # read; SCHEMA written (3: each distinct entry once, each c
 HASH_LEN = 12
 _H = rf"(?:[0-9a-f]{{{HASH_LEN}}}|-)"
 _ENTRY = re.compile(rf"^([a-z][a-z-]*) (?:({_H}) )?({_H})$")  # verdict [behaviour] value
+OLDER = "-"  # a snapshot entry's behaviour hash when the record predates a phase (not compared)
 REGRESSIONS = ("verdict", "behaviour", "missing")  # change kinds that fail the gate; "drift" only with --exact
 MARKDOWN_BUDGET = 900_000  # $GITHUB_STEP_SUMMARY takes at most 1 MiB per step
 
@@ -99,12 +100,17 @@ def _value_hash(output) -> str:
 _BEHAVIOURS = Memo(1 << 16)
 
 
-def behaviour_hash(row) -> str:
+def behaviour_hash(row) -> str | None:
     """Hash of a verdict row's behaviour (harness.findings' outcome of every phase, without
-    the values' bits, and its warnings)."""
+    the values' bits, and its warnings).  A phase the record does not hold because it was
+    made before the phase existed (the second order, harness.phases.not_recorded) is left
+    out; when its case has gradients, the row has no behaviour hash (None): its snapshot
+    entry says OLDER and the gate does not compare it (its verdict lacks those phases)."""
     parts = []
     for p in phases.PHASES:
         o = findings.outcome(row, p)
+        if o.kind == "not run" and phases.not_recorded(p, row.grads, row.errors):
+            return None
         parts.append((p.name, o.kind, o.classes, o.error, o.message))
     key = (tuple(parts), tuple(sorted(findings.warnings_outcome(row))))
     hit = _BEHAVIOURS.get(key)
@@ -156,7 +162,8 @@ def snapshot(frame) -> dict:
         if block is None:
             block = blocks[key] = Block(*key, torch=row.torch if isinstance(row.torch, str) else None)
         output = row.output if isinstance(row.output, dict) else None
-        block.cases[row.id] = f"{row.verdict} {behaviour_hash(row)} {value_hash(output)}"
+        behaviour = behaviour_hash(row)
+        block.cases[row.id] = f"{row.verdict} {OLDER if behaviour is None else behaviour} {value_hash(output)}"
         block.outputs[row.id] = output
     return blocks
 
@@ -331,6 +338,7 @@ class BlockResult:
     added: int = 0  # current cases the reference lacks
     unmatched: int = 0  # reference cases without a current result (new releases: not a failure)
     stale: int = 0  # made from other inputs on one side: not comparable (listed, run them again)
+    older: int = 0  # recorded before a phase existed (the double backward) on one side: not comparable
     changes: list = field(default_factory=list)
     exact: bool = False  # drift fails too
 
@@ -371,6 +379,9 @@ def _compare_cases(result: BlockResult, ref: Block, cur: Block, missing_fails: b
         (old_v, old_b, old_h), (new_v, new_b, new_h) = _split(old), _split(new)
         if "stale" in (old_v, new_v):  # other inputs than today's plan: nothing to compare
             result.stale += 1
+            continue
+        if OLDER in (old_b, new_b):  # recorded before a phase existed: its verdict lacks that phase
+            result.older += 1
             continue
         result.compared += 1
         if old_v != new_v:
@@ -426,6 +437,8 @@ def _counts(res: BlockResult) -> str:
     parts += [f"{n} {words[k]}" for k, n in kinds.items() if n]
     if res.stale:
         parts.append(f"{res.stale} stale (made from other inputs: run them again)")
+    if res.older:
+        parts.append(f"{res.older} recorded before the double backward was (not compared: run them again)")
     if res.added:
         parts.append(f"{res.added} not in the reference")
     if res.unmatched and res.status == "new":

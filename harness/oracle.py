@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import tensors
+from . import phases, tensors, verdicts
 from .evaluate import TOLERANCES
 
 if TYPE_CHECKING:
@@ -90,6 +90,31 @@ def compare_outputs(a, b, dtype: str, magnitude=None) -> tuple[str, float]:
     return ("close" if (diff <= bound).all() else "differ"), worst
 
 
+_FIRST = tuple(p.name for p in phases.PHASES if p not in phases.SECOND_ORDER)
+_SECOND = tuple(p.name for p in phases.SECOND_ORDER)
+
+
+def _comparable_verdicts(r) -> tuple:
+    """The two sides' verdicts over the phases both hold: where one side was recorded before
+    the double backward (first-order gradients judged, the second order not), the worst of
+    the forward and first-order verdicts of each, else the cases' own verdicts."""
+
+    def side(suffix):
+        return (
+            [getattr(r, f"{name}_{suffix}", None) for name in _FIRST],
+            [getattr(r, f"{name}_{suffix}", None) for name in _SECOND],
+        )
+
+    sides = [side("cpu"), side("cuda")]
+    older = any(
+        any(isinstance(v, str) for v in first[1:]) and not any(isinstance(v, str) for v in second)
+        for first, second in sides
+    )
+    if not older:
+        return r.verdict_cpu, r.verdict_cuda
+    return tuple(verdicts.worst(*(v for v in first if isinstance(v, str))) for first, _ in sides)
+
+
 def cuda_vs_cpu(frame, cases: dict | None = None, references=None) -> pd.DataFrame:
     """One row per case run on both devices of a release: outcome and value agreement.
     With ``cases`` (id -> Case) the tolerance scales with the reference's term magnitudes;
@@ -112,7 +137,7 @@ def cuda_vs_cpu(frame, cases: dict | None = None, references=None) -> pd.DataFra
         return pd.DataFrame(
             columns=["release", "id", "family", "dtype", "cpu_verdict", "cuda_verdict", "agreement", "max_abs_diff"]
         )
-    cols = ["release", "id", "family", "dtype", "verdict", "output"]
+    cols = ["release", "id", "family", "dtype", "verdict", "output", *(c for c in phases.NAMES if c in frame.columns)]
     cpu = frame[frame["device"] == "cpu"][cols]
     cuda = frame[frame["device"] == "cuda"][cols]
     both = cpu.merge(cuda, on=["release", "id", "family", "dtype"], suffixes=("_cpu", "_cuda"))
@@ -129,9 +154,10 @@ def cuda_vs_cpu(frame, cases: dict | None = None, references=None) -> pd.DataFra
                     magnitude = fwd.magnitude if fwd is not None else None
                 seen[key] = compare_outputs(r.output_cpu, r.output_cuda, r.dtype, magnitude)
             kind, diff = seen[key]
+        v_cpu, v_cuda = _comparable_verdicts(r)
         if "stale" in (r.verdict_cpu, r.verdict_cuda):  # made from other inputs: nothing to compare
             kind, diff = "stale", float("nan")
-        elif r.verdict_cpu != r.verdict_cuda:
+        elif v_cpu != v_cuda:
             kind = "outcome differs"
         rows.append(
             {

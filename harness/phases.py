@@ -15,7 +15,9 @@ from dataclasses import dataclass
 class Phase:
     name: str  # column name of its verdict
     label: str  # as shown to people
-    grad_of: str | None  # None: the forward value; else the positional argument ("first" = input, "second" = target)
+    grad_of: str | None  # None: the forward value; else the key of its tensor in a record's grads: the
+    # positional argument ("first" = input, "second" = target), or "OUTER of INNER" for the
+    # derivative w.r.t. OUTER of the summed gradient w.r.t. INNER (harness.reference.second_key)
     doc: str
 
 
@@ -23,10 +25,43 @@ PHASES: tuple[Phase, ...] = (
     Phase("forward", "forward", None, "the loss value"),
     Phase("grad_input", "∂input", "first", "gradient of the summed loss w.r.t. the input argument"),
     Phase("grad_target", "∂target", "second", "gradient of the summed loss w.r.t. the target argument"),
+    # second order (double backward): d/d(outer) of the sum of the first-order gradient
+    # w.r.t. (inner), i.e. a Hessian-vector product with a vector of ones.  The loss is
+    # pointwise, so its Hessian is diagonal within the broadcast and these four are all of it.
+    Phase(
+        "grad2_input",
+        "∂²input",
+        "first of first",
+        "second derivative w.r.t. the input: ∂/∂input of the summed ∂input (created with create_graph=True)",
+    ),
+    Phase(
+        "grad2_target_input",
+        "∂target ∂input",
+        "second of first",
+        "mixed second derivative: ∂/∂target of the summed ∂input",
+    ),
+    Phase(
+        "grad2_input_target",
+        "∂input ∂target",
+        "first of second",
+        "mixed second derivative: ∂/∂input of the summed ∂target",
+    ),
+    Phase(
+        "grad2_target",
+        "∂²target",
+        "second of second",
+        "second derivative w.r.t. the target: ∂/∂target of the summed ∂target",
+    ),
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in PHASES)
 BY_NAME: dict[str, Phase] = {p.name: p for p in PHASES}
 GRADIENTS: tuple[Phase, ...] = tuple(p for p in PHASES if p.grad_of)
+SECOND_ORDER: tuple[Phase, ...] = tuple(p for p in GRADIENTS if " of " in p.grad_of)
+
+
+def argument_of(phase: Phase) -> str | None:
+    """The argument whose shape the phase's tensor has ("first", "second"; None: the forward)."""
+    return None if phase.grad_of is None else phase.grad_of.split(" of ")[0]
 
 
 def output_of(phase: Phase, rec: dict):
@@ -41,3 +76,28 @@ def error_of(phase: Phase, rec: dict):
     if phase.grad_of is None:
         return rec.get("error")
     return (rec.get("grad_errors") or {}).get(phase.grad_of)
+
+
+def holds_second_order(grads, errors) -> bool:
+    """Whether a record (its grads: key -> tensor, and its errors: key -> error, keyed by
+    ``grad_of`` or by phase name) holds the second order: any of its keys, value or error."""
+    keys = {p.grad_of for p in SECOND_ORDER} | {p.name for p in SECOND_ORDER}
+    return any(k in keys for k in (grads or {})) or any(k in keys for k in (errors or {}))
+
+
+def holds_first_order(grads, errors) -> bool:
+    keys = {p.grad_of for p in GRADIENTS if p not in SECOND_ORDER} | {
+        p.name for p in GRADIENTS if p not in SECOND_ORDER
+    }
+    return any(k in keys for k in (grads or {})) or any(k in keys for k in (errors or {}))
+
+
+def not_recorded(phase: Phase, grads, errors) -> bool:
+    """A second-order phase of a record that has first-order gradients (values or errors)
+    but nothing of the second order: it was made before double backward was recorded
+    (harness.worker), so the phase is not judged.  (Without first-order gradients, because
+    the forward failed, it has no gradient, like the first order.)"""
+    if phase not in SECOND_ORDER or not isinstance(grads, dict) and grads is not None:
+        return False
+    errors = errors if isinstance(errors, dict) else None
+    return holds_first_order(grads, errors) and not holds_second_order(grads, errors)

@@ -89,6 +89,39 @@ def _pointwise(x, t, log_target):
     return (val, und, mag), (gx, gx_und, gx_mag), (gt, gt_und, gt_mag)
 
 
+def _second(x, t, log_target):
+    """The documented pointwise loss's second derivatives (f_xx, f_xt, f_tt), each as
+    (value, undefined, magnitude); f_tx = f_xt.  Without log_target, l = t log t - t x:
+    f_xx = 0, f_xt = -1, f_tt = 1/t (undefined at t <= 0: log t has no derivative there).
+    With it, l = exp(t) (t - x): f_xx = 0, f_xt = -exp(t), f_tt = exp(t) (t - x + 2), whose
+    limits at t = -inf are 0 for a finite x.  Where the loss itself is undefined, so are they.
+    Each is the derivative's formula at the point: f_xx = 0 and (without log_target) f_xt = -1
+    do not depend on x or t, so a nan argument does not reach them.  The Hessian of the
+    summed pointwise loss is diagonal (within the broadcast), so these are all of it."""
+    with np.errstate(all="ignore"):
+        zero = np.zeros(np.broadcast(x, t).shape)
+        if not log_target:
+            und = (t < 0) | ((t == 0) & np.isinf(x))
+            ftt = np.where(t > 0, 1.0 / np.where(t > 0, t, 1.0), np.where(np.isnan(t), np.nan, np.inf))
+            return (zero, und, zero), (zero - 1.0, und.copy(), zero + 1.0), (ftt, und | (t <= 0), np.abs(ftt))
+        et = np.exp(t) + zero
+        lim = np.isneginf(t)
+        und = lim & np.isinf(x)
+        ftt = np.where(lim & np.isfinite(x), 0.0, et * (t - x + 2.0))
+        mtt = et * (np.abs(np.where(lim, 0.0, t)) + np.abs(np.where(lim, 0.0, x)) + 2.0)
+        return (zero, und, zero), (-et, und.copy(), et), (ftt, und.copy(), mtt)
+
+
+# The second-order quantities a case records (harness.phases): the derivative w.r.t. an
+# argument ("first", "second") of the summed first-order gradient w.r.t. another.
+SECOND_ORDER = (("first", "first"), ("first", "second"), ("second", "first"), ("second", "second"))
+
+
+def second_key(outer: str, inner: str) -> str:
+    """The name under which a record and a Reference hold d/d(outer) of sum(dL/d(inner))."""
+    return f"{outer} of {inner}"
+
+
 def _reduce(val, und, mag, reduction, divisor):
     """Apply a reduction; divisor 0 makes the value undefined (mean over nothing)."""
     if reduction == "none":
@@ -143,6 +176,19 @@ def documented(first, second, reduction, log_target) -> Reference:
     scale = 1.0 if reduction in ("none", "sum") else (1.0 / divisor if divisor else np.nan)
     fwd = _reduce(v, vu, vm, reduction, divisor)
     grads = {"first": _grad(gx, gxu, gxm, scale, first.shape), "second": _grad(gt, gtu, gtm, scale, second.shape)}
+    fxx, fxt, ftt = _second(x, t, log_target)
+    pointwise2 = {
+        ("first", "first"): fxx,
+        ("first", "second"): fxt,
+        ("second", "first"): fxt,
+        ("second", "second"): ftt,
+    }
+    shapes = {"first": first.shape, "second": second.shape}
+    for outer, inner in SECOND_ORDER:
+        # the inner gradient's sum is sum(scale * f_inner) over the broadcast elements (the sum
+        # back to the inner argument's shape does not change a sum): its derivative w.r.t. the
+        # outer argument is scale * f_(inner, outer) summed back to the outer argument's shape
+        grads[second_key(outer, inner)] = _grad(*pointwise2[(outer, inner)], scale, shapes[outer])
     if reduction != "none" and divisor == 0:
         grads = {k: _q(np.full(g.value.shape, np.nan), True, 0.0) for k, g in grads.items()}
     return Reference(fwd, grads)

@@ -306,6 +306,7 @@ def run_case(torch, case, arrays, device, sources=None):
                     rec["grads"][name] = None if g is None else _values(g)
                 except Exception as exc:  # noqa: BLE001
                     rec["grad_errors"][name] = _error(exc, "backward")
+            _second_order(torch, rec, out, a, b)
         if device.startswith("cuda"):
             try:
                 torch.cuda.synchronize()
@@ -314,6 +315,35 @@ def run_case(torch, case, arrays, device, sources=None):
     rec["warnings"] = _warnings(caught)
     rec["seconds"] = time.perf_counter() - t0
     return rec
+
+
+SECOND_ORDER = (("first", "first"), ("second", "first"), ("first", "second"), ("second", "second"))  # (outer, inner)
+
+
+def _second_order(torch, rec, out, a, b):
+    """Double backward: for each argument (inner), its gradient made with create_graph=True,
+    summed, then differentiated w.r.t. each argument (outer); stored under "OUTER of INNER"
+    (harness.phases).  An argument the gradient does not depend on gets zeros, as
+    autograd.grad(materialize_grads=True) defines; one that cannot be differentiated, the
+    error.  The first-order values above are kept from the plain backward."""
+    leaves = {"first": a, "second": b}
+    for inner in ("first", "second"):
+        try:
+            (g,) = torch.autograd.grad(out, [leaves[inner]], torch.ones_like(out), create_graph=True, allow_unused=True)
+            if g is None:
+                raise RuntimeError(f"no gradient w.r.t. the {inner} argument to differentiate again")
+            total = g.sum()
+        except Exception as exc:  # noqa: BLE001
+            for outer in ("first", "second"):
+                rec["grad_errors"][f"{outer} of {inner}"] = _error(exc, "double backward")
+            continue
+        for outer in ("first", "second"):
+            key = f"{outer} of {inner}"
+            try:
+                (h,) = torch.autograd.grad(total, [leaves[outer]], retain_graph=True, allow_unused=True)
+                rec["grads"][key] = _values(torch.zeros_like(leaves[outer]) if h is None else h)
+            except Exception as exc:  # noqa: BLE001
+                rec["grad_errors"][key] = _error(exc, "double backward")
 
 
 def _die_with_supervisor():

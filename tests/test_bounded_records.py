@@ -78,7 +78,7 @@ def test_a_million_elements_make_a_small_record_judged_as_the_whole_tensor(big_c
     out, grads = _exact(case)
     assert out.size == 10**6
     rec = _record(case, out, grads)
-    assert len(json.dumps(rec)) < 2048  # far below RECORD_LIMIT, whatever the size
+    assert len(json.dumps(rec)) < 512 * (1 + len(grads))  # far below RECORD_LIMIT, whatever the size
     assert tensors.is_summary(rec["output"]) and tensors.size(rec["output"]) == 10**6
     assert rec["output"]["classes"]["0"] + rec["output"]["classes"]["-0"] == 10**6  # KL of equal distributions
     assert rec["output"]["checks"]["documented"]["verdict"] == "pass"

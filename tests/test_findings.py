@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness import findings
+from harness import findings, phases
 from harness.cases import load_cases
 from tests.conftest import ROOT
 
@@ -40,8 +40,7 @@ def _row(cid, release, values=None, error=None, warnings=(), verdict="pass", gra
         "status": "ok",
         "verdict": verdict if error is None else "error",
         "forward": verdict if error is None else "error",
-        "grad_input": None,
-        "grad_target": None,
+        **{p.name: None for p in phases.GRADIENTS},
         "output": out,
         "grads": grads,
         "errors": {"forward": error} if error else None,
@@ -179,9 +178,14 @@ def test_titles_are_unique_and_changes_come_most_severe_first(real):
         assert bc.severity == severities.worst(
             *(m.severity for m in bc.members if m.lead or m.severity in ("silent", "failure"))
         )
-    # the budget: at most 25 lines once the wording-only changes of a step take one line
+    # the budget: at most 25 lines once the wording-only changes of a step take one line, for
+    # the changes the forward and first-order gradients lead; the double backward (issue 27,
+    # slice 1) found 7 distinct ones at 1.13 (1.6-1.12 declared a derivative zero), budget 8
     wording_steps = {(bc.device, bc.since) for bc in f.changes if bc.wording}
-    assert sum(not bc.wording for bc in f.changes) + len(wording_steps) <= 25
+    second = {p.name for p in phases.SECOND_ORDER}
+    first_order = [bc for bc in f.changes if not bc.wording and bc.phase not in second]
+    assert len(first_order) + len(wording_steps) <= 25
+    assert sum(bc.phase in second for bc in f.changes) <= 8
 
 
 def test_a_where_in_a_title_holds_at_every_changed_element(real):
@@ -211,7 +215,7 @@ def test_a_where_in_a_title_holds_at_every_changed_element(real):
 
 def test_the_committed_history_has_a_readable_number_of_behaviour_changes(real):
     _, _, f = real
-    assert 10 <= len(f.changes) <= 30, [bc.title for bc in f.changes]
+    assert 10 <= len(f.changes) <= 30 + 8, [bc.title for bc in f.changes]  # 8: the second order's budget
     xlogy = next(
         bc for bc in f.changes if bc.since == "1.13" and (bc.phase, bc.from_, bc.to) == ("forward", "0", "nan")
     )

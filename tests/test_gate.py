@@ -62,8 +62,33 @@ def record(case, device="cpu", output=None, status="ok", seconds=0.01):
         return rec
     rec["output"] = _tensor(ref.forward, output)
     if case.family.grad:
-        rec["grads"] = {arg: _tensor(ref.grads[arg]) for arg in ("first", "second")}
+        rec["grads"] = {key: _tensor(q) for key, q in ref.grads.items()}  # first and second order
     return rec
+
+
+def test_a_record_made_before_double_backward_is_not_compared(cases):
+    """A record without the second-order phases (made before they were recorded) has no
+    behaviour hash and a verdict without them: the gate counts it apart, not compared."""
+    import pandas as pd
+
+    from harness.evaluate import evaluate_record
+
+    grad_case = next(c for c in cases if c.family.grad)
+    new = record(grad_case)
+    old = {**new, "grads": {k: v for k, v in new["grads"].items() if k in ("first", "second")}}
+    rows = [
+        {**evaluate_record(grad_case, r), "release": "2.5", "torch": "2.5.1", "grads": r["grads"], "errors": None}
+        for r in (new, old)
+    ]
+    assert rows[0]["grad2_target"] == "pass" and rows[1]["grad2_target"] is None  # not judged
+    assert rows[0]["verdict"] == rows[1]["verdict"] == "pass"
+    frame = pd.DataFrame(rows)
+    new_entry, old_entry = (gate.snapshot(frame.iloc[[i]])[("2.5", "cpu")].cases[grad_case.id] for i in (0, 1))
+    assert new_entry.split()[1] != gate.OLDER and old_entry.split()[1] == gate.OLDER
+    assert new_entry.split()[::2] == old_entry.split()[::2]  # same verdict, same value hash
+    # against each other: not compared (the older one's verdict lacks the second order)
+    res = gate.compare(gate.snapshot(frame.iloc[[0]]), gate.snapshot(frame.iloc[[1]]))
+    assert [(r.older, r.compared, r.changes) for r in res] == [(1, 0, [])]
 
 
 def write_results(root, torch, records, device="cpu"):

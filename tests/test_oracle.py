@@ -102,3 +102,38 @@ def test_a_stale_side_is_not_compared():
     ]
     comp = cuda_vs_cpu(pd.DataFrame(rows))
     assert comp["agreement"].tolist() == ["stale"]
+
+
+def test_a_side_recorded_before_the_double_backward_compares_on_the_phases_both_hold():
+    """A CUDA result without the second-order phases is compared with the CPU one on the
+    forward and first-order verdicts: a CPU-only second-order nan is no disagreement, a
+    first-order difference still is."""
+    out = {"shape": [], "dtype": "float64", "values": [1.0]}
+    common = {"release": "2.5", "family": "f", "dtype": "float64", "output": out, "forward": "pass"}
+    second = {"grad2_input": "pass", "grad2_target_input": "pass", "grad2_input_target": "pass", "grad2_target": "nan"}
+    older = dict.fromkeys(second)
+    rows = [
+        {**common, "id": "a", "device": "cpu", "verdict": "nan", "grad_input": "pass", "grad_target": "pass", **second},
+        {
+            **common,
+            "id": "a",
+            "device": "cuda",
+            "verdict": "pass",
+            "grad_input": "pass",
+            "grad_target": "pass",
+            **older,
+        },
+        {**common, "id": "b", "device": "cpu", "verdict": "nan", "grad_input": "pass", "grad_target": "pass", **second},
+        {
+            **common,
+            "id": "b",
+            "device": "cuda",
+            "verdict": "error",
+            "grad_input": "error",
+            "grad_target": "pass",
+            **older,
+        },
+    ]
+    comp = cuda_vs_cpu(pd.DataFrame(rows)).set_index("id")
+    assert comp.loc["a", "agreement"] == "same"
+    assert comp.loc["b", "agreement"] == "outcome differs"

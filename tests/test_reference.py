@@ -72,6 +72,19 @@ def test_pointwise_and_gradients_against_mpmath(t, x):
         for arg, want_grad in (("first", gx), ("second", gt)):
             g = ref.grads[arg]
             assert abs(g.value[0] - float(want_grad)) <= 1e-12 * max(float(g.magnitude[0]), 1e-300)
+        # second order: d/d(outer) of dL/d(inner), by mpmath's numerical differentiation of f
+        # at 50 digits (partial orders (n_x, n_t)); the mixed partials both ways
+        for outer, inner in reference.SECOND_ORDER:
+            n_x = (outer == "first") + (inner == "first")
+            orders = (n_x, 2 - n_x)
+            with mpmath.workdps(
+                420
+            ):  # a step as small as 1e-320, squared, against f near 1e-297: 343 digits, and 77 more
+                want2 = mpmath.diff(f, (x_mp, t_mp), orders, h=mpmath.mpf("1e-20") * (1 if log_target else t_mp))
+            g = ref.grads[reference.second_key(outer, inner)]
+            assert not g.undefined[0]
+            tol = 1e-10 * max(float(g.magnitude[0]), 1e-100)  # an exact 0: mpmath leaves ~1e-130
+            assert abs(g.value[0] - float(want2)) <= tol, (outer, inner, log_target, x, tt, g.value[0], want2)
 
 
 def test_zero_targets_use_the_limit_and_mark_the_derivative_undefined():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import report
+from harness import phases, report
 from harness.cases import load_cases
 from harness.cli import main
 from harness.evaluate import case_references
@@ -503,7 +503,6 @@ def test_change_rows_of_the_grid_show_each_releases_own_results():
     """A change's grid cell at a release is what that release's results of its cases say
     (not the verdicts at the change's step): where they all raised 'not implemented' the
     cell says so, even before the change, and where they all pass it is a pass."""
-    from harness import phases
     from harness.report import glance
 
     d = report.load([PUBLISHED / "results"])
@@ -547,7 +546,7 @@ def test_boundary_and_invalid_behaviours_are_named_with_what_to_do():
     assert len(keys) == len(set(keys))
     f = d.frame
     expected = set()
-    for p in ("forward", "grad_input", "grad_target"):
+    for p in phases.NAMES:
         bad = f[f["scope"].isin(["boundary", "invalid"]) & f[p].isin(edges.PROBLEM)]
         expected |= {(fam, p, v) for fam, v in zip(bad["family"], bad[p])}
     assert expected == {k for k in keys if k[2] != "pitfall"}

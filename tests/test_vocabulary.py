@@ -150,3 +150,20 @@ def test_a_trial_axis_is_one_declaration(tmp_path):
         "bad.yaml:8: families[0].axes.layout[0]:" in out.stderr
         and "'diagonal' is not one of 'contiguous', 'transposed'" in out.stderr
     )
+
+
+def test_readme_names_every_phase():
+    """README's Phases section names each phase as the report labels it."""
+    from harness import phases
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Phases") : readme.index("### Verdicts")]
+    assert [p.label for p in phases.PHASES if p.label not in section] == []
+
+
+def test_summary_schema_names_the_phases_of_harness_phases():
+    """summary.schema.json's phase enum is harness.phases' names and the warnings: one vocabulary."""
+    from harness import phases
+
+    schema = json.loads((ROOT / "reports" / "summary.schema.json").read_text())
+    assert schema["$defs"]["phase"]["enum"] == [*phases.NAMES, "warnings"]

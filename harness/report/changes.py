@@ -48,8 +48,10 @@ def repro_lines(case, phase: str, position) -> list:
     if position is not None:
         a, b = np.broadcast_arrays(first, second)
         first, second = a.reshape(-1)[[position]], b.reshape(-1)[[position]]
-    grad = phase in ("grad_input", "grad_target")
+    p = phases_mod.BY_NAME.get(phase)
+    grad = p is not None and p.grad_of is not None
     rg = ", requires_grad=True" if grad else ""
+    var = {"first": "x", "second": "t"}
     lines = [
         "import torch",
         'nan, inf = float("nan"), float("inf")',
@@ -57,9 +59,14 @@ def repro_lines(case, phase: str, position) -> list:
         f"t = torch.tensor({literal(second, case.dtype)}, dtype=torch.{case.dtype}{rg})  # target",
     ]
     lines.append(f"loss = {call_text(case, 'x', 't')}")
-    if grad:
+    if grad and " of " in p.grad_of:  # double backward: d/d(outer) of the summed d/d(inner)
+        outer, _, inner = p.grad_of.partition(" of ")
+        lines.append(f"(g,) = torch.autograd.grad(loss.sum(), [{var[inner]}], create_graph=True)")
+        lines.append(f"(h,) = torch.autograd.grad(g.sum(), [{var[outer]}], allow_unused=True)")
+        lines.append(f"print(torch.zeros_like({var[outer]}) if h is None else h)  # None: does not depend on it")
+    elif grad:
         lines.append("loss.backward(torch.ones_like(loss))")
-        lines.append(f"print({'x' if phase == 'grad_input' else 't'}.grad)")
+        lines.append(f"print({var[p.grad_of]}.grad)")
     else:
         lines.append("print(loss)")
     return lines

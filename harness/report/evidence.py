@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from .. import axes, claims, verdicts
+from .. import axes, claims, phases, verdicts
 from ..versions import release_key, release_of
 from .base import Cell, Section, Table
 from .glance import misuse_key
@@ -61,7 +61,7 @@ def _cuda_vs_cpu(d: ReportData) -> pd.DataFrame:
     n = len(d.frame)
     column = {
         c: np.fromiter(d.col(c), dtype=object, count=n)
-        for c in ("release", "id", "family", "dtype", "verdict", "output", "device")
+        for c in ("release", "id", "family", "dtype", "verdict", "output", "device", *phases.NAMES)
     }
     cpu, cuda = np.flatnonzero(column["device"] == "cpu"), np.flatnonzero(column["device"] == "cuda")
     where = d.case_codes * len(d.releases) + np.asarray(d.col("rk"), dtype=np.int64)  # (case, release)
@@ -73,7 +73,10 @@ def _cuda_vs_cpu(d: ReportData) -> pd.DataFrame:
     returned = np.asarray(d.col("output_id"), dtype=np.int64)
     odd = (returned < 0) & np.fromiter((out is not None for out in d.col("output")), dtype=bool, count=n)
     returned = np.where(odd, -2 - np.arange(n), returned)
-    verdict = pd.factorize(column["verdict"])[0]
+    # the answer depends on the verdicts of the case and of each phase (oracle._comparable_verdicts)
+    verdict = pd.factorize(
+        np.fromiter((str(v) for v in zip(column["verdict"], *(column[p] for p in phases.NAMES))), dtype=object, count=n)
+    )[0]
     keys = np.stack([d.case_codes[cpu], verdict[cpu], verdict[cuda], returned[cpu], returned[cuda]], axis=1)
     _, first, which = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     asked = np.sort(np.concatenate([cpu[first], cuda[first]]))

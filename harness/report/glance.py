@@ -24,7 +24,7 @@ from .. import axes, phases, tensors, verdicts
 from ..versions import release_key
 from .base import Cell, Section
 from .model import PROBLEMS, ReportData
-from .text import device_key
+from .text import device_key, ranges
 
 OK_VERDICTS = ("pass", "expected-error")  # a phase that does what the documentation says
 
@@ -509,6 +509,9 @@ def _usage_tables(d: ReportData) -> dict:
     return out
 
 
+ODD_SHOWN = 16  # cases listed under a dtype and phase that does not pass; the rest are on the family pages
+
+
 def usage_detail(d: ReportData) -> list[dict]:
     """Per device, dtype and phase of correct usage: per release the counts and the cases
     that fail or are not implemented (the grid's usage cells link here)."""
@@ -555,7 +558,8 @@ def usage_detail(d: ReportData) -> list[dict]:
                     if (dv, dt2, p2) != (dev, dt, p.name):
                         continue
                     for cid, rels in sorted(cases.items(), key=lambda kv: d.case_index.get(kv[0], 0)):
-                        odd.append({"verdict": v, "case": cid, "href": case_href(d, cid), "releases": rels})
+                        at = ranges([d.releases.index(r) for r in rels if r in d.releases], d.releases)
+                        odd.append({"verdict": v, "case": cid, "href": case_href(d, cid), "releases": at})
                 out.append(
                     {
                         "verdict": _verdict_tokens(counts, dev, dt, p.name, d.data_releases),
@@ -565,8 +569,8 @@ def usage_detail(d: ReportData) -> list[dict]:
                         "phase": p.name,
                         "label": f"{dt} {p.label} on {dev}",
                         "releases": per_rel,
-                        "odd": odd[:40],
-                        "odd_more": max(0, len(odd) - 40),
+                        "odd": odd[:ODD_SHOWN],
+                        "odd_more": max(0, len(odd) - ODD_SHOWN),
                     }
                 )
     return out
