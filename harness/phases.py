@@ -78,18 +78,23 @@ def error_of(phase: Phase, rec: dict):
     return (rec.get("grad_errors") or {}).get(phase.grad_of)
 
 
+# the keys under which a record holds each order: its grads' (grad_of) and its errors' (name)
+_FIRST_KEYS = frozenset(k for p in GRADIENTS if p not in SECOND_ORDER for k in (p.grad_of, p.name))
+_SECOND_KEYS = frozenset(k for p in SECOND_ORDER for k in (p.grad_of, p.name))
+
+
+def _holds(keys: frozenset, grads, errors) -> bool:
+    return any(k in keys for k in (grads or ())) or any(k in keys for k in (errors or ()))
+
+
 def holds_second_order(grads, errors) -> bool:
     """Whether a record (its grads: key -> tensor, and its errors: key -> error, keyed by
     ``grad_of`` or by phase name) holds the second order: any of its keys, value or error."""
-    keys = {p.grad_of for p in SECOND_ORDER} | {p.name for p in SECOND_ORDER}
-    return any(k in keys for k in (grads or {})) or any(k in keys for k in (errors or {}))
+    return _holds(_SECOND_KEYS, grads, errors)
 
 
 def holds_first_order(grads, errors) -> bool:
-    keys = {p.grad_of for p in GRADIENTS if p not in SECOND_ORDER} | {
-        p.name for p in GRADIENTS if p not in SECOND_ORDER
-    }
-    return any(k in keys for k in (grads or {})) or any(k in keys for k in (errors or {}))
+    return _holds(_FIRST_KEYS, grads, errors)
 
 
 def not_recorded(phase: Phase, grads, errors) -> bool:
@@ -97,7 +102,7 @@ def not_recorded(phase: Phase, grads, errors) -> bool:
     but nothing of the second order: it was made before double backward was recorded
     (harness.worker), so the phase is not judged.  (Without first-order gradients, because
     the forward failed, it has no gradient, like the first order.)"""
-    if phase not in SECOND_ORDER or not isinstance(grads, dict) and grads is not None:
+    if phase not in SECOND_ORDER or (grads is not None and not isinstance(grads, dict)):
         return False
     errors = errors if isinstance(errors, dict) else None
     return holds_first_order(grads, errors) and not holds_second_order(grads, errors)
