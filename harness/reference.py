@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import phases
+
 
 @dataclass
 class Quantity:
@@ -112,9 +114,9 @@ def _second(x, t, log_target):
         return (zero, und, zero), (-et, und.copy(), et), (ftt, und.copy(), mtt)
 
 
-# The second-order quantities a case records (harness.phases): the derivative w.r.t. an
-# argument ("first", "second") of the summed first-order gradient w.r.t. another.
-SECOND_ORDER = (("first", "first"), ("first", "second"), ("second", "first"), ("second", "second"))
+# The second-order quantities a case records, as harness.phases declares them: (outer,
+# inner) for the derivative w.r.t. an argument of the summed first-order gradient w.r.t. another.
+SECOND_ORDER = tuple(tuple(p.grad_of.split(" of ")) for p in phases.SECOND_ORDER)
 
 
 def second_key(outer: str, inner: str) -> str:

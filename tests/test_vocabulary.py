@@ -167,3 +167,13 @@ def test_summary_schema_names_the_phases_of_harness_phases():
 
     schema = json.loads((ROOT / "reports" / "summary.schema.json").read_text())
     assert schema["$defs"]["phase"]["enum"] == [*phases.NAMES, "warnings"]
+
+
+def test_the_worker_records_the_second_order_under_the_phases_keys():
+    """harness/worker.py runs with the standard library and torch only, so it spells the
+    second-order keys itself: they must be harness.phases' (and the reference's)."""
+    from harness import phases, reference, worker
+
+    declared = {p.grad_of for p in phases.SECOND_ORDER}
+    assert {f"{outer} of {inner}" for outer, inner in worker.SECOND_ORDER} == declared
+    assert {reference.second_key(*pair) for pair in reference.SECOND_ORDER} == declared
